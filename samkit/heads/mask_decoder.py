@@ -1,0 +1,159 @@
+"""The mask decoder shared by every family: SAM, MobileSAM, EdgeSAM, EfficientSAM and the
+SAM 2 family (high-resolution skip features, object-score token, dynamic multimask)."""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Type, Union
+
+import torch
+from torch import nn
+
+from ..layers import MLP, LayerNorm2d
+
+
+def stability_scores(mask_logits: torch.Tensor, delta: float) -> torch.Tensor:
+    """IoU between the masks thresholded at +delta and -delta. ``... x H x W -> ...``
+    (1.0 where both are empty)."""
+    flat = mask_logits.flatten(-2)
+    inter = (flat > delta).sum(-1).float()
+    union = (flat > -delta).sum(-1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter))
+
+
+class MaskDecoder(nn.Module):
+    """Predicts masks from image embeddings and prompt embeddings.
+
+    ``num_multimask_outputs`` + 1 mask tokens: token 0 is the single-mask output, tokens 1..
+    the multimask outputs. Family options: ``use_high_res_features`` (``conv_s0``/``conv_s1``
+    project backbone levels that are added during upscaling; SAM 2), ``pred_obj_scores`` (an
+    object-score token and head), ``iou_prediction_use_sigmoid``, ``use_multimask_token_for_obj_ptr``,
+    ``dynamic_multimask_via_stability`` (single-mask requests fall back to the best multimask
+    output when the single mask is unstable; SAM 2), ``upscaling_norm`` ("layer": LayerNorm2d
+    per pixel, SAM; "group": GroupNorm(1, C) over C x H x W, EfficientSAM).
+    """
+
+    def __init__(self, transformer_dim: int = 256, transformer: Optional[nn.Module] = None,
+                 num_multimask_outputs: int = 3, activation: Type[nn.Module] = nn.GELU,
+                 iou_head_depth: int = 3, iou_head_hidden_dim: int = 256,
+                 hypernet_activation: Type[nn.Module] = nn.ReLU,
+                 use_high_res_features: bool = False, pred_obj_scores: bool = False,
+                 pred_obj_scores_mlp: bool = False, use_multimask_token_for_obj_ptr: bool = False,
+                 iou_prediction_use_sigmoid: bool = False, dynamic_multimask_via_stability: bool = False,
+                 dynamic_multimask_stability_delta: float = 0.05,
+                 dynamic_multimask_stability_thresh: float = 0.98, upscaling_norm: str = "layer") -> None:
+        super().__init__()
+        if transformer is None:
+            raise ValueError("MaskDecoder needs a transformer module")
+        c = transformer_dim
+        self.transformer_dim = c
+        self.transformer = transformer
+        self.num_multimask_outputs = num_multimask_outputs
+        self.num_mask_tokens = num_multimask_outputs + 1
+        self.iou_token = nn.Embedding(1, c)
+        self.mask_tokens = nn.Embedding(self.num_mask_tokens, c)
+        self.pred_obj_scores = pred_obj_scores
+        if pred_obj_scores:
+            self.obj_score_token = nn.Embedding(1, c)
+        if upscaling_norm not in ("layer", "group"):
+            raise ValueError(f"upscaling_norm must be 'layer' or 'group', got {upscaling_norm!r}")
+        self.output_upscaling = nn.Sequential(
+            nn.ConvTranspose2d(c, c // 4, kernel_size=2, stride=2),
+            LayerNorm2d(c // 4) if upscaling_norm == "layer" else nn.GroupNorm(1, c // 4),
+            activation(),
+            nn.ConvTranspose2d(c // 4, c // 8, kernel_size=2, stride=2),
+            activation(),
+        )
+        self.use_high_res_features = use_high_res_features
+        if use_high_res_features:
+            self.conv_s0 = nn.Conv2d(c, c // 8, kernel_size=1)
+            self.conv_s1 = nn.Conv2d(c, c // 4, kernel_size=1)
+        self.output_hypernetworks_mlps = nn.ModuleList(
+            MLP(c, c, c // 8, 3, activation=hypernet_activation) for _ in range(self.num_mask_tokens)
+        )
+        self.iou_prediction_head = MLP(c, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth,
+                                       activation=hypernet_activation, sigmoid_output=iou_prediction_use_sigmoid)
+        if pred_obj_scores:
+            self.pred_obj_score_head = MLP(c, c, 1, 3) if pred_obj_scores_mlp else nn.Linear(c, 1)
+        self.use_multimask_token_for_obj_ptr = use_multimask_token_for_obj_ptr
+        self.dynamic_multimask_via_stability = dynamic_multimask_via_stability
+        self.dynamic_multimask_stability_delta = dynamic_multimask_stability_delta
+        self.dynamic_multimask_stability_thresh = dynamic_multimask_stability_thresh
+
+    def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
+                sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: Optional[torch.Tensor],
+                multimask_output: Union[bool, str], repeat_image: Optional[bool] = None,
+                high_res_features: Optional[Sequence[torch.Tensor]] = None,
+                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """image_embeddings: 1 or B x C x h x w; image_pe: 1 x C x h x w; sparse: B x N x C;
+        dense: B x C x h x w (or None). ``multimask_output``: True (multimask tokens), False
+        (single mask, or the stability fallback when enabled), or "all" (every token).
+        Returns masks B x K x 4h x 4w, iou B x K, the mask tokens used for object pointers
+        B x k x C and object-score logits B x 1."""
+        masks, iou, mask_tokens_out, obj = self._predict(image_embeddings, image_pe, sparse_prompt_embeddings,
+                                                         dense_prompt_embeddings, repeat_image, high_res_features)
+        if multimask_output == "all":
+            pass
+        elif multimask_output:
+            masks, iou = masks[:, 1:], iou[:, 1:]
+        elif self.dynamic_multimask_via_stability and not self.training:
+            masks, iou = self._dynamic_multimask(masks, iou)
+        else:
+            masks, iou = masks[:, 0:1], iou[:, 0:1]
+        if multimask_output is True and self.use_multimask_token_for_obj_ptr:
+            tokens = mask_tokens_out[:, 1:]
+        else:
+            tokens = mask_tokens_out[:, 0:1]
+        return masks, iou, tokens, obj
+
+    def _predict(self, image_embeddings, image_pe, sparse, dense, repeat_image, high_res_features):
+        weights = [self.iou_token.weight, self.mask_tokens.weight]
+        s = 0
+        if self.pred_obj_scores:
+            weights.insert(0, self.obj_score_token.weight)
+            s = 1
+        out_tokens = torch.cat(weights, dim=0).unsqueeze(0).expand(sparse.shape[0], -1, -1)
+        tokens = torch.cat([out_tokens, sparse], dim=1)
+        b = tokens.shape[0]
+        if repeat_image is None:
+            repeat_image = image_embeddings.shape[0] != b
+        src = torch.repeat_interleave(image_embeddings, b, dim=0) if repeat_image else image_embeddings
+        if dense is not None:
+            src = src + dense
+        pos_src = image_pe.expand(b, -1, -1, -1) if image_pe.shape[0] == 1 else image_pe
+        _, c, h, w = src.shape
+        hs, src = self.transformer(src, pos_src, tokens)
+        iou_token_out = hs[:, s, :]
+        mask_tokens_out = hs[:, s + 1 : s + 1 + self.num_mask_tokens, :]
+        src = src.transpose(1, 2).reshape(b, c, h, w)
+        if not self.use_high_res_features:
+            upscaled = self.output_upscaling(src)
+        else:
+            dc1, ln1, act1, dc2, act2 = self.output_upscaling
+            feat_s0, feat_s1 = high_res_features
+            if feat_s0.shape[0] != b:
+                feat_s0 = feat_s0.expand(b, -1, -1, -1) if feat_s0.shape[0] == 1 else feat_s0
+                feat_s1 = feat_s1.expand(b, -1, -1, -1) if feat_s1.shape[0] == 1 else feat_s1
+            upscaled = act1(ln1(dc1(src) + feat_s1))
+            upscaled = act2(dc2(upscaled) + feat_s0)
+        hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
+                               dim=1)
+        b, c, h, w = upscaled.shape
+        masks = (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
+        iou = self.iou_prediction_head(iou_token_out)
+        if self.pred_obj_scores:
+            obj = self.pred_obj_score_head(hs[:, 0, :])
+        else:
+            obj = 10.0 * iou.new_ones(iou.shape[0], 1)
+        return masks, iou, mask_tokens_out, obj
+
+    def _dynamic_multimask(self, masks: torch.Tensor, iou: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        multi, multi_iou = masks[:, 1:], iou[:, 1:]
+        best = torch.argmax(multi_iou, dim=-1)
+        rows = torch.arange(multi.shape[0], device=masks.device)
+        best_masks = multi[rows, best].unsqueeze(1)
+        best_iou = multi_iou[rows, best].unsqueeze(1)
+        single, single_iou = masks[:, 0:1], iou[:, 0:1]
+        stable = stability_scores(single, self.dynamic_multimask_stability_delta) >= \
+            self.dynamic_multimask_stability_thresh
+        out_masks = torch.where(stable[..., None, None].expand_as(single), single, best_masks)
+        out_iou = torch.where(stable.expand_as(single_iou), single_iou, best_iou)
+        return out_masks, out_iou

@@ -1,0 +1,91 @@
+"""Two-way transformer of the SAM mask decoder (tokens <-> image), shared by every family."""
+from __future__ import annotations
+
+from typing import Tuple, Type
+
+import torch
+from torch import nn
+
+from ..layers import Attention, MLPBlock
+
+
+class TwoWayAttentionBlock(nn.Module):
+    """Self-attention of the tokens, token->image cross-attention, MLP on the tokens,
+    image->token cross-attention. ``skip_first_layer_pe``: the first block's self-attention
+    sees no positional encoding (its queries are the raw prompt embeddings).
+
+    ``self_attn_mode``: "sam" (SAM: ``q = k = queries + pe``, ``v = queries``, residual on
+    ``queries``; the first block replaces the queries by its self-attention, no residual) or
+    "efficient_sam" (EfficientSAM: ``queries += pe`` first (not in the first block), then
+    ``queries = queries + self_attn(queries, queries, queries)`` in every block)."""
+
+    def __init__(self, embedding_dim: int, num_heads: int, mlp_dim: int = 2048,
+                 activation: Type[nn.Module] = nn.ReLU, attention_downsample_rate: int = 2,
+                 skip_first_layer_pe: bool = False, self_attn_mode: str = "sam") -> None:
+        super().__init__()
+        if self_attn_mode not in ("sam", "efficient_sam"):
+            raise ValueError(f"self_attn_mode must be 'sam' or 'efficient_sam', got {self_attn_mode!r}")
+        self.self_attn_mode = self_attn_mode
+        self.self_attn = Attention(embedding_dim, num_heads)
+        self.norm1 = nn.LayerNorm(embedding_dim)
+        self.cross_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
+        self.norm2 = nn.LayerNorm(embedding_dim)
+        self.mlp = MLPBlock(embedding_dim, mlp_dim, activation)
+        self.norm3 = nn.LayerNorm(embedding_dim)
+        self.norm4 = nn.LayerNorm(embedding_dim)
+        self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, attention_downsample_rate)
+        self.skip_first_layer_pe = skip_first_layer_pe
+
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor,
+                key_pe: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        if self.self_attn_mode == "efficient_sam":
+            if not self.skip_first_layer_pe:
+                queries = queries + query_pe
+            queries = queries + self.self_attn(queries, queries, queries)
+        elif self.skip_first_layer_pe:
+            queries = self.self_attn(queries, queries, queries)
+        else:
+            q = queries + query_pe
+            queries = queries + self.self_attn(q, q, queries)
+        queries = self.norm1(queries)
+        q = queries + query_pe
+        k = keys + key_pe
+        queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
+        queries = self.norm3(queries + self.mlp(queries))
+        q = queries + query_pe
+        k = keys + key_pe
+        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
+        return queries, keys
+
+
+class TwoWayTransformer(nn.Module):
+    """``image_embedding`` B x C x h x w, ``image_pe`` B x C x h x w, ``point_embedding`` B x N x C
+    -> (tokens B x N x C, image B x hw x C)."""
+
+    def __init__(self, depth: int = 2, embedding_dim: int = 256, num_heads: int = 8, mlp_dim: int = 2048,
+                 activation: Type[nn.Module] = nn.ReLU, attention_downsample_rate: int = 2,
+                 self_attn_mode: str = "sam") -> None:
+        super().__init__()
+        self.depth = depth
+        self.embedding_dim = embedding_dim
+        self.num_heads = num_heads
+        self.mlp_dim = mlp_dim
+        self.layers = nn.ModuleList(
+            TwoWayAttentionBlock(embedding_dim, num_heads, mlp_dim, activation, attention_downsample_rate,
+                                 skip_first_layer_pe=(i == 0), self_attn_mode=self_attn_mode)
+            for i in range(depth)
+        )
+        self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
+        self.norm_final_attn = nn.LayerNorm(embedding_dim)
+
+    def forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor,
+                point_embedding: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        keys = image_embedding.flatten(2).permute(0, 2, 1)
+        key_pe = image_pe.flatten(2).permute(0, 2, 1)
+        queries = point_embedding
+        for layer in self.layers:
+            queries, keys = layer(queries, keys, point_embedding, key_pe)
+        q = queries + point_embedding
+        k = keys + key_pe
+        queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, k, keys))
+        return queries, keys
