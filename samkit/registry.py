@@ -1,0 +1,117 @@
+"""From a model name to a ready model: spec -> builder -> checkpoint -> eval model.
+
+Builders are referenced in ``samkit.specs`` as ``"module:function"`` and imported only here,
+on first use, so ``import samkit`` never imports a model family.
+"""
+from __future__ import annotations
+
+import importlib
+import warnings
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+from . import checkpoint as _ckpt
+from . import hub
+from .errors import InputError, MissingExtraError
+from .specs import ModelSpec, get_spec
+
+_LICENSE_WARNED: set = set()
+
+
+def _spec(name_or_spec: Union[str, ModelSpec]) -> ModelSpec:
+    if isinstance(name_or_spec, ModelSpec):
+        return name_or_spec
+    if not isinstance(name_or_spec, str):
+        raise InputError(
+            f"model must be a name such as 'sam_vit_b' or a ModelSpec, got "
+            f"{type(name_or_spec).__name__}. Fix: pass one of samkit.list_models().")
+    return get_spec(name_or_spec)  # KeyError listing the known names
+
+
+def builder(name_or_spec: Union[str, ModelSpec]):
+    """The builder function of a spec, imported lazily from ``spec.builder``."""
+    spec = _spec(name_or_spec)
+    module_name, _, fn_name = spec.builder.partition(":")
+    if not fn_name:
+        raise ValueError(f"spec {spec.name!r} has builder {spec.builder!r}; expected 'module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except MissingExtraError:
+        raise  # an optional dependency: its message names the extra to install
+    except ImportError as exc:
+        missing = getattr(exc, "name", None) or ""
+        ours = missing.startswith("samkit") or missing == module_name or module_name.startswith(missing + ".")
+        if missing and not ours:
+            raise  # a third-party dependency of the builder is missing: its message says which
+        raise ImportError(
+            f"model {spec.name!r} needs {module_name}, which cannot be imported ({exc}). "
+            "Fix: update samkit; this family may not be available in this version.") from exc
+    try:
+        return getattr(module, fn_name)
+    except AttributeError:
+        raise ImportError(
+            f"{module_name} has no builder {fn_name!r} for model {spec.name!r}. "
+            "Fix: update samkit; the registry and the model code are out of step.") from None
+
+
+def build_model(name_or_spec: Union[str, ModelSpec]):
+    """Build a model with freshly initialised (not loaded) weights and set ``model.spec``."""
+    spec = _spec(name_or_spec)
+    model = builder(spec)()
+    try:
+        model.spec = spec
+    except AttributeError:  # objects with __slots__ or read-only attributes
+        pass
+    return model
+
+
+def _warn_license(spec: ModelSpec) -> None:
+    if spec.commercial_use or spec.name in _LICENSE_WARNED:
+        return
+    _LICENSE_WARNED.add(spec.name)
+    warnings.warn(
+        f"{spec.name} weights are released under the {spec.license}: non-commercial use only. "
+        "Choose a model with commercial_use=True (e.g. mobile_sam, sam2.1_hiera_t) for "
+        "commercial work.",
+        UserWarning, stacklevel=3)
+
+
+def load_model(name: Union[str, ModelSpec], checkpoint: Optional[Union[str, Path]] = None,
+               device: Union[str, torch.device] = "cpu", *, strict: Optional[bool] = None,
+               download: bool = True, progress: Optional[hub.ProgressFn] = None):
+    """A model with loaded weights, in eval mode, on ``device``, with ``model.spec`` set.
+
+    ``checkpoint``: a file (safetensors, torch ``weights_only`` pickle, or a zip holding one);
+    None uses the official weights from the cache, downloading them unless ``download`` is
+    False (or offline mode is on), in which case a missing file fails at once saying where
+    to put it. ``strict`` (default: ``spec.extra.get("strict", True)``) makes every key of
+    the model and the file match; otherwise the fitting subset is loaded.
+    Non-neural engines (``classic``) are built and returned without any file.
+    Unknown names raise ``KeyError`` listing the known ones."""
+    spec = _spec(name)
+    _warn_license(spec)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(f"device {device!r} is not a valid torch device ({exc}). "
+                         "Fix: pass 'cpu', 'cuda', 'cuda:0' or 'mps'.") from None
+    if not spec.neural:
+        model = build_model(spec)
+        if isinstance(model, torch.nn.Module):
+            model = model.to(dev).eval()
+        return model
+    if checkpoint is None:
+        path = hub.resolve(spec, offline=True if not download else None, progress=progress)
+    else:
+        path = Path(checkpoint).expanduser()
+    state_dict = _ckpt.read_state_dict(path)
+    model = build_model(spec)
+    if strict is None:
+        strict = bool(spec.extra.get("strict", True))
+    _ckpt.load_into(model, state_dict, spec, strict=strict, source=path)
+    del state_dict
+    model = model.to(dev).eval()
+    model.spec = spec
+    return model
