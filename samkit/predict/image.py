@@ -153,9 +153,11 @@ class ImagePredictor:
             m = m[None]
         if m.ndim == 3:
             m = m[:, None]
-        if m.ndim != 4 or m.shape[1:] != (1, 256, 256) or m.shape[0] not in (1, batch):
-            raise InputError(f"mask_input must be 1 x 256 x 256 low-res logits (as in out.low_res_logits[i:i+1]), "
-                             f"got shape {tuple(np.shape(mask_input))}. Fix: pass out.low_res_logits[best][None].")
+        size = tuple(getattr(self.model, "mask_input_size", (256, 256)))
+        if m.ndim != 4 or tuple(m.shape[1:]) != (1, *size) or m.shape[0] not in (1, batch):
+            raise InputError(f"mask_input must be 1 x {size[0]} x {size[1]} low-res logits (as returned in "
+                             f"out.low_res_logits), got shape {tuple(np.shape(mask_input))}. "
+                             "Fix: pass out.low_res_logits[best][None] from a previous predict().")
         return m.expand(batch, -1, -1, -1).to(self.model.device)
 
     def predict(self, points: Optional[Sequence] = None, labels: Optional[Sequence] = None,
