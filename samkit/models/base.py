@@ -109,7 +109,18 @@ def postprocess_crop_upscale(low_res: torch.Tensor, t: ImageTransform) -> torch.
     Only the un-padded part is computed: the crop region of the frame-size upsample is
     obtained by upsampling and cropping exactly as the official code does.
     """
-    x = F.interpolate(low_res, (t.frame, t.frame), mode="bilinear", align_corners=False)
+    lh, lw = low_res.shape[-2:]
+    factor = t.frame // lh
+    if factor * lh == t.frame and factor * lw == t.frame:
+        # Crop the padding before upsampling: bilinear (align_corners=False) with an integer
+        # factor maps output row i to source row (i + 0.5) / factor - 0.5, so the first h rows
+        # of the frame-size upsample need source rows < ceil(h / factor) + 1 only. Keeping one
+        # extra source row and column makes the edge clamping identical.
+        rows = min(lh, -(-t.input_size[0] // factor) + 1)
+        cols = min(lw, -(-t.input_size[1] // factor) + 1)
+        x = F.interpolate(low_res[..., :rows, :cols], scale_factor=factor, mode="bilinear", align_corners=False)
+    else:
+        x = F.interpolate(low_res, (t.frame, t.frame), mode="bilinear", align_corners=False)
     x = x[..., : t.input_size[0], : t.input_size[1]]
     return F.interpolate(x, t.original_size, mode="bilinear", align_corners=False)
 
