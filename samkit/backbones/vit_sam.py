@@ -88,13 +88,32 @@ class RelPosAttention(nn.Module):
         n = self.num_heads
         qkv = self.qkv(x).reshape(b, h * w, 3, n, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # B x n x HW x d
-        bias = None
         if self.use_rel_pos:
-            bias = decomposed_rel_pos_bias(q.reshape(b * n, h * w, -1), self.rel_pos_h, self.rel_pos_w,
-                                           (h, w), (h, w)).reshape(b, n, h * w, h * w).to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+            q, k = self._fold_rel_pos(q, k, h, w)
+            out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
         out = out.transpose(1, 2).reshape(b, h, w, -1)
         return self.proj(out)
+
+    def _fold_rel_pos(self, q: torch.Tensor, k: torch.Tensor, h: int, w: int):
+        """Fold the decomposed relative-position bias into the dot product so that the fused
+        attention kernel needs no HW x HW bias tensor:
+        ``[s q, q.Rh(kh), q.Rw(kw)] . [k, onehot(kh), onehot(kw)] = s q.k + bias_h + bias_w``.
+        Returns q, k of width d + h + w (B x n x HW x (d + h + w)); use with scale 1."""
+        b, n, hw, d = q.shape
+        rh = relative_positions(h, h, self.rel_pos_h)  # h x h x d
+        rw = relative_positions(w, w, self.rel_pos_w)  # w x w x d
+        r_q = q.reshape(b, n, h, w, d)
+        bias_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, rh).reshape(b, n, hw, h)
+        bias_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, rw).reshape(b, n, hw, w)
+        eye_h = torch.eye(h, dtype=k.dtype, device=k.device)
+        eye_w = torch.eye(w, dtype=k.dtype, device=k.device)
+        key_h = eye_h[:, None, :].expand(h, w, h).reshape(1, 1, hw, h).expand(b, n, hw, h)
+        key_w = eye_w[None, :, :].expand(h, w, w).reshape(1, 1, hw, w).expand(b, n, hw, w)
+        q2 = torch.cat([q * self.scale, bias_h, bias_w], dim=-1)
+        k2 = torch.cat([k, key_h, key_w], dim=-1)
+        return q2, k2
 
 
 class Block(nn.Module):
