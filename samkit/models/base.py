@@ -146,6 +146,12 @@ class PromptableModel(nn.Module):
     spec = None
 
     @property
+    def mask_input_size(self) -> Tuple[int, int]:
+        """(h, w) of the low-res logits accepted as ``mask_input`` (4x the embedding grid)."""
+        pe = getattr(self, "prompt_encoder", None)
+        return tuple(pe.mask_input_size) if pe is not None else (256, 256)
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 

@@ -36,11 +36,6 @@ class SamModel(PromptableModel):
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
 
-    @property
-    def mask_input_size(self):
-        """(h, w) of the low-res logits accepted as ``mask_input`` (256 x 256 for 1024 frames)."""
-        return self.prompt_encoder.mask_input_size
-
     def preprocess(self, image: np.ndarray):
         return preprocess_longest_side(image, self.image_size, self.pixel_mean.flatten().tolist(),
                                        self.pixel_std.flatten().tolist(), self.device)

@@ -1,0 +1,139 @@
+"""FPN neck and image-encoder wrapper of the SAM 2 family (SAM 2, EdgeTAM).
+
+* :class:`PositionEmbeddingSine` — DETR-style normalised sine encoding of a feature grid
+  (also used by the SAM 2 memory encoder with 64 channels).
+* :class:`FpnNeck` — 1x1 lateral convs to ``d_model`` and a top-down pass (nearest 2x
+  upsampling, sum) on the levels listed in ``fpn_top_down_levels``; no output convs.
+* :class:`ImageEncoder` — ``trunk`` + ``neck``; drops the ``scalp`` coarsest levels.
+
+Key names follow the official checkpoint: ``image_encoder.neck.convs.{i}.conv.*`` where conv
+``i`` acts on the trunk level ``n - i`` (coarsest first).
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PositionEmbeddingSine(nn.Module):
+    """Sine/cosine encoding of the (row, column) of each cell, rows and columns normalised to
+    ``(0, scale]``. ``forward(x: B x * x H x W) -> B x num_pos_feats x H x W`` (first half
+    encodes y, second half x; within each half channels alternate sin, cos)."""
+
+    def __init__(self, num_pos_feats: int, temperature: float = 10000, normalize: bool = True,
+                 scale: Optional[float] = None) -> None:
+        super().__init__()
+        if num_pos_feats % 2:
+            raise ValueError("num_pos_feats must be even")
+        if scale is not None and not normalize:
+            raise ValueError("scale needs normalize=True")
+        self.num_pos_feats = num_pos_feats // 2
+        self.temperature = temperature
+        self.normalize = normalize
+        self.scale = 2 * math.pi if scale is None else scale
+        self._cache: Dict[Tuple[int, int, str, bool], torch.Tensor] = {}
+
+    def _freqs(self, device: torch.device) -> torch.Tensor:
+        i = torch.arange(self.num_pos_feats, dtype=torch.float32, device=device)
+        return self.temperature ** (2 * torch.div(i, 2, rounding_mode="floor") / self.num_pos_feats)
+
+    @staticmethod
+    def _sin_cos(p: torch.Tensor) -> torch.Tensor:
+        """``... x F`` phases -> ``... x F`` with sin on even and cos on odd channels (interleaved)."""
+        return torch.stack((p[..., 0::2].sin(), p[..., 1::2].cos()), dim=-1).flatten(-2)
+
+    @torch.no_grad()
+    def grid(self, h: int, w: int, device: torch.device) -> torch.Tensor:
+        """Encoding of an ``h x w`` grid: ``num_pos_feats x h x w`` (float32, cached per device;
+        tensors made under inference mode are cached apart so they never reach autograd)."""
+        key = (h, w, str(device), torch.is_inference_mode_enabled())
+        if key not in self._cache:
+            y = torch.arange(1, h + 1, dtype=torch.float32, device=device)
+            x = torch.arange(1, w + 1, dtype=torch.float32, device=device)
+            if self.normalize:
+                eps = 1e-6
+                y = y / (y[-1:] + eps) * self.scale
+                x = x / (x[-1:] + eps) * self.scale
+            dim_t = self._freqs(device)
+            pos_y = self._sin_cos(y[:, None] / dim_t)  # h x F
+            pos_x = self._sin_cos(x[:, None] / dim_t)  # w x F
+            pos = torch.cat([pos_y[:, None, :].expand(h, w, -1), pos_x[None, :, :].expand(h, w, -1)], dim=-1)
+            self._cache[key] = pos.permute(2, 0, 1).contiguous()
+        return self._cache[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pos = self.grid(x.shape[-2], x.shape[-1], x.device)
+        return pos[None].expand(x.shape[0], -1, -1, -1).to(x.dtype)
+
+
+class FpnNeck(nn.Module):
+    """``xs`` (trunk levels, finest first, ``B x C_i x H_i x W_i``) -> (features, position
+    encodings), both lists finest first of ``B x d_model x H_i x W_i``.
+
+    ``backbone_channel_list`` is coarsest first (as in the official configs). Levels in
+    ``fpn_top_down_levels`` add the 2x-upsampled (``fpn_interp_model``) output of the next
+    coarser level to their lateral features; the others keep only the lateral features."""
+
+    def __init__(self, d_model: int, backbone_channel_list: Sequence[int],
+                 fpn_top_down_levels: Optional[Sequence[int]] = None, fpn_interp_model: str = "nearest",
+                 fuse_type: str = "sum", position_encoding: Optional[nn.Module] = None) -> None:
+        super().__init__()
+        if fuse_type not in ("sum", "avg"):
+            raise ValueError("fuse_type must be 'sum' or 'avg'")
+        self.d_model = d_model
+        self.backbone_channel_list = list(backbone_channel_list)
+        self.position_encoding = position_encoding if position_encoding is not None else PositionEmbeddingSine(d_model)
+        self.convs = nn.ModuleList(
+            nn.Sequential(OrderedDict(conv=nn.Conv2d(c, d_model, kernel_size=1))) for c in backbone_channel_list
+        )
+        n = len(self.convs)
+        self.fpn_top_down_levels = list(range(n) if fpn_top_down_levels is None else fpn_top_down_levels)
+        self.fpn_interp_model = fpn_interp_model
+        self.fuse_type = fuse_type
+
+    def forward(self, xs: List[torch.Tensor]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        n = len(self.convs) - 1
+        if len(xs) != n + 1:
+            raise ValueError(f"expected {n + 1} trunk levels, got {len(xs)}")
+        out: List[Optional[torch.Tensor]] = [None] * (n + 1)
+        pos: List[Optional[torch.Tensor]] = [None] * (n + 1)
+        prev = None
+        for i in range(n, -1, -1):  # coarse -> fine
+            lateral = self.convs[n - i](xs[i])
+            if i in self.fpn_top_down_levels and prev is not None:
+                align = None if self.fpn_interp_model == "nearest" else False
+                top_down = F.interpolate(prev, scale_factor=2.0, mode=self.fpn_interp_model,
+                                         align_corners=align, antialias=False)
+                prev = lateral + top_down
+                if self.fuse_type == "avg":
+                    prev = prev / 2
+            else:
+                prev = lateral
+            out[i] = prev
+            pos[i] = self.position_encoding(prev)
+        return out, pos
+
+
+class ImageEncoder(nn.Module):
+    """``trunk`` + ``neck``. ``forward(x: B x 3 x S x S)`` -> dict with
+    ``backbone_fpn`` (list of ``B x d x H_i x W_i``, finest first, ``scalp`` coarsest dropped),
+    ``vision_pos_enc`` (matching list) and ``vision_features`` (= ``backbone_fpn[-1]``)."""
+
+    def __init__(self, trunk: nn.Module, neck: nn.Module, scalp: int = 0) -> None:
+        super().__init__()
+        if list(trunk.channel_list) != list(neck.backbone_channel_list):
+            raise ValueError(f"trunk channels {trunk.channel_list} != neck channels {neck.backbone_channel_list}")
+        self.trunk = trunk
+        self.neck = neck
+        self.scalp = scalp
+
+    def forward(self, x: torch.Tensor) -> dict:
+        feats, pos = self.neck(self.trunk(x))
+        if self.scalp > 0:
+            feats, pos = feats[: -self.scalp], pos[: -self.scalp]
+        return {"vision_features": feats[-1], "vision_pos_enc": pos, "backbone_fpn": feats}
