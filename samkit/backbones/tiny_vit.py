@@ -1,0 +1,241 @@
+"""TinyViT image encoder as used by MobileSAM (TinyViT-5M at 1024 x 1024 input).
+
+Reference: Wu et al., TinyViT: Fast Pretraining Distillation for Small Vision Transformers
+(ECCV 2022); Zhang et al., MobileSAM (arXiv:2306.14289). Module names follow MobileSAM's
+checkpoint (``patch_embed.seq.{0,2}``, ``layers.{i}.blocks.{j}``, ``layers.{i}.downsample``,
+``neck``) so that the key remap stays trivial. The ImageNet classification head that the
+official module keeps (``norm_head``, ``head``) is not part of this encoder; the checkpoint remap
+drops those keys.
+
+Shapes for MobileSAM (``TinyViT.mobile_sam()``), input ``B x 3 x 1024 x 1024``:
+
+=========  ===============  ============  ==========================================
+stage      tokens           width         blocks
+=========  ===============  ============  ==========================================
+patch      256 x 256        64            two stride-2 3x3 conv + BN (GELU between)
+layers.0   256 x 256        64            2 MBConv, then PatchMerging -> 128 x 128 x 128
+layers.1   128 x 128        128           2 TinyViT blocks (window 7), merge -> 64x64x160
+layers.2   64 x 64          160           6 TinyViT blocks (window 14), merge (stride 1) -> 320
+layers.3   64 x 64          320           2 TinyViT blocks (window 7)
+neck       64 x 64          256           1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d
+=========  ===============  ============  ==========================================
+
+Output: ``B x 256 x 64 x 64``.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from samkit.layers import LayerNorm2d
+
+
+class ConvBN(nn.Sequential):
+    """Bias-free convolution followed by BatchNorm (children ``c`` and ``bn``).
+    ``B x a x H x W -> B x b x H' x W'``."""
+
+    def __init__(self, a: int, b: int, ks: int = 1, stride: int = 1, pad: int = 0, groups: int = 1) -> None:
+        super().__init__()
+        self.add_module("c", nn.Conv2d(a, b, ks, stride, pad, groups=groups, bias=False))
+        self.add_module("bn", nn.BatchNorm2d(b))
+
+
+class PatchEmbed(nn.Module):
+    """Two stride-2 3x3 ConvBN with GELU between: ``B x 3 x S x S -> B x dim x S/4 x S/4``."""
+
+    def __init__(self, in_chans: int, dim: int) -> None:
+        super().__init__()
+        self.seq = nn.Sequential(ConvBN(in_chans, dim // 2, 3, 2, 1), nn.GELU(), ConvBN(dim // 2, dim, 3, 2, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.seq(x)
+
+
+class MBConv(nn.Module):
+    """Inverted residual: 1x1 expand, 3x3 depthwise, 1x1 project, residual, GELU after the sum.
+    ``B x C x H x W -> B x C x H x W``."""
+
+    def __init__(self, dim: int, expand_ratio: float = 4.0) -> None:
+        super().__init__()
+        hidden = int(dim * expand_ratio)
+        self.conv1 = ConvBN(dim, hidden, 1)
+        self.conv2 = ConvBN(hidden, hidden, 3, 1, 1, groups=hidden)
+        self.conv3 = ConvBN(hidden, dim, 1)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.conv1(x))
+        y = self.act(self.conv2(y))
+        return self.act(self.conv3(y) + x)
+
+
+class PatchMerging(nn.Module):
+    """1x1 ConvBN, GELU, depthwise 3x3 ConvBN (``stride``), GELU, 1x1 ConvBN.
+    ``B x C x H x W -> B x out x H/stride x W/stride``."""
+
+    def __init__(self, dim: int, out_dim: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = ConvBN(dim, out_dim, 1)
+        self.conv2 = ConvBN(out_dim, out_dim, 3, stride, 1, groups=out_dim)
+        self.conv3 = ConvBN(out_dim, out_dim, 1)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.conv1(x))
+        x = self.act(self.conv2(x))
+        return self.conv3(x)
+
+
+class WindowAttention(nn.Module):
+    """Attention inside one ``window x window`` window with a learned bias per head and per
+    absolute (dy, dx) offset between two tokens (``attention_biases``: heads x offsets).
+    LayerNorm is applied first (key ``norm``). ``B' x N x C -> B' x N x C`` with N = window^2."""
+
+    def __init__(self, dim: int, num_heads: int, window: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        points = list(itertools.product(range(window), range(window)))
+        offsets: dict = {}
+        idxs = []
+        for p1 in points:
+            for p2 in points:
+                off = (abs(p1[0] - p2[0]), abs(p1[1] - p2[1]))
+                idxs.append(offsets.setdefault(off, len(offsets)))
+        self.attention_biases = nn.Parameter(torch.zeros(num_heads, len(offsets)))
+        n = len(points)
+        self.register_buffer("bias_idxs", torch.tensor(idxs, dtype=torch.long).view(n, n), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        x = self.norm(x)
+        # per head the qkv output is laid out as [q (hd), k (hd), v (hd)]
+        q, k, v = self.qkv(x).view(b, n, self.num_heads, 3 * self.head_dim).transpose(1, 2).split(self.head_dim, -1)
+        bias = self.attention_biases[:, self.bias_idxs].to(q.dtype)  # heads x N x N
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class Mlp(nn.Module):
+    """LayerNorm, Linear, GELU, Linear (keys ``norm``, ``fc1``, ``fc2``). ``... x C -> ... x C``."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(self.norm(x))))
+
+
+class TinyViTBlock(nn.Module):
+    """Windowed attention (zero padding to a multiple of the window; padded tokens take part as
+    keys, as in the official model), residual; depthwise 3x3 ConvBN ``local_conv`` (no residual);
+    MLP with residual. ``B x H x W x C -> B x H x W x C``."""
+
+    def __init__(self, dim: int, num_heads: int, window: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.window = window
+        self.attn = WindowAttention(dim, num_heads, window)
+        self.local_conv = ConvBN(dim, dim, 3, 1, 1, groups=dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def _windowed_attention(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        ws = self.window
+        pb, pr = (ws - h % ws) % ws, (ws - w % ws) % ws
+        if pb or pr:
+            x = F.pad(x, (0, 0, 0, pr, 0, pb))
+        ph, pw = h + pb, w + pr
+        nh, nw = ph // ws, pw // ws
+        x = x.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)
+        x = self.attn(x)
+        x = x.view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, ph, pw, c)
+        return x[:, :h, :w] if (pb or pr) else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self._windowed_attention(x)
+        x = self.local_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return x + self.mlp(x)
+
+
+class ConvLayer(nn.Module):
+    """Stage 0: MBConv blocks then an optional PatchMerging. ``B x C x H x W`` in and out."""
+
+    def __init__(self, dim: int, depth: int, out_dim: int, stride: int, expand_ratio: float) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(MBConv(dim, expand_ratio) for _ in range(depth))
+        self.downsample = PatchMerging(dim, out_dim, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for blk in self.blocks:
+            x = blk(x)
+        return self.downsample(x)
+
+
+class BasicLayer(nn.Module):
+    """Attention stage: TinyViT blocks then an optional PatchMerging.
+    ``B x C x H x W -> B x out x H' x W'``."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, window: int, mlp_ratio: float,
+                 out_dim: Optional[int], stride: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(TinyViTBlock(dim, num_heads, window, mlp_ratio) for _ in range(depth))
+        self.downsample = PatchMerging(dim, out_dim, stride) if out_dim is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        for blk in self.blocks:
+            x = blk(x)
+        x = x.permute(0, 3, 1, 2)
+        return self.downsample(x) if self.downsample is not None else x
+
+
+class TinyViT(nn.Module):
+    """TinyViT trunk + SAM neck. ``B x 3 x S x S -> B x out_chans x S/16 x S/16``.
+
+    ``merge_strides[i]`` is the stride of the PatchMerging that ends stage ``i`` (MobileSAM keeps
+    the last merge at stride 1 so that the output stays at S/16).
+    """
+
+    def __init__(self, embed_dims: Sequence[int] = (64, 128, 160, 320), depths: Sequence[int] = (2, 2, 6, 2),
+                 num_heads: Sequence[int] = (2, 4, 5, 10), window_sizes: Sequence[int] = (7, 7, 14, 7),
+                 merge_strides: Sequence[int] = (2, 2, 1), mlp_ratio: float = 4.0,
+                 mbconv_expand_ratio: float = 4.0, out_chans: int = 256, in_chans: int = 3) -> None:
+        super().__init__()
+        n = len(depths)
+        self.patch_embed = PatchEmbed(in_chans, embed_dims[0])
+        layers = [ConvLayer(embed_dims[0], depths[0], embed_dims[1], merge_strides[0], mbconv_expand_ratio)]
+        for i in range(1, n):
+            last = i == n - 1
+            layers.append(BasicLayer(embed_dims[i], depths[i], num_heads[i], window_sizes[i], mlp_ratio,
+                                     None if last else embed_dims[i + 1], 1 if last else merge_strides[i]))
+        self.layers = nn.ModuleList(layers)
+        self.neck = nn.Sequential(
+            nn.Conv2d(embed_dims[-1], out_chans, kernel_size=1, bias=False),
+            LayerNorm2d(out_chans),
+            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
+
+    @classmethod
+    def mobile_sam(cls) -> "TinyViT":
+        """TinyViT-5M as configured by MobileSAM."""
+        return cls()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``B x 3 x 1024 x 1024`` normalised image -> ``B x 256 x 64 x 64`` embedding."""
+        x = self.patch_embed(x)
+        for layer in self.layers:
+            x = layer(x)
+        return self.neck(x)
+
