@@ -1,0 +1,4 @@
+"""Segment everything: :class:`AutoMaskGenerator`."""
+from .generator import AutoMaskGenerator, AutoMaskInfo
+
+__all__ = ["AutoMaskGenerator", "AutoMaskInfo"]

@@ -1,0 +1,322 @@
+"""Segment everything: prompt a model with a grid of points and keep the good, distinct masks.
+
+Algorithm (SAM's automatic mask generation, Kirillov et al. 2023, as released):
+
+1. Crops: the whole image, plus ``crop_n_layers`` layers of overlapping crops; every crop is
+   preprocessed and encoded on its own.
+2. Per crop, an n x n grid of points (cell centres) is decoded in batches of
+   ``points_per_batch`` single-point prompts with three masks each.
+3. Per batch: keep masks with predicted IoU ``> pred_iou_thresh``, stability score (IoU of
+   the masks thresholded at ``mask_threshold +- stability_score_offset``) ``>=
+   stability_score_thresh``; binarise at ``mask_threshold``; drop masks whose box lies within
+   20 px of a crop border that is not an image border.
+4. Per crop: NMS by predicted IoU (``nms`` kind, ``nms_thresh``).
+5. Across crops: NMS preferring masks from smaller crops (score ``1 / crop area``).
+6. Optionally (``min_mask_region_area > 0``): fill small holes, drop small islands (OpenCV
+   8-connected components), then NMS again preferring unchanged masks.
+
+SAM 2 option ``use_m2m``: every mask is refined once by decoding its point again with the
+mask's own low-resolution logits (clamped to +-32) as mask input, single-mask output.
+
+With ``nms="greedy"`` and the official settings the result equals the official generators'.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..ops import (fast_nms, greedy_nms, is_box_near_crop_edge, mask_nms, masks_to_boxes, remove_small_regions,
+                   stability_score)
+from ..ops.rle import masks_to_coco_rle
+from .grid import crop_boxes as make_crop_boxes
+from .grid import layer_point_grids
+
+NMS_KINDS = ("greedy", "fast", "mask")
+OUTPUTS = ("masks", "coco_rle")
+
+
+@dataclass
+class _Candidates:
+    """Masks of one crop (``masks`` N x h x w in crop pixels) or of the whole image."""
+
+    masks: torch.Tensor
+    iou: torch.Tensor
+    stability: torch.Tensor
+    boxes: torch.Tensor  # N x 4 int64, inclusive pixel indices
+    points: torch.Tensor  # N x 2 float64
+    low_res: Optional[torch.Tensor] = None
+    crop_boxes: Optional[torch.Tensor] = None  # N x 4 int64
+
+    def take(self, idx: torch.Tensor) -> "_Candidates":
+        pick = lambda t: None if t is None else t[idx]  # noqa: E731
+        return _Candidates(self.masks[idx], self.iou[idx], self.stability[idx], self.boxes[idx], self.points[idx],
+                           pick(self.low_res), pick(self.crop_boxes))
+
+    @staticmethod
+    def cat(parts: List["_Candidates"]) -> "_Candidates":
+        def join(name):
+            vals = [getattr(p, name) for p in parts]
+            return None if any(v is None for v in vals) else torch.cat(vals)
+
+        return _Candidates(*(join(n) for n in ("masks", "iou", "stability", "boxes", "points", "low_res",
+                                               "crop_boxes")))
+
+
+@dataclass
+class AutoMaskInfo:
+    """Per-mask side data of a segment-everything run, row-aligned with the returned ``Masks``.
+
+    ``boxes`` K x 4 int64 xyxy (inclusive pixel indices, SAM convention), ``point_coords``
+    K x 2 float64 prompt point in image pixels, ``predicted_iou`` K, ``stability`` K,
+    ``crop_boxes`` K x 4 int64 xyxy crop that produced the mask, ``areas`` K int64,
+    ``rles``: COCO compressed RLE dicts when ``output="coco_rle"``, else None.
+    """
+
+    boxes: np.ndarray
+    point_coords: np.ndarray
+    predicted_iou: np.ndarray
+    stability: np.ndarray
+    crop_boxes: np.ndarray
+    areas: np.ndarray
+    rles: Optional[List[dict]] = None
+    stats: dict = field(default_factory=dict)
+
+    def to_records(self) -> List[dict]:
+        """One dict per mask with the official generator's record keys (bbox/crop_box in XYWH)."""
+        out = []
+        for i in range(len(self.areas)):
+            b, c = self.boxes[i].tolist(), self.crop_boxes[i].tolist()
+            rec = {"area": int(self.areas[i]), "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                   "predicted_iou": float(self.predicted_iou[i]), "point_coords": [self.point_coords[i].tolist()],
+                   "stability_score": float(self.stability[i]), "crop_box": [c[0], c[1], c[2] - c[0], c[3] - c[1]]}
+            if self.rles is not None:
+                rec["segmentation"] = self.rles[i]
+            out.append(rec)
+        return out
+
+
+class AutoMaskGenerator:
+    """Segment everything with any :class:`~samkit.models.base.PromptableModel`.
+
+    ``generate(image) -> Masks`` (K x H x W bool masks, ``scores`` = predicted IoU,
+    ``stability``, ``low_res_logits`` K x 256 x 256); ``generate_with_info(image) -> (Masks,
+    AutoMaskInfo)`` also returns boxes, prompt points, crop boxes and, for
+    ``output="coco_rle"``, COCO RLEs.
+
+    ``nms``: "greedy" (official), "fast" (YOLACT Fast NMS) or "mask" (greedy on mask IoU);
+    ``nms_thresh`` within a crop, ``crop_nms_thresh`` (default: ``nms_thresh``) across crops.
+    ``pred_iou_thresh`` defaults to 0.88 (SAM's generator; SAM 2's uses 0.8).
+    ``mask_threshold`` defaults to ``model.mask_threshold``.
+    """
+
+    def __init__(self, model, points_per_side: Optional[int] = 32, points_per_batch: int = 64,
+                 pred_iou_thresh: float = 0.88, stability_score_thresh: float = 0.95,
+                 stability_score_offset: float = 1.0, crop_n_layers: int = 0, crop_overlap_ratio: float = 512 / 1500,
+                 crop_n_points_downscale_factor: int = 1, min_mask_region_area: int = 0, nms: str = "greedy",
+                 nms_thresh: float = 0.7, crop_nms_thresh: Optional[float] = None, output: str = "masks",
+                 point_grids: Optional[Sequence[np.ndarray]] = None, use_m2m: bool = False,
+                 multimask: bool = True, mask_threshold: Optional[float] = None, keep_low_res: bool = True) -> None:
+        for name in ("preprocess", "encode", "decode", "postprocess"):
+            if not callable(getattr(model, name, None)):
+                raise InputError(f"AutoMaskGenerator needs a neural promptable model with .{name}(); got "
+                                 f"{type(model).__name__}. Fix: load a SAM-family model with samkit.load_model")
+        if nms not in NMS_KINDS:
+            raise InputError(f"nms must be one of {NMS_KINDS}, got {nms!r}; fix: use nms='greedy'")
+        if output not in OUTPUTS:
+            raise InputError(f"output must be one of {OUTPUTS}, got {output!r}; fix: use output='masks'")
+        if (points_per_side is None) == (point_grids is None):
+            raise InputError("give exactly one of points_per_side and point_grids; fix: e.g. points_per_side=32")
+        if points_per_batch < 1:
+            raise InputError(f"points_per_batch must be >= 1, got {points_per_batch}; fix: use e.g. 64")
+        if not 0.0 <= crop_overlap_ratio < 1.0:
+            raise InputError(f"crop_overlap_ratio must be in [0, 1), got {crop_overlap_ratio}; fix: use 512 / 1500")
+        if points_per_side is not None:
+            self.point_grids = layer_point_grids(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
+        else:
+            self.point_grids = [np.asarray(g, dtype=np.float64) for g in point_grids]
+            if len(self.point_grids) != crop_n_layers + 1:
+                raise InputError(f"point_grids has {len(self.point_grids)} grids for {crop_n_layers + 1} crop layers; "
+                                 f"fix: pass one N x 2 grid in [0, 1] per layer")
+        if min_mask_region_area > 0:
+            from ..errors import require
+
+            require("cv2", "cv", "min_mask_region_area > 0")
+        if output == "coco_rle":
+            from ..errors import require
+
+            require("pycocotools", "coco", "output='coco_rle'")
+        self.model = model
+        self.points_per_batch = int(points_per_batch)
+        self.pred_iou_thresh = float(pred_iou_thresh)
+        self.stability_score_thresh = float(stability_score_thresh)
+        self.stability_score_offset = float(stability_score_offset)
+        self.crop_n_layers = int(crop_n_layers)
+        self.crop_overlap_ratio = float(crop_overlap_ratio)
+        self.min_mask_region_area = int(min_mask_region_area)
+        self.nms = nms
+        self.nms_thresh = float(nms_thresh)
+        self.crop_nms_thresh = float(nms_thresh if crop_nms_thresh is None else crop_nms_thresh)
+        self.output = output
+        self.use_m2m = bool(use_m2m)
+        self.multimask = bool(multimask)
+        self.mask_threshold = float(getattr(model, "mask_threshold", 0.0) if mask_threshold is None else mask_threshold)
+        self.keep_low_res = bool(keep_low_res)
+
+    # ------------------------------------------------------------------ public API
+    def generate(self, image, progress: Optional[Callable[[int, int], None]] = None):
+        """``image``: H x W x 3 uint8 RGB array, PIL image or path -> ``Masks``."""
+        return self.generate_with_info(image, progress)[0]
+
+    @torch.inference_mode()
+    def generate_with_info(self, image, progress: Optional[Callable[[int, int], None]] = None):
+        """-> ``(Masks, AutoMaskInfo)``. ``progress(done, total)`` is called after every point batch."""
+        img = self._load(image)
+        h, w = img.shape[:2]
+        boxes, layers = make_crop_boxes((h, w), self.crop_n_layers, self.crop_overlap_ratio)
+        total = sum(-(-len(self.point_grids[l]) // self.points_per_batch) for l in layers)
+        state = {"done": 0, "total": total}
+        parts = [self._process_crop(img, box, layer, state, progress) for box, layer in zip(boxes, layers)]
+        data = _Candidates.cat(parts)
+        if len(boxes) > 1 and len(data.iou) > 0:
+            areas = (data.crop_boxes[:, 2] - data.crop_boxes[:, 0]) * (data.crop_boxes[:, 3] - data.crop_boxes[:, 1])
+            pref = 1 / areas  # int64 areas -> float32, as in the official generator
+            keep = self._nms(data, pref, self.crop_nms_thresh, (h, w))
+            data = data.take(keep)
+        if self.min_mask_region_area > 0 and len(data.iou) > 0:
+            data = self._clean_small_regions(data, (h, w))
+        return self._finish(data, (h, w), state)
+
+    # ------------------------------------------------------------------ steps
+    @staticmethod
+    def _load(image) -> np.ndarray:
+        if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+            return image
+        from ..io.image import load_image
+
+        return load_image(image)
+
+    def _process_crop(self, img: np.ndarray, crop_box: List[int], layer: int, state: dict,
+                      progress: Optional[Callable[[int, int], None]]) -> _Candidates:
+        x0, y0, x1, y1 = crop_box
+        crop = np.ascontiguousarray(img[y0:y1, x0:x1])
+        ch, cw = crop.shape[:2]
+        x, transform = self.model.preprocess(crop)
+        features = self.model.encode(x)
+        points = self.point_grids[layer] * np.array([[cw, ch]], dtype=np.float64)
+        parts = []
+        for s in range(0, len(points), self.points_per_batch):
+            parts.append(self._process_batch(features, transform, points[s : s + self.points_per_batch],
+                                             crop_box, img.shape[:2]))
+            state["done"] += 1
+            if progress is not None:
+                progress(state["done"], state["total"])
+        data = _Candidates.cat(parts)
+        del features
+        if len(data.iou) > 0:
+            data = data.take(self._nms(data, data.iou, self.nms_thresh, None))
+        off = torch.tensor([x0, y0, x0, y0], dtype=torch.int64)
+        data.boxes = data.boxes + off
+        data.points = data.points + torch.tensor([x0, y0], dtype=torch.float64)
+        data.crop_boxes = torch.tensor([crop_box], dtype=torch.int64).repeat(len(data.iou), 1)
+        if crop_box != [0, 0, img.shape[1], img.shape[0]]:
+            data.masks = self._uncrop(data.masks, crop_box, img.shape[:2])
+        return data
+
+    def _decode(self, features, transform, points: torch.Tensor, mask_input: Optional[torch.Tensor],
+                multimask: bool):
+        device = self.model.device
+        frame_pts = transform.coords_to_frame(points.to(device=device))
+        pts = frame_pts.to(torch.float32)[:, None, :]
+        labels = torch.ones(pts.shape[0], 1, dtype=torch.int, device=device)
+        out = self.model.decode(features, pts, labels, None, mask_input, multimask)
+        logits = self.model.postprocess(out.low_res, transform)
+        return logits, out.iou, out.low_res
+
+    def _process_batch(self, features, transform, points: np.ndarray, crop_box: List[int],
+                       image_hw) -> _Candidates:
+        pts = torch.as_tensor(points, dtype=torch.float64)
+        logits, iou, low_res = self._decode(features, transform, pts, None, self.multimask)
+        k = logits.shape[1]
+        logits, iou, low_res = logits.flatten(0, 1), iou.flatten(0, 1), low_res.flatten(0, 1)
+        pts = pts.repeat_interleave(k, dim=0)
+        if self.use_m2m:
+            logits, iou, low_res = self._refine_m2m(features, transform, pts, low_res)
+        keep = torch.ones(len(iou), dtype=torch.bool, device=iou.device)
+        if self.pred_iou_thresh > 0.0:
+            keep = iou > self.pred_iou_thresh
+        idx = torch.where(keep)[0]
+        logits, iou, low_res, pts = logits[idx], iou[idx], low_res[idx], pts[idx.cpu()]
+        stab = stability_score(logits, self.mask_threshold, self.stability_score_offset)
+        if self.stability_score_thresh > 0.0:
+            idx = torch.where(stab >= self.stability_score_thresh)[0]
+            logits, iou, low_res, stab, pts = logits[idx], iou[idx], low_res[idx], stab[idx], pts[idx.cpu()]
+        masks = logits > self.mask_threshold
+        del logits
+        boxes = masks_to_boxes(masks)
+        h, w = image_hw
+        near = is_box_near_crop_edge(boxes, crop_box, [0, 0, w, h])
+        if bool(near.any()):
+            idx = torch.where(~near)[0]
+            masks, iou, low_res, stab, boxes, pts = (masks[idx], iou[idx], low_res[idx], stab[idx], boxes[idx],
+                                                     pts[idx.cpu()])
+        return _Candidates(masks.cpu(), iou.float().cpu(), stab.float().cpu(), boxes.cpu(), pts,
+                           low_res.float().cpu() if self.keep_low_res else None)
+
+    def _refine_m2m(self, features, transform, pts: torch.Tensor, low_res: torch.Tensor):
+        """SAM 2's mask-to-mask refinement: re-decode each point with its own low-res mask."""
+        outs = []
+        for s in range(0, len(pts), self.points_per_batch):
+            mask_in = low_res[s : s + self.points_per_batch].clamp(-32.0, 32.0)[:, None]
+            outs.append(self._decode(features, transform, pts[s : s + self.points_per_batch], mask_in, False))
+        logits = torch.cat([o[0][:, 0] for o in outs])
+        iou = torch.cat([o[1][:, 0] for o in outs])
+        low = torch.cat([o[2][:, 0] for o in outs])
+        return logits, iou, low
+
+    def _nms(self, data: _Candidates, scores: torch.Tensor, thresh: float, full_hw) -> torch.Tensor:
+        if self.nms == "greedy":
+            return greedy_nms(data.boxes.float(), scores, thresh)
+        if self.nms == "fast":
+            return fast_nms(data.boxes.float(), scores, thresh)
+        return mask_nms(data.masks, scores, thresh)
+
+    @staticmethod
+    def _uncrop(masks: torch.Tensor, crop_box: List[int], image_hw) -> torch.Tensor:
+        h, w = image_hw
+        x0, y0, x1, y1 = crop_box
+        out = torch.zeros(masks.shape[0], h, w, dtype=torch.bool)
+        out[:, y0:y1, x0:x1] = masks
+        return out
+
+    def _clean_small_regions(self, data: _Candidates, image_hw) -> _Candidates:
+        new_masks, unchanged = [], []
+        for m in data.masks.numpy():
+            m2, changed_holes = remove_small_regions(m, self.min_mask_region_area, "holes")
+            m3, changed_islands = remove_small_regions(m2, self.min_mask_region_area, "islands")
+            new_masks.append(torch.from_numpy(np.ascontiguousarray(m3)))
+            unchanged.append(float(not (changed_holes or changed_islands)))
+        masks = torch.stack(new_masks)
+        boxes = masks_to_boxes(masks)
+        cleaned = _Candidates(masks, data.iou, data.stability, boxes, data.points, data.low_res, data.crop_boxes)
+        keep = self._nms(cleaned, torch.as_tensor(unchanged), max(self.nms_thresh, self.crop_nms_thresh), image_hw)
+        return cleaned.take(keep)
+
+    def _finish(self, data: _Candidates, image_hw, state: dict):
+        from ..masks import Masks
+
+        areas = data.masks.flatten(1).sum(1).numpy().astype(np.int64) if len(data.iou) else np.zeros(0, np.int64)
+        rles = masks_to_coco_rle(data.masks) if self.output == "coco_rle" else None
+        info = AutoMaskInfo(boxes=data.boxes.numpy(), point_coords=data.points.numpy(),
+                            predicted_iou=data.iou.numpy(), stability=data.stability.numpy(),
+                            crop_boxes=data.crop_boxes.numpy() if data.crop_boxes is not None else np.zeros((0, 4), np.int64),
+                            areas=areas, rles=rles, stats={"point_batches": state["total"]})
+        h, w = image_hw
+        masks = Masks(masks=data.masks.numpy().reshape(-1, h, w), scores=data.iou.numpy().astype(np.float32),
+                      low_res_logits=None if data.low_res is None else data.low_res.numpy().astype(np.float32),
+                      ids=np.arange(len(data.iou), dtype=np.int64),
+                      stability=data.stability.numpy().astype(np.float32))
+        return masks, info

@@ -1,0 +1,40 @@
+"""TEST-ONLY helpers to import the official oracle packages through the torchvision shim.
+
+Usage in a test::
+
+    from oracle_shims import import_oracle
+    sa = import_oracle("segment_anything")
+    amg_mod = import_oracle("segment_anything.automatic_mask_generator")
+
+The shim directory is on ``sys.path`` only for the duration of the import; the imported
+modules (and the shim ``torchvision``) then stay cached in ``sys.modules``.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+SHIM_DIR = str(Path(__file__).resolve().parent)
+
+
+def import_oracle(module: str):
+    """Import ``module`` (e.g. ``segment_anything``, ``sam2.sam2_image_predictor``) with the
+    test-only torchvision stand-in; skips the test if the oracle is not installed."""
+    import pytest
+
+    tv = sys.modules.get("torchvision")
+    if tv is not None and not getattr(tv, "__version__", "").endswith("oracle_shim"):
+        pytest.fail("a real torchvision is already imported; the oracle tests need the shim")
+    sys.path.insert(0, SHIM_DIR)
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in ("segment_anything", "sam2", "hydra", "omegaconf", "iopath"):
+            pytest.skip(f"oracle {module} not importable ({exc}); install the oracle extras (see tests/oracle_shims/README.md)")
+        raise
+    finally:
+        try:
+            sys.path.remove(SHIM_DIR)
+        except ValueError:
+            pass
