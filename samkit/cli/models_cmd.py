@@ -1,0 +1,187 @@
+"""``samkit models ls | info NAME | download NAME | verify NAME``: the registry and the weights cache.
+
+Only ``samkit.specs`` and ``samkit.hub`` (standard library) are used: no torch import.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from .common import Output, default_model, emit_json, info, typer
+
+app = typer.Typer(
+    help="List models, show their facts, download and verify their weights.",
+    no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
+    epilog="[bold]Examples[/bold]\n\n  samkit models ls\n\n  samkit models info edge_sam\n\n"
+           "  samkit models download sam_vit_b\n\n  samkit models verify sam_vit_b\n\n"
+           "  samkit models ls --format json\n\n"
+           "Offline machines: copy the weights file to the cache path that `samkit models info NAME` prints "
+           "(the cache is $SAMKIT_HOME, else ~/.cache/samkit).",
+)
+
+FORMAT_OPT = typer.Option(Output.table, "--format", "-f", help="table (human) or json (machine-readable, stdout).")
+
+
+def model_record(name: str) -> dict:
+    """Facts of one model plus the state of its weights in the cache (JSON-ready)."""
+    from .. import hub
+    from ..specs import get_spec
+
+    spec = get_spec(name)
+    cached = hub.cached_path(spec)
+    return {
+        "name": spec.name, "family": spec.family, "neural": spec.neural, "video": spec.video,
+        "input_size": spec.input_size if spec.neural else None, "license": spec.license,
+        "commercial_use": spec.commercial_use, "paper": spec.paper, "url": spec.url, "filename": spec.filename,
+        "cache_path": str(hub.target_path(spec)) if spec.filename else None,
+        "cached": cached is not None if spec.filename else None,
+        "sha256": spec.sha256, "sha256_prefix": spec.sha256_prefix, "md5_prefix": spec.extra.get("md5_prefix"),
+        "git_blob_sha1": spec.extra.get("git_blob_sha1"), "tag": spec.tag,
+        "aliases": list(spec.aliases), "notes": spec.notes,
+    }
+
+
+@app.command("ls")
+def ls(fmt: Output = FORMAT_OPT,
+       family: Optional[str] = typer.Option(None, "--family", help="Only this family (sam, sam2, edge_sam, ...).")) -> None:
+    """List every model, whether its weights are in the cache, and which one is the default."""
+    from .. import hub
+    from ..specs import MODELS
+
+    default, why = default_model()
+    rows = [model_record(n) for n, s in MODELS.items() if family is None or s.family == family]
+    if family is not None and not rows:
+        from ..errors import InputError
+
+        families = sorted({s.family for s in MODELS.values()})
+        raise InputError(f"no model of family {family!r}. Fix: use one of {', '.join(families)}.")
+    for r in rows:
+        r["default"] = r["name"] == default
+    if fmt is Output.json:
+        emit_json({"cache_dir": str(hub.cache_dir()), "default": default, "default_reason": why, "models": rows})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"samkit models (cache: {hub.cache_dir()})")
+    for col in ("name", "family", "input", "licence", "weights", "default"):
+        table.add_column(col)
+    for r in rows:
+        if r["cached"] is None:
+            weights = "none needed"
+        else:
+            weights = "[green]present[/green]" if r["cached"] else "[dim]missing[/dim]"
+        licence = r["license"] if r["commercial_use"] else f"[yellow]{r['license']}[/yellow]"
+        table.add_row(r["name"], r["family"], str(r["input_size"] or "-"), licence, weights,
+                      "[bold]*[/bold]" if r["default"] else "")
+    console = Console()
+    console.print(table)
+    console.print(f"default: [bold]{default}[/bold] ({why})", soft_wrap=True)
+
+
+@app.command("info")
+def info_cmd(name: str = typer.Argument(..., help="Model name (see `samkit models ls`)."), fmt: Output = FORMAT_OPT) -> None:
+    """Show URL, licence, input size, paper and cache path of one model."""
+    from ..specs import get_spec
+
+    r = model_record(name)
+    if fmt is Output.json:
+        emit_json(r)
+        return
+    from rich.console import Console
+
+    console = Console()
+    lines = [("name", r["name"]), ("family", r["family"]),
+             ("input size", f"{r['input_size']} x {r['input_size']}" if r["input_size"] else "any (no network)"),
+             ("licence", r["license"] + ("" if r["commercial_use"] else "  [yellow](NON-COMMERCIAL use only)[/yellow]")),
+             ("paper", r["paper"]), ("url", r["url"] or "-"), ("file", r["filename"] or "-"),
+             ("cache path", r["cache_path"] or "-"),
+             ("weights", "none needed" if r["cached"] is None else ("present" if r["cached"] else "missing")),
+             ("checksum", ", ".join(_digest_names(get_spec(name))) if r["filename"] else "-"),
+             ("video", "yes" if r["video"] else "no")]
+    if r["notes"]:
+        lines.append(("notes", r["notes"]))
+    for key, value in lines:
+        console.print(f"[bold]{key:<11}[/bold] {value}", soft_wrap=True, highlight=False)
+    if r["cached"] is False:
+        console.print(f"\nGet the weights: `samkit models download {r['name']}`, or offline copy {r['url']} "
+                      f"to {r['cache_path']}.", soft_wrap=True, highlight=False)
+
+
+@app.command("download")
+def download(name: str = typer.Argument(..., help="Model name (see `samkit models ls`)."), fmt: Output = FORMAT_OPT) -> None:
+    """Download a model's official weights into the cache (resumable, hash-checked)."""
+    from .. import hub
+    from ..specs import get_spec
+
+    spec = get_spec(name)
+    if not spec.filename:
+        msg = f"{spec.name} needs no weights (it is not a neural model)."
+        emit_json({"name": spec.name, "path": None, "message": msg}) if fmt is Output.json else info(msg)
+        return
+    already = hub.cached_path(spec)
+    if already is not None:
+        path = already
+        info(f"{spec.name}: already in the cache at {path}")
+    else:
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        # the bar goes to stderr: stdout stays clean for --format json
+        with Progress(TextColumn(spec.filename), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      TimeRemainingColumn(), console=Console(stderr=True), transient=fmt is Output.json) as bar:
+            task = bar.add_task("download", total=None)
+
+            def progress(done: int, total: Optional[int]) -> None:
+                bar.update(task, completed=done, total=total)
+
+            path = hub.resolve(spec, progress=progress)
+        info(f"{spec.name}: saved to {path}")
+    if not spec.commercial_use:
+        info(f"note: {spec.name} weights are under the {spec.license}.")
+    if fmt is Output.json:
+        emit_json({"name": spec.name, "path": str(path), "cached": True})
+
+
+def _digest_names(spec) -> list:
+    """Which published digests of ``spec`` are checked, in words."""
+    names = []
+    if spec.sha256:
+        names.append("sha256")
+    if spec.sha256_prefix:
+        names.append(f"sha256 prefix {spec.sha256_prefix}")
+    if spec.extra.get("md5_prefix"):
+        names.append(f"md5 prefix {spec.extra['md5_prefix']}")
+    if spec.extra.get("git_blob_sha1"):
+        names.append("git blob sha1")
+    return names or ["digest"]
+
+
+@app.command("verify")
+def verify(name: str = typer.Argument(..., help="Model name (see `samkit models ls`)."),
+           path: Optional[Path] = typer.Option(None, "--path", help="Check this file instead of the cached one."),
+           fmt: Output = FORMAT_OPT) -> None:
+    """Check a weights file against the published hash (exit code 4 on a mismatch)."""
+    from .. import hub
+    from ..errors import DownloadError
+    from ..specs import get_spec
+
+    spec = get_spec(name)
+    if not spec.filename and path is None:
+        msg = f"{spec.name} has no weights file to verify (it is not a neural model)."
+        emit_json({"name": spec.name, "path": None, "verified": None, "message": msg}) if fmt is Output.json else info(msg)
+        return
+    target = path if path is not None else hub.cached_path(spec)
+    if target is None:
+        raise DownloadError(f"weights of {spec.name} are not in the cache ({hub.target_path(spec)}). "
+                            f"Fix: run `samkit models download {spec.name}` or copy the file there.")
+    checked = hub.verify(target, spec)  # raises DownloadError on a mismatch
+    if checked:
+        msg = f"{target}: OK ({', '.join(_digest_names(spec))} match the official {spec.name} file)"
+    else:
+        msg = f"{target}: present, but upstream publishes no hash for {spec.name}; nothing to compare"
+    if fmt is Output.json:
+        emit_json({"name": spec.name, "path": str(target), "verified": bool(checked), "message": msg})
+    else:
+        info(msg)

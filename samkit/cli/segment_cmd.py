@@ -1,0 +1,155 @@
+"""``samkit segment IMAGE``: promptable segmentation of one image from the command line.
+
+Heavy modules (torch, the model) are imported inside the command, not at import time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from .common import FORMAT_HELP, Format, default_model, emit_json, info, parse_box, parse_formats, parse_point, typer
+
+EPILOG = (
+    "[bold]Examples[/bold]\n\n"
+    "  samkit segment photo.jpg --box 75,275,1725,850 --out out/\n\n"
+    "  samkit segment photo.jpg --point 500,375 --point 1125,625,0 --format overlay,coco\n\n"
+    "  samkit segment photo.jpg --point 500,375 --model sam_vit_b --checkpoint sam_vit_b_01ec64.pth --single\n\n"
+    "  samkit segment photo.jpg --box 75,275,1725,850 --format json > result.json\n\n"
+    "Points are X,Y[,LABEL] in pixels of the image (LABEL 1 = object, the default; 0 = background); "
+    "the box is X0,Y0,X1,Y1 (top-left, bottom-right). Without --model, the first neural model whose "
+    "weights are in the cache is used, else the offline [italic]classic[/italic] GrabCut fallback."
+)
+
+OUTPUT_FILES = {
+    Format.png: "{stem}_000.png ... (one 0/255 PNG per mask) and {stem}_index.png (palette, k+1 = mask k)",
+    Format.overlay: "{stem}_overlay.png (the image with the masks blended in)",
+    Format.coco: "{stem}_coco.json (COCO dataset: images, annotations with RLE segmentation and score)",
+    Format.polygons: "{stem}_polygons.json (per mask: score and rings of x, y pixel coordinates)",
+    Format.yolo: "{stem}.txt (YOLO segmentation: class x y x y ... normalised to [0, 1])",
+    Format.labelme: "{stem}.json (LabelMe polygons, imagePath relative to the output folder)",
+    Format.json: "stdout (JSON summary: model, prompts, per mask score, area, box, RLE, written files)",
+}
+
+
+def write_outputs(masks, image, image_path: Path, out_dir: Path, stem: str, formats: List[Format]) -> Dict[str, List[str]]:
+    """Write ``masks`` (samkit.masks.Masks) in every file format of ``formats`` into ``out_dir``.
+
+    Returns {format: [paths written]}; ``json`` writes no file (it goes to stdout)."""
+    from PIL import Image
+
+    from ..io.atomic import atomic_write_bytes, atomic_write_text
+
+    written: Dict[str, List[str]] = {}
+    file_formats = [f for f in formats if f is not Format.json]
+    if file_formats:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    for fmt in file_formats:
+        if fmt is Format.png:
+            paths = masks.save_png(out_dir, stem)
+        elif fmt is Format.overlay:
+            import io
+
+            buf = io.BytesIO()
+            Image.fromarray(masks.overlay(image)).save(buf, format="PNG")
+            paths = [atomic_write_bytes(out_dir / f"{stem}_overlay.png", buf.getvalue())]
+        elif fmt is Format.coco:
+            paths = [atomic_write_text(out_dir / f"{stem}_coco.json", json.dumps(coco_document(masks, image_path)))]
+        elif fmt is Format.polygons:
+            polys = [{"index": k, "score": float(masks.scores[k]), "polygons": [r.tolist() for r in rings]}
+                     for k, rings in enumerate(masks.to_polygons())]
+            doc = {"image": str(image_path), "height": masks.height, "width": masks.width, "masks": polys}
+            paths = [atomic_write_text(out_dir / f"{stem}_polygons.json", json.dumps(doc))]
+        elif fmt is Format.yolo:
+            path = out_dir / f"{stem}.txt"
+            masks.to_yolo(path)
+            paths = [path]
+        elif fmt is Format.labelme:
+            path = out_dir / f"{stem}.json"
+            rel = os.path.relpath(Path(image_path).resolve(), out_dir.resolve())
+            masks.to_labelme(rel, image_size=(masks.height, masks.width), path=path)
+            paths = [path]
+        else:  # pragma: no cover - Format is a closed enum
+            raise AssertionError(fmt)
+        written[fmt.value] = [str(p) for p in paths]
+    return written
+
+
+def coco_document(masks, image_path: Path) -> dict:
+    """A minimal COCO instances document for one image: one annotation per mask, with
+    compressed (or, without pycocotools, uncompressed) RLE, bbox x, y, w, h, area and score."""
+    summary = masks.to_json()
+    annotations = []
+    for k, item in enumerate(summary["masks"]):
+        x1, y1, x2, y2 = item["box"]
+        annotations.append({"id": k + 1, "image_id": 1, "category_id": 1, "segmentation": item["rle"],
+                            "area": item["area"], "bbox": [x1, y1, x2 - x1, y2 - y1], "iscrowd": 0,
+                            "score": item["score"]})
+    return {"images": [{"id": 1, "file_name": Path(image_path).name, "height": masks.height, "width": masks.width}],
+            "annotations": annotations, "categories": [{"id": 1, "name": "object"}]}
+
+
+def segment(
+    image: Path = typer.Argument(..., help="Image file (JPEG, PNG, WebP, TIFF, ...).", show_default=False),
+    point: Optional[List[str]] = typer.Option(None, "--point", "-p", metavar="X,Y[,LABEL]",
+                                              help="Prompt point; repeat for more. LABEL 1 = object (default), 0 = background."),
+    box: Optional[str] = typer.Option(None, "--box", "-b", metavar="X0,Y0,X1,Y1", help="Prompt box in pixels."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (`samkit models ls`). "
+                                        "Default: first neural model with cached weights, else classic."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Weights file (default: the cache)."),
+    out: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder (created)."),
+    fmt: Optional[List[str]] = typer.Option(None, "--format", "-f", metavar="FORMAT", help=FORMAT_HELP + " Default: png."),
+    multimask: bool = typer.Option(True, "--multimask/--single", help="Keep all candidate masks (best first) or only the best."),
+    device: str = typer.Option("cpu", "--device", help="torch device: cpu, cuda, cuda:0, mps."),
+    offline: bool = typer.Option(False, "--offline", help="Never download; fail with the path to copy weights to."),
+) -> None:
+    """Segment one image from point and/or box prompts and write masks in the chosen formats."""
+    formats = parse_formats(fmt)
+    parsed = [parse_point(p) for p in point or []]
+    bx = parse_box(box) if box else None
+    if not parsed and bx is None:
+        from ..errors import InputError
+
+        raise InputError("no prompt given. Fix: add --point X,Y (repeatable) and/or --box X0,Y0,X1,Y1.")
+    if model is None:
+        if checkpoint is not None:
+            from ..errors import InputError
+
+            raise InputError("--checkpoint was given without --model. Fix: add --model NAME "
+                             "(the model the file belongs to; see `samkit models ls`).")
+        model, why = default_model()
+        info(f"model: {model} (default: {why})")
+    else:
+        from ..specs import get_spec
+
+        get_spec(model)  # unknown names fail here, before torch is imported
+        info(f"model: {model}")
+
+    from ..io.image import load_image
+    from ..predict.image import ImagePredictor
+    from ..registry import load_model
+
+    img = load_image(image)
+    t0 = time.perf_counter()
+    net = load_model(model, checkpoint=checkpoint, device=device, download=not offline)
+    predictor = ImagePredictor(net)
+    predictor.set_image(img)
+    pts = [[x, y] for x, y, _ in parsed] or None
+    labels = [lab for _, _, lab in parsed] or None
+    masks = predictor.predict(points=pts, labels=labels, box=list(bx) if bx else None, mask_input=None,
+                              multimask=multimask)
+    elapsed = time.perf_counter() - t0
+    written = write_outputs(masks, img, image, out, image.stem, formats)
+    if Format.json in formats:
+        doc = {"image": str(image), "model": model, "height": int(img.shape[0]), "width": int(img.shape[1]),
+               "prompts": {"points": pts, "labels": labels, "box": list(bx) if bx else None},
+               "multimask": multimask, "seconds": round(elapsed, 3), "files": written}
+        doc.update(masks.to_json())
+        emit_json(doc)
+    scores = ", ".join(f"{s:.3f}" for s in masks.scores)
+    info(f"{len(masks)} mask(s), scores {scores} (best first), {elapsed:.2f} s")
+    for fmt_name, paths in written.items():
+        shown = paths if len(paths) <= 2 else [paths[0], "...", paths[-1]]
+        info(f"  {fmt_name:<9} {' '.join(shown)}")
