@@ -21,11 +21,12 @@ DEMO_IMAGE := samkit/assets/truck.png
 DEMO_BOX := 17,61,383,189
 DEMO_POINT := 111,83
 
-.PHONY: demo test venv test-venv measure clean-venv help
+.PHONY: demo test bench venv test-venv measure clean-venv help
 
 help:
 	@echo "make demo   - create $(VENV), install samkit, segment $(DEMO_IMAGE) into $(OUT)/"
 	@echo "make test   - create $(VENV), install samkit + test extras + oracles, run pytest"
+	@echo "make bench  - speed against the official code, writes benchmarks/RESULTS.md"
 	@echo "make measure DAVIS=path - classic engine mIoU on DAVIS (docs/results.md)"
 
 # ---- environments (idempotent: each step runs again only when pyproject.toml changes)
@@ -67,6 +68,9 @@ test: $(VENV)/.samkit-test
 	@rc=0; $(PY) -m pytest $(PYTEST_ARGS) tests/ || rc=$$?; echo $$rc > $(PYTEST_RC); \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit code 5)" >&2; fi; \
 	exit $$rc
+
+bench: $(VENV)/.samkit-test
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 measure: $(VENV)/.samkit-base
 	$(PY) scripts/measure_classic_davis.py --data $(or $(DAVIS),../shared/data/davis) --markdown

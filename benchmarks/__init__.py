@@ -1,0 +1,1 @@
+"""Speed benchmarks against the official implementations: ``python -m benchmarks``."""
