@@ -1,0 +1,186 @@
+"""Memory encoder of the SAM 2 family and its small building blocks.
+
+The memory encoder turns one frame's image features (B x 256 x 64 x 64) and that frame's
+predicted mask (B x 1 x 1024 x 1024, already squashed by the caller: binarised or
+sigmoid, then ``* 20 - 10``) into memory features B x 64 x 64 x 64 plus their sine position
+encoding. Module names follow the official checkpoints (``memory_encoder.mask_downsampler
+.encoder.N``, ``pix_feat_proj``, ``fuser.layers.N``, ``out_proj``).
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel axis of a B x C x H x W tensor (ViT-style, per token)."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) / torch.sqrt(var + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+class MLP(nn.Module):
+    """``num_layers`` linear layers with ReLU between them; ``layers.N`` as upstream."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
+        super().__init__()
+        dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
+        dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims_in, dims_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < last:
+                x = F.relu(x)
+        return x
+
+
+def sine_encoding_1d(positions: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """Transformer sine encoding of scalar positions: ``(...,)`` -> ``(..., dim)``.
+
+    First half ``sin(p / T^(2*(i//2)/(dim/2)))``, second half the cosines (upstream's
+    ``get_1d_sine_pe``; used for the temporal position of object pointers).
+    """
+    half = dim // 2
+    i = torch.arange(half, dtype=torch.float32, device=positions.device)
+    denom = temperature ** (2 * torch.div(i, 2, rounding_mode="floor") / half)
+    ang = positions.to(torch.float32).unsqueeze(-1) / denom
+    return torch.cat([ang.sin(), ang.cos()], dim=-1)
+
+
+_SINE_CACHE: dict = {}
+
+
+def sine_encoding_2d(height: int, width: int, num_feats: int, device: torch.device,
+                     temperature: float = 10000.0) -> torch.Tensor:
+    """Cached ``_sine_encoding_2d`` (the result depends only on its arguments); do not modify it."""
+    key = (height, width, num_feats, str(device), temperature)
+    out = _SINE_CACHE.get(key)
+    if out is None:
+        if len(_SINE_CACHE) > 32:
+            _SINE_CACHE.clear()
+        out = _SINE_CACHE[key] = _sine_encoding_2d(height, width, num_feats, device, temperature)
+    return out
+
+
+def _sine_encoding_2d(height: int, width: int, num_feats: int, device: torch.device,
+                      temperature: float = 10000.0) -> torch.Tensor:
+    """Normalised 2-D sine position encoding (DETR style): -> ``1 x num_feats x H x W``.
+
+    Rows and columns are numbered 1..H / 1..W, divided by (last + 1e-6) and scaled by 2*pi;
+    the first ``num_feats/2`` channels encode y, the rest x, each as interleaved sin/cos.
+    """
+    half = num_feats // 2
+    scale = 2 * math.pi
+    eps = 1e-6
+    y = torch.arange(1, height + 1, dtype=torch.float32, device=device)
+    x = torch.arange(1, width + 1, dtype=torch.float32, device=device)
+    y = y / (y[-1:] + eps) * scale
+    x = x / (x[-1:] + eps) * scale
+    i = torch.arange(half, dtype=torch.float32, device=device)
+    denom = temperature ** (2 * torch.div(i, 2, rounding_mode="floor") / half)
+
+    def enc(v: torch.Tensor) -> torch.Tensor:  # (L,) -> (L, half), sin on even, cos on odd
+        a = v[:, None] / denom
+        return torch.stack((a[:, 0::2].sin(), a[:, 1::2].cos()), dim=2).flatten(1)
+
+    py = enc(y)[:, None, :].expand(height, width, half)
+    px = enc(x)[None, :, :].expand(height, width, half)
+    return torch.cat((py, px), dim=2).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+class MaskDownSampler(nn.Module):
+    """Mask B x 1 x S x S -> B x ``embed_dim`` x S/16 x S/16.
+
+    ``log_stride(total_stride)`` stages of conv(k, stride, pad) + LayerNorm2d + GELU, each
+    multiplying channels by stride^2 (1 -> 4 -> 16 -> 64 -> 256), then a 1x1 conv.
+    Sequential indices match upstream (``encoder.0`` conv, ``.1`` norm, ``.2`` GELU, ...).
+    """
+
+    def __init__(self, embed_dim: int = 256, kernel_size: int = 3, stride: int = 2, padding: int = 1,
+                 total_stride: int = 16) -> None:
+        super().__init__()
+        n = int(round(math.log(total_stride) / math.log(stride)))
+        if stride ** n != total_stride:
+            raise ValueError(f"total_stride {total_stride} is not a power of stride {stride}")
+        layers: List[nn.Module] = []
+        cin = 1
+        for _ in range(n):
+            cout = cin * stride * stride
+            layers += [nn.Conv2d(cin, cout, kernel_size, stride, padding), LayerNorm2d(cout), nn.GELU()]
+            cin = cout
+        layers.append(nn.Conv2d(cin, embed_dim, kernel_size=1))
+        self.encoder = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+
+class CXBlock(nn.Module):
+    """ConvNeXt block: depthwise 7x7 conv, LayerNorm2d, Linear 4x, GELU, Linear, layer scale, residual."""
+
+    def __init__(self, dim: int = 256, kernel_size: int = 7, padding: int = 3, use_dwconv: bool = True) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, kernel_size, padding=padding, groups=dim if use_dwconv else 1)
+        self.norm = LayerNorm2d(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(1e-6 * torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.dwconv(x)).permute(0, 2, 3, 1)
+        y = self.pwconv2(F.gelu(self.pwconv1(y)))
+        y = (self.gamma * y).permute(0, 3, 1, 2)
+        return x + y
+
+
+class Fuser(nn.Module):
+    """``num_layers`` CXBlocks (``fuser.layers.N``)."""
+
+    def __init__(self, dim: int = 256, num_layers: int = 2) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(CXBlock(dim) for _ in range(num_layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class MemoryEncoder(nn.Module):
+    """Fuse image features with a mask into memory features.
+
+    ``forward(pix_feat B x in_dim x h x w, mask B x 1 x 16h x 16w)`` ->
+    ``(features B x out_dim x h x w, pos B x out_dim x h x w)``. The mask must already be
+    prepared by the caller (binary or sigmoid, times scale plus bias).
+    """
+
+    def __init__(self, in_dim: int = 256, out_dim: int = 64, fuser_layers: int = 2) -> None:
+        super().__init__()
+        self.mask_downsampler = MaskDownSampler(in_dim)
+        self.pix_feat_proj = nn.Conv2d(in_dim, in_dim, kernel_size=1)
+        self.fuser = Fuser(in_dim, fuser_layers)
+        self.out_proj = nn.Conv2d(in_dim, out_dim, kernel_size=1) if out_dim != in_dim else nn.Identity()
+        self.out_dim = out_dim
+
+    def forward(self, pix_feat: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        x = self.pix_feat_proj(pix_feat) + self.mask_downsampler(mask)
+        x = self.out_proj(self.fuser(x))
+        pos = sine_encoding_2d(x.shape[-2], x.shape[-1], self.out_dim, x.device).to(x.dtype)
+        return x, pos.expand(x.shape[0], -1, -1, -1)
+

@@ -1,0 +1,307 @@
+"""``VideoTracker``: promptable, bounded-memory video object tracking.
+
+```python
+from samkit import load_model, VideoTracker
+tracker = VideoTracker(load_model("sam2.1_hiera_t"))
+session = tracker.start("clip.mp4")          # folder, video file, array or iterator
+tracker.add_prompt(session, frame=0, obj_id=1, points=[[x, y]], labels=[1])
+for frame, result in tracker.propagate(session):
+    result.masks[1]                           # H x W bool
+```
+
+Semantics follow the official SAM 2 video predictor (``propagate`` starts at the earliest
+prompted frame, objects are tracked independently, prompts on tracked frames reuse the
+previous logits as mask input). Differences, all for bounded memory or usability:
+* prompted frames always become conditioning frames (upstream's
+  ``add_all_frames_to_correct_as_cond``; set ``corrections_as_conditioning=False`` for the
+  upstream default, where a correction on a tracked frame is recomputed by the next pass),
+* at most ``max_cond_frames`` conditioning frames per object are kept,
+* non-conditioning memory older than what the model reads (``num_maskmem`` frames of
+  spatial memory, ``max_obj_ptrs_in_encoder`` frames of object pointers) is dropped, so a
+  pass that changes direction cannot read memory of an old pass in the other direction.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError, VideoError
+from ..io.video import open_frames
+from .sam2_engine import FrameEntry, FrameFeatures, Sam2Engine, preprocess_video_frame
+from .session import FrameResult, ObjectTrack, TrackingSession, cap_cond_frames, evict
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _is_classic(model: Any) -> bool:
+    spec = getattr(model, "spec", None)
+    return (spec is not None and getattr(spec, "neural", True) is False) or hasattr(model, "predict_image") \
+        and not isinstance(model, torch.nn.Module)
+
+
+class VideoTracker:
+    """Track prompted objects through a video with a SAM 2-family model or ``classic``.
+
+    ``keep_logits``: also return video-resolution logits per object in ``FrameResult``.
+    ``max_cond_frames``: conditioning frames kept per object. ``feature_cache``: frames whose
+    backbone features are kept (1-2 is enough). ``stream_keep``: frames a live stream keeps.
+    """
+
+    def __init__(self, model: Any, *, keep_logits: bool = False, max_cond_frames: int = 16,
+                 feature_cache: int = 2, stream_keep: int = 2, corrections_as_conditioning: bool = True) -> None:
+        self.model = model
+        self.keep_logits = keep_logits
+        self.max_cond_frames = int(max_cond_frames)
+        self.feature_cache = max(1, int(feature_cache))
+        self.stream_keep = max(1, int(stream_keep))
+        self.corrections_as_conditioning = corrections_as_conditioning
+        if _is_classic(model):
+            from .classic_tracker import ClassicVideoEngine
+
+            self.classic = ClassicVideoEngine(model)
+            self.engine = None
+        else:
+            if getattr(model, "memory_config", None) is None:
+                name = getattr(getattr(model, "spec", None), "name", type(model).__name__)
+                raise InputError(f"model {name!r} has no video memory. Fix: use a video model "
+                                 "(sam2.1_hiera_*, efficienttam_*, edgetam) or 'classic'.")
+            self.classic = None
+            self.engine = Sam2Engine(model)
+            spec = getattr(model, "spec", None)
+            self.mean = tuple(getattr(spec, "pixel_mean", _IMAGENET_MEAN)) if spec is not None else _IMAGENET_MEAN
+            self.std = tuple(getattr(spec, "pixel_std", _IMAGENET_STD)) if spec is not None else _IMAGENET_STD
+            if max(self.mean) > 1.0:  # the video loader works in 0..1 units
+                self.mean, self.std = _IMAGENET_MEAN, _IMAGENET_STD
+
+    # ------------------------------------------------------------------ session
+    def start(self, source: Any) -> TrackingSession:
+        """Open ``source`` lazily (a folder, a video file, a T x H x W x 3 array or an
+        iterator of frames) and return an empty ``TrackingSession``."""
+        src = open_frames(source, keep=self.stream_keep)
+        first = src.get(src.first_available())
+        h, w = first.shape[:2]
+        return TrackingSession(source=src, height=int(h), width=int(w), feature_cache=self.feature_cache,
+                               max_cond_frames=self.max_cond_frames)
+
+    def reset(self, session: TrackingSession) -> None:
+        """Forget every object and prompt (frames stay readable)."""
+        session.objects.clear()
+        session.features.clear()
+        session.classic_state = None
+
+    def remove_object(self, session: TrackingSession, obj_id: int) -> None:
+        """Stop tracking ``obj_id`` and free its memory."""
+        if obj_id not in session.objects:
+            raise InputError(f"object id {obj_id!r} was never prompted in this session (known ids: "
+                             f"{session.obj_ids}). Fix: pass one of the known ids.")
+        del session.objects[obj_id]
+        if self.classic is not None:
+            self.classic.remove(session, obj_id)
+
+    # ------------------------------------------------------------------ prompts
+    def _check_frame(self, session: TrackingSession, frame: Any) -> int:
+        if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)):
+            raise InputError(f"frame must be an integer frame number, got {frame!r}. Fix: pass e.g. frame=0.")
+        frame = int(frame)
+        n = session.num_frames
+        if frame < 0 or (n is not None and frame >= n):
+            raise InputError(f"frame {frame} is outside the video (frames 0..{'?' if n is None else n - 1}). "
+                             "Fix: prompt on an existing frame.")
+        return frame
+
+    def add_prompt(self, session: TrackingSession, frame: int, obj_id: int, points: Optional[Sequence] = None,
+                   labels: Optional[Sequence] = None, box: Optional[Sequence] = None,
+                   mask: Optional[np.ndarray] = None) -> FrameResult:
+        """Prompt object ``obj_id`` on ``frame`` with points (video pixels, x y) and labels
+        (1 foreground, 0 background), and/or a box ``[x0, y0, x1, y1]``, or a ``mask``
+        (H x W bool). Replaces earlier prompts of that object on that frame. New objects may
+        be added at any time. Returns the masks on that frame."""
+        frame = self._check_frame(session, frame)
+        if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)):
+            raise InputError(f"obj_id must be an integer, got {obj_id!r}. Fix: pass e.g. obj_id=1.")
+        obj_id = int(obj_id)
+        coords, labs, mask_t = self._prompt_tensors(session, points, labels, box, mask)
+        if self.classic is not None:
+            session.objects.setdefault(obj_id, ObjectTrack(obj_id))
+            return self.classic.add_prompt(session, frame, obj_id, points, labels, box, mask)
+        feats = self._features(session, frame)
+        track = session.objects.get(obj_id) or ObjectTrack(obj_id)
+        prev_dir = track.tracked.get(frame)
+        is_init = prev_dir is None
+        reverse = bool(prev_dir) if prev_dir is not None else False
+        prev_logits = None
+        old = track.entry(frame)
+        if mask_t is None and old is not None and old.low_res is not None:
+            prev_logits = torch.clamp(old.low_res, -32.0, 32.0)
+        entry = self.engine.step(feats, frame, is_init, track.cond, track.non_cond, session.num_frames, reverse,
+                                 coords=coords, labels=labs, mask=mask_t, prev_logits=prev_logits)
+        session.objects[obj_id] = track
+        if is_init or self.corrections_as_conditioning:
+            track.cond[frame] = entry
+            track.non_cond.pop(frame, None)
+            cap_cond_frames(track, frame, session.max_cond_frames)
+        else:
+            track.non_cond[frame] = entry
+        if frame not in track.prompt_frames:
+            track.prompt_frames.append(frame)
+            del track.prompt_frames[: -session.max_cond_frames]  # bounded, like the cond frames
+        if self.engine.cfg.prompted_frames_condition_all:
+            self._condition_all(session, frame, obj_id)
+        session.note_stats()
+        return self._result(session, frame, {oid: o.entry(frame) for oid, o in session.objects.items()})
+
+    def _condition_all(self, session: TrackingSession, frame: int, obj_id: int) -> None:
+        """EdgeTAM (SAM 2.0-style predictor): a prompted frame is a conditioning frame of every
+        object; an object without a prompt there gets an empty mask (logits -1024, object
+        score 10, the pointer of an empty mask prompt) and the memory of that empty mask."""
+        wanted = {(oid, frame) for oid in session.objects if oid != obj_id}
+        for oid, o in session.objects.items():
+            if oid != obj_id:
+                wanted |= {(obj_id, t) for t in o.prompt_frames}
+        for oid, t in sorted(wanted, key=lambda x: x[1]):
+            track = session.objects[oid]
+            if t in track.cond or not session.source.can_read(t) and t not in session.features:
+                continue
+            feats = self._features(session, t)
+            size = self.engine.cfg.image_size
+            empty = torch.zeros(1, 1, size, size, device=self.engine.device)
+            with torch.inference_mode():
+                _, ptr, _ = self.engine._mask_as_output(feats, empty)
+                low = torch.full((1, 1, size // 4, size // 4), -1024.0, device=self.engine.device)
+                score = torch.full((1, 1), 10.0, device=self.engine.device)
+                entry = FrameEntry(obj_ptr=ptr, object_score=score, low_res=low)
+                entry.maskmem = self.engine.encode_memory(feats, low, score, True)
+            track.cond[t] = entry
+            track.non_cond.pop(t, None)
+
+    def _prompt_tensors(self, session: TrackingSession, points, labels, box, mask):
+        if points is None and box is None and mask is None:
+            raise InputError("a prompt needs points, a box or a mask. Fix: pass points=[[x, y]], labels=[1] "
+                             "or box=[x0, y0, x1, y1] or mask=array.")
+        if mask is not None and (points is not None or box is not None):
+            raise InputError("a mask prompt cannot be combined with points or a box. Fix: pass one of them.")
+        size = self.engine.cfg.image_size if self.engine is not None else None
+        if mask is not None:
+            m = np.asarray(mask)
+            if m.ndim != 2:
+                raise InputError(f"mask must be H x W, got shape {m.shape}. Fix: pass one 2-D mask per object.")
+            t = torch.from_numpy(m.astype(np.float32))[None, None]
+            if size is not None and tuple(t.shape[-2:]) != (size, size):
+                t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+                t = (t >= 0.5).float()
+            dev = self.engine.device if self.engine is not None else "cpu"
+            return None, None, t.to(dev)
+        pts = np.zeros((0, 2), np.float32)
+        lab = np.zeros((0,), np.int32)
+        if points is not None:
+            pts = np.asarray(points, dtype=np.float32).reshape(-1, 2)
+            if labels is None:
+                raise InputError("points need labels (1 foreground, 0 background). Fix: pass labels=[1, ...].")
+            lab = np.asarray(labels, dtype=np.int32).reshape(-1)
+            if len(lab) != len(pts):
+                raise InputError(f"{len(pts)} points but {len(lab)} labels. Fix: one label per point.")
+            if not np.isin(lab, (0, 1)).all():
+                raise InputError(f"labels must be 0 or 1, got {lab.tolist()}. Fix: 1 foreground, 0 background.")
+        if not np.isfinite(pts).all():
+            raise InputError("points contain NaN or inf. Fix: pass finite pixel coordinates.")
+        if box is not None:
+            b = np.asarray(box, dtype=np.float32).reshape(-1)
+            if b.shape != (4,) or not np.isfinite(b).all() or b[2] < b[0] or b[3] < b[1]:
+                raise InputError(f"box must be [x0, y0, x1, y1] with x1 >= x0 and y1 >= y0, got {box!r}.")
+            pts = np.concatenate([b.reshape(2, 2), pts], 0)
+            lab = np.concatenate([np.array([2, 3], np.int32), lab], 0)
+        coords = torch.from_numpy(pts)[None]
+        labs = torch.from_numpy(lab)[None]
+        if size is not None:
+            coords = coords / torch.tensor([session.width, session.height], dtype=torch.float32) * size
+            return coords.to(self.engine.device), labs.to(self.engine.device), None
+        return coords, labs, None
+
+    # ------------------------------------------------------------------ tracking
+    def _features(self, session: TrackingSession, t: int) -> FrameFeatures:
+        cache = session.features
+        if t in cache:
+            cache.move_to_end(t)
+            return cache[t]
+        frame = session.source.get(t)
+        if frame.shape[:2] != (session.height, session.width):
+            raise VideoError(f"frame {t} is {frame.shape[1]}x{frame.shape[0]} but the video is "
+                             f"{session.width}x{session.height}. Fix: all frames must have the same size.")
+        x = preprocess_video_frame(frame, self.engine.cfg.image_size, self.mean, self.std, self.engine.device)
+        feats = self.engine.features(x, t)
+        cache[t] = feats
+        while len(cache) > session.feature_cache:
+            cache.popitem(last=False)
+        session.stats.feature_computations += 1
+        return feats
+
+    def propagate(self, session: TrackingSession, start: Optional[int] = None, reverse: bool = False,
+                  max_frames: Optional[int] = None) -> Iterator[Tuple[int, FrameResult]]:
+        """Yield ``(frame, FrameResult)`` from ``start`` (default: the earliest prompted frame;
+        a live stream resumes after the last frame it tracked) to the end (or frame 0 when
+        ``reverse``), at most ``max_frames`` frames. A source that fails mid-way raises
+        ``VideoError`` after every earlier frame was yielded; a live stream that ends just
+        stops."""
+        if not session.objects:
+            raise InputError("no object has a prompt in this session. Fix: call add_prompt first.")
+        empty = [oid for oid, o in session.objects.items() if not o.cond and self.classic is None]
+        if empty:
+            raise InputError(f"object ids {empty} have no prompt (their prompted frames were released). "
+                             "Fix: prompt them again or remove_object.")
+        if self.classic is not None:
+            yield from self.classic.propagate(session, start, reverse, max_frames)
+            return
+        src = session.source
+        if start is None:
+            start = min(t for o in session.objects.values() for t in o.cond)
+            if not src.random_access and session.last_frame is not None and not reverse:
+                start = max(start, session.last_frame + 1)  # a live stream resumes where it stopped
+        start = max(int(start), src.first_available())
+        n = session.num_frames
+        count = 0
+        t = start
+        cfg = self.engine.cfg
+        keep_mem = cfg.num_maskmem * cfg.memory_temporal_stride_for_eval
+        keep_ptr = max(cfg.max_obj_ptrs_in_encoder - 1, keep_mem)
+        while (t >= 0 if reverse else (n is None or t < n)) and (max_frames is None or count < max_frames):
+            try:
+                feats = self._features(session, t)
+            except VideoError:
+                if not src.random_access and getattr(src, "_ended", False):
+                    return
+                raise
+            n = session.num_frames
+            entries = {}
+            for oid, track in session.objects.items():
+                e = track.cond.get(t)
+                if e is None:
+                    e = self.engine.step(feats, t, False, track.cond, track.non_cond, n, reverse)
+                    track.non_cond[t] = e
+                track.tracked.add(t, reverse)
+                entries[oid] = e
+                evict(track, t, reverse, keep_mem, keep_ptr, session.max_cond_frames)
+            session.last_frame, session.reverse = t, reverse
+            session.stats.frames_processed += 1
+            session.note_stats()
+            result = self._result(session, t, entries)
+            count += 1
+            yield t, result
+            t = t - 1 if reverse else t + 1
+
+    def _result(self, session: TrackingSession, t: int, entries: dict) -> FrameResult:
+        masks, scores, logits = {}, {}, {}
+        for oid, e in entries.items():
+            if e is None or e.low_res is None:
+                continue
+            up = F.interpolate(e.low_res, size=(session.height, session.width), mode="bilinear",
+                               align_corners=False)[0, 0]
+            arr = up.float().cpu().numpy()
+            masks[oid] = arr > 0
+            scores[oid] = float(e.object_score.reshape(-1)[0])
+            if self.keep_logits:
+                logits[oid] = arr
+        return FrameResult(frame=t, masks=masks, scores=scores, logits=logits if self.keep_logits else None)
