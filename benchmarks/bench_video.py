@@ -79,7 +79,9 @@ def bench_real(name: str, frames: int, official: bool) -> None:
     tr.add_prompt(s, 0, 1, points=pts, labels=labs)
     print(f"{name} samkit: prompt on frame 0 {time.perf_counter() - t0:.2f} s")
     ours = tr.propagate(s)
-    theirs = _official_propagation(name, vid, pts, labs) if official else None
+    from video_oracle import official_propagation
+
+    theirs = official_propagation(name, vid, pts, labs) if official else None
     t_ours, t_theirs = [], []
     for _ in range(frames):  # interleaved, so that both see the same machine load
         t = time.perf_counter()
@@ -94,36 +96,6 @@ def bench_real(name: str, frames: int, official: bool) -> None:
           f"RSS {rss_mib():.0f} MiB")
     if t_theirs:
         print(f"{name} official sam2: per tracked frame {np.mean(t_theirs[1:]):.2f} s (same frames, interleaved)")
-
-
-def _official_propagation(name, vid, pts, labs):
-    """Generator of the official predictor's propagation on the same weights and frames."""
-    import tempfile
-
-    from PIL import Image
-
-    from conftest import official_import_path
-    from parity import synth_state_dict
-
-    with official_import_path():
-        from sam2.build_sam import build_sam2_video_predictor
-
-        cfg = {"sam2.1_hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml"}[name]
-        pred = build_sam2_video_predictor(cfg, ckpt_path=None, device="cpu")
-    pred.load_state_dict(synth_state_dict(name, 0))
-    orig = pred.memory_attention.forward
-
-    def upcast(v):  # bf16 memory values meet fp32 weights on CPU: upcast at use (parity README)
-        return v.float() if torch.is_tensor(v) and v.dtype == torch.bfloat16 else v
-
-    pred.memory_attention.forward = lambda *a, **k: orig(*map(upcast, a), **{n: upcast(v) for n, v in k.items()})
-    d = Path(tempfile.mkdtemp())
-    for i, fr in enumerate(vid):
-        Image.fromarray(fr).save(d / f"{i:05d}.jpg", quality=95)
-    with torch.inference_mode():
-        state = pred.init_state(str(d))
-        pred.add_new_points_or_box(state, 0, 1, points=pts, labels=labs)
-    return pred.propagate_in_video(state)
 
 
 def main() -> None:

@@ -72,7 +72,7 @@ def _warn_license(spec: ModelSpec) -> None:
         return
     _LICENSE_WARNED.add(spec.name)
     warnings.warn(
-        f"{spec.name} weights are released under the {spec.license}: non-commercial use only. "
+        f"{spec.name} weights are released under the {spec.license}. "
         "Choose a model with commercial_use=True (e.g. mobile_sam, sam2.1_hiera_t) for "
         "commercial work.",
         UserWarning, stacklevel=3)

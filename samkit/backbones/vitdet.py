@@ -22,7 +22,8 @@ from torch import nn
 
 from ..layers import MLP, LayerNorm2d
 from .fpn_neck import PositionEmbeddingSine
-from .hiera import PatchEmbed, window_partition, window_unpartition
+from ..layers.windows import window_partition, window_unpartition
+from .hiera import PatchEmbed
 
 
 def resize_abs_pos(pos: torch.Tensor, has_cls_token: bool, hw: Tuple[int, int]) -> torch.Tensor:
