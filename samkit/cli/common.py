@@ -83,22 +83,41 @@ def parse_box(text: str) -> Tuple[float, float, float, float]:
     return x0, y0, x1, y1
 
 
-def parse_formats(values: Optional[Iterable[str]], default: Sequence[Format] = (Format.png,)) -> List[Format]:
-    """Repeated and/or comma-separated format names -> unique ``Format`` list (order kept)."""
-    out: List[Format] = []
+def parse_formats(values: Optional[Iterable[str]], default: Sequence[enum.Enum] = (Format.png,),
+                  choices: type = Format, command: str = "") -> list:
+    """Repeated and/or comma-separated format names -> unique members of ``choices`` (order kept)."""
+    out: list = []
+    where = f" for `{command}`" if command else ""
     for v in values or []:
         for name in str(v).split(","):
             name = name.strip().lower()
             if not name:
                 continue
             try:
-                f = Format(name)
+                f = choices(name)
             except ValueError:
-                raise InputError(f"unknown output format {name!r}. "
-                                 f"Fix: use one of {', '.join(x.value for x in Format)}.") from None
+                raise InputError(f"unknown output format {name!r}{where}. "
+                                 f"Fix: use one of {', '.join(x.value for x in choices)}.") from None
             if f not in out:
                 out.append(f)
     return out or list(default)
+
+
+def resolve_model(model: Optional[str], checkpoint) -> str:
+    """The model to use: the given name, or the default one (announced on stderr); a checkpoint
+    without a model name is refused, since the file alone does not say which builder to use."""
+    if model is not None:
+        from ..specs import get_spec
+
+        get_spec(model)  # unknown names fail here, before torch is imported
+        info(f"model: {model}")
+        return model
+    if checkpoint is not None:
+        raise InputError("--checkpoint was given without --model. Fix: add --model NAME "
+                         "(the model the file belongs to; see `samkit models ls`).")
+    model, why = default_model()
+    info(f"model: {model} (default: {why})")
+    return model
 
 
 # ----------------------------------------------------------------------------- models

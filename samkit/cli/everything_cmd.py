@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from .common import default_model, emit_json, info, typer
+from .common import emit_json, info, parse_formats, resolve_model, typer
 from ..errors import InputError, require
 
 
@@ -59,20 +59,8 @@ app = typer.Typer(name="everything", cls=_DefaultCommandGroup, add_completion=Fa
 
 
 def parse_everything_formats(values: Optional[List[str]]) -> List[EverythingFormat]:
-    out: List[EverythingFormat] = []
-    for v in values or []:
-        for name in str(v).split(","):
-            name = name.strip().lower()
-            if not name:
-                continue
-            try:
-                f = EverythingFormat(name)
-            except ValueError:
-                raise InputError(f"unknown output format {name!r} for `samkit everything`. "
-                                 f"Fix: use one of {', '.join(x.value for x in EverythingFormat)}.") from None
-            if f not in out:
-                out.append(f)
-    return out or [EverythingFormat.coco]
+    return parse_formats(values, default=[EverythingFormat.coco], choices=EverythingFormat,
+                         command="samkit everything")
 
 
 def coco_everything(masks, info_, image_path: Path) -> dict:
@@ -125,15 +113,10 @@ def everything(
 ) -> None:
     """Segment everything in IMAGE and write the masks (COCO RLE JSON, PNGs, overlay)."""
     formats = parse_everything_formats(fmt)
-    if model is None:
-        if checkpoint is not None:
-            raise InputError("--checkpoint was given without --model. Fix: add --model NAME "
-                             "(the model the file belongs to; see `samkit models ls`).")
-        model, why = default_model()
-        info(f"model: {model} (default: {why})")
+    model = resolve_model(model, checkpoint)
     from ..specs import get_spec
 
-    spec = get_spec(model)  # unknown names fail here, before torch is imported
+    spec = get_spec(model)
     if not getattr(spec, "neural", True):
         raise InputError(f"`samkit everything` needs a neural model; {model!r} is not one. "
                          "Fix: pass --model sam_vit_b (download it with `samkit models download sam_vit_b`).")

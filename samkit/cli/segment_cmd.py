@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .common import FORMAT_HELP, Format, default_model, emit_json, info, parse_box, parse_formats, parse_point, typer
+from .common import FORMAT_HELP, Format, emit_json, info, parse_box, parse_formats, parse_point, resolve_model, typer
 
 EPILOG = (
     "[bold]Examples[/bold]\n\n"
@@ -113,19 +113,7 @@ def segment(
         from ..errors import InputError
 
         raise InputError("no prompt given. Fix: add --point X,Y (repeatable) and/or --box X0,Y0,X1,Y1.")
-    if model is None:
-        if checkpoint is not None:
-            from ..errors import InputError
-
-            raise InputError("--checkpoint was given without --model. Fix: add --model NAME "
-                             "(the model the file belongs to; see `samkit models ls`).")
-        model, why = default_model()
-        info(f"model: {model} (default: {why})")
-    else:
-        from ..specs import get_spec
-
-        get_spec(model)  # unknown names fail here, before torch is imported
-        info(f"model: {model}")
+    model = resolve_model(model, checkpoint)
 
     from ..io.image import load_image
     from ..predict.image import ImagePredictor
