@@ -59,7 +59,9 @@ def section_video(quick: bool) -> str:
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        bench_video.main(["--frames", "300" if quick else "2000"])
+        bench_video.main(["--frames", "300" if quick else "2000", "--threads", str(torch.get_num_threads())])
+        bench_video.main(["--frames", "0", "--real", "sam2.1_hiera_t", "--real-frames", "6", "--official",
+                          "--threads", str(torch.get_num_threads())])
     return "```\n" + out.getvalue().strip() + "\n```"
 
 

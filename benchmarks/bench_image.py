@@ -13,6 +13,7 @@ import argparse
 import statistics
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +80,9 @@ def _official_predictor(name: str):
 
         model = eo.mobile_sam().sam_model_registry["vit_t"]() if name == "mobile_sam" else eo.edge_sam().build()
         model.load_state_dict(sd)
-        return eo.mobile_sam().SamPredictor(model.eval()) if name == "mobile_sam" else None
+        if name == "mobile_sam":
+            return eo.mobile_sam().SamPredictor(model.eval())
+        return types.SimpleNamespace(model=model.eval())  # encoder timing only
     return None
 
 
@@ -114,7 +117,7 @@ def bench_model(name: str, image: np.ndarray, warmup: int, runs: int) -> dict:
     label = np.array([1], np.int32)
     pred.set_image(image)
     dec = [lambda: pred.predict(points=point, labels=label, multimask=False)]
-    if official is not None:
+    if official is not None and hasattr(official, "predict"):
         official.set_image(image)
         dec.append(lambda: official.predict(point_coords=point, point_labels=label, multimask_output=False))
     t_dec = interleaved(dec, warmup + 2, runs * 4)

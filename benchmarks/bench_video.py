@@ -98,7 +98,7 @@ def bench_real(name: str, frames: int, official: bool) -> None:
         print(f"{name} official sam2: per tracked frame {np.mean(t_theirs[1:]):.2f} s (same frames, interleaved)")
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=2000)
     ap.add_argument("--size", type=int, default=64, help="frame side of the tiny stream")
@@ -106,7 +106,7 @@ def main() -> None:
     ap.add_argument("--real", default=None, help="e.g. sam2.1_hiera_t")
     ap.add_argument("--real-frames", type=int, default=4)
     ap.add_argument("--official", action="store_true")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     if a.frames > 0:
         bench_tiny(a.frames, a.size)
