@@ -1,7 +1,6 @@
 """Shared fixtures: synthesized official-layout checkpoints and the official oracles."""
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
 
@@ -10,19 +9,8 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 
+from oracle_shims import shim_on_path as official_import_path  # noqa: E402,F401  (used by oracle tests)
 from parity import synth_checkpoint_file  # noqa: E402
-
-
-@contextlib.contextmanager
-def official_import_path():
-    """Put the test-only torchvision stand-in on sys.path while importing the official code."""
-    shim = str(TESTS / "oracle_shims")
-    sys.path.insert(0, shim)
-    try:
-        yield
-    finally:
-        if shim in sys.path:
-            sys.path.remove(shim)
 
 
 @pytest.fixture(scope="session")

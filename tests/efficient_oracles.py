@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-SHIM_DIR = str(Path(__file__).resolve().parent / "oracle_shims")
+from oracle_shims import shim_on_path  # noqa: E402
 
 
 class OracleMissing(ImportError):
@@ -104,18 +104,14 @@ def _stub_modules() -> dict:
 
 @contextlib.contextmanager
 def _oracle_env():
-    tv = sys.modules.get("torchvision")
-    if tv is not None and not getattr(tv, "__version__", "").endswith("oracle_shim"):
-        raise RuntimeError("a real torchvision is already imported; the oracles need the shim")
+    """The torchvision stand-in on sys.path plus the module stubs the mirrors import."""
     stubs = _stub_modules()
     added = [k for k in stubs if k not in sys.modules]
     sys.modules.update({k: stubs[k] for k in added})
-    sys.path.insert(0, SHIM_DIR)
     try:
-        yield
+        with shim_on_path():
+            yield
     finally:
-        if SHIM_DIR in sys.path:
-            sys.path.remove(SHIM_DIR)
         for k in added:
             sys.modules.pop(k, None)
 

@@ -7,6 +7,8 @@ from PIL import Image
 
 from oracle_shims import import_oracle
 
+from test_nms import brute_greedy  # the one brute-force reference of greedy NMS
+
 pytestmark = pytest.mark.oracle
 
 
@@ -34,29 +36,6 @@ def test_oracles_import_through_shim(module):
     assert {"vit_b", "vit_l", "vit_h"} <= set(sa.sam_model_registry)
 
 
-def _brute_nms(boxes, scores, cats, thr):
-    """Pure-python greedy NMS per category: visit by descending score, suppress IoU > thr."""
-    b = boxes.tolist()
-    order = sorted(range(len(b)), key=lambda i: -scores[i])
-    kept = []
-    for i in order:
-        ok = True
-        for k in kept:
-            if cats[k] != cats[i]:
-                continue
-            ix1, iy1 = max(b[i][0], b[k][0]), max(b[i][1], b[k][1])
-            ix2, iy2 = min(b[i][2], b[k][2]), min(b[i][3], b[k][3])
-            inter = max(0.0, ix2 - ix1) * max(0.0, iy2 - iy1)
-            ai = (b[i][2] - b[i][0]) * (b[i][3] - b[i][1])
-            ak = (b[k][2] - b[k][0]) * (b[k][3] - b[k][1])
-            if inter / (ai + ak - inter) > thr:
-                ok = False
-                break
-        if ok:
-            kept.append(i)
-    return kept
-
-
 def _random_boxes(n, seed, int_coords=False):
     g = np.random.default_rng(seed)
     xy = g.uniform(0, 100, (n, 2))
@@ -71,7 +50,7 @@ def _random_boxes(n, seed, int_coords=False):
 def test_batched_nms_matches_brute_force(n, thr, seed):
     tv = _tv()
     boxes, scores, cats = _random_boxes(n, seed)
-    expected = _brute_nms(boxes, scores, cats, thr)
+    expected = brute_greedy(boxes, scores, thr, cats)
     got = tv.ops.boxes.batched_nms(torch.tensor(boxes), torch.tensor(scores), torch.tensor(cats), thr)
     # n > 1000 exercises torchvision's per-category path, n <= 1000 the coordinate-offset trick
     assert got.dtype == torch.int64

@@ -11,6 +11,7 @@ modules (and the shim ``torchvision``) then stay cached in ``sys.modules``.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 from pathlib import Path
@@ -18,23 +19,32 @@ from pathlib import Path
 SHIM_DIR = str(Path(__file__).resolve().parent)
 
 
+@contextlib.contextmanager
+def shim_on_path():
+    """Put the stand-in first on ``sys.path`` while the official code is imported; refuse when
+    a real torchvision is already imported (the oracles would bind to it)."""
+    tv = sys.modules.get("torchvision")
+    if tv is not None and not getattr(tv, "__version__", "").endswith("oracle_shim"):
+        raise RuntimeError("a real torchvision is already imported; the oracle tests need the shim")
+    sys.path.insert(0, SHIM_DIR)
+    try:
+        yield
+    finally:
+        if SHIM_DIR in sys.path:
+            sys.path.remove(SHIM_DIR)
+
+
 def import_oracle(module: str):
     """Import ``module`` (e.g. ``segment_anything``, ``sam2.sam2_image_predictor``) with the
     test-only torchvision stand-in; skips the test if the oracle is not installed."""
     import pytest
 
-    tv = sys.modules.get("torchvision")
-    if tv is not None and not getattr(tv, "__version__", "").endswith("oracle_shim"):
-        pytest.fail("a real torchvision is already imported; the oracle tests need the shim")
-    sys.path.insert(0, SHIM_DIR)
     try:
-        return importlib.import_module(module)
+        with shim_on_path():
+            return importlib.import_module(module)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] in ("segment_anything", "sam2", "hydra", "omegaconf", "iopath"):
             pytest.skip(f"oracle {module} not importable ({exc}); install the oracle extras (see tests/oracle_shims/README.md)")
         raise
-    finally:
-        try:
-            sys.path.remove(SHIM_DIR)
-        except ValueError:
-            pass
