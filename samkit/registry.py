@@ -16,6 +16,7 @@ from . import checkpoint as _ckpt
 from . import hub
 from .errors import InputError, MissingExtraError
 from .specs import ModelSpec, get_spec
+from .threads import configure_threads
 
 _LICENSE_WARNED: set = set()
 
@@ -80,7 +81,9 @@ def _warn_license(spec: ModelSpec) -> None:
 
 def load_model(name: Union[str, ModelSpec], checkpoint: Optional[Union[str, Path]] = None,
                device: Union[str, torch.device] = "cpu", *, strict: Optional[bool] = None,
-               download: bool = True, progress: Optional[hub.ProgressFn] = None):
+               download: bool = True, progress: Optional[hub.ProgressFn] = None,
+               backend: str = "torch", compile: bool = False, channels_last: bool = False,
+               fuse: bool = False):
     """A model with loaded weights, in eval mode, on ``device``, with ``model.spec`` set.
 
     ``checkpoint``: a file (safetensors, torch ``weights_only`` pickle, or a zip holding one);
@@ -89,8 +92,21 @@ def load_model(name: Union[str, ModelSpec], checkpoint: Optional[Union[str, Path
     to put it. ``strict`` (default: ``spec.extra.get("strict", True)``) makes every key of
     the model and the file match; otherwise the fitting subset is loaded.
     Non-neural engines (``classic``) are built and returned without any file.
-    Unknown names raise ``KeyError`` listing the known ones."""
+    Unknown names raise ``KeyError`` listing the known ones.
+    ``backend`` (``"torch"`` or ``"onnxruntime"``), ``compile`` and ``channels_last`` speed up
+    the image encoder: see :func:`samkit.accel.accelerate`. ``fuse`` re-parameterises encoders
+    that have BatchNorm / RepVGG branches (MobileSAM, EdgeSAM, EdgeTAM; others are unchanged)
+    before any acceleration. An oversubscribed torch thread pool is lowered to the usable CPU
+    count (:func:`samkit.threads.configure_threads`)."""
     spec = _spec(name)
+    from .accel import BACKENDS
+
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}. Fix: use one of {', '.join(BACKENDS)}.")
+    accelerated = backend != "torch" or compile or channels_last
+    if (accelerated or fuse) and not spec.neural:
+        raise InputError(f"{spec.name} is not a neural model, so backend/compile/channels_last/fuse do not apply. "
+                         "Fix: drop those options or choose a neural model (samkit.list_models()).")
     _warn_license(spec)
     try:
         dev = torch.device(device)
@@ -114,4 +130,11 @@ def load_model(name: Union[str, ModelSpec], checkpoint: Optional[Union[str, Path
     del state_dict
     model = model.to(dev).eval()
     model.spec = spec
+    configure_threads(clamp_only=True)
+    if fuse and hasattr(model, "fuse"):
+        model.fuse()
+    if accelerated:
+        from .accel import accelerate
+
+        accelerate(model, backend=backend, compile=compile, channels_last=channels_last)
     return model

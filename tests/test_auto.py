@@ -279,6 +279,33 @@ def test_blank_image_gives_empty_masks():
     assert len(masks) == 0 and masks.masks.shape == (0, 50, 70)
 
 
+@pytest.mark.parametrize("filtered", [False, True])
+def test_chunked_upscale_equals_whole_batch_upscale(monkeypatch, filtered):
+    """The generator upscales a few masks at a time; the logits, stability, masks and boxes
+    must be bit-identical to upscaling the batch at once as the official code does."""
+    from samkit.models.base import ImageTransform
+    from samkit.ops import masks_to_boxes, stability_score
+
+    g = torch.Generator().manual_seed(5)
+    coarse = torch.randn(11, 1, 16, 16, generator=g) * 4
+    low = torch.nn.functional.interpolate(coarse, (256, 256), mode="bilinear")[:, 0] + \
+        torch.randn(11, 256, 256, generator=g) * 0.2
+    t = ImageTransform((267, 400), (684, 1024), 1024)  # SAM frame: padded, upscaled, downscaled
+    logits = postprocess_crop_upscale(low[:, None], t)[:, 0]  # whole batch, official order
+    ref_stab = stability_score(logits, 0.0, 1.0)
+    stab_thresh = float(ref_stab.median()) if filtered else 0.0
+    ref_kept = torch.where(ref_stab >= stab_thresh)[0] if filtered else torch.arange(11)
+    assert 0 < len(ref_kept) and (not filtered or len(ref_kept) < 11)
+    gen = AutoMaskGenerator(ColorRegion(), points_per_side=2, stability_score_thresh=stab_thresh)
+    monkeypatch.setattr(AutoMaskGenerator, "_UPSCALE_CHUNK", 3)  # does not divide 11
+    kept, stab, masks, boxes = gen._upscale(low, t)
+    assert torch.equal(kept, ref_kept) and torch.equal(stab, ref_stab[ref_kept])
+    assert torch.equal(masks, logits[ref_kept] > 0) and masks.shape[1:] == (267, 400)
+    assert torch.equal(boxes, masks_to_boxes(logits[ref_kept] > 0))
+    empty = gen._upscale(low[:0], t)
+    assert empty[2].shape == (0, 267, 400) and empty[3].shape == (0, 4)
+
+
 def test_point_grid_is_cell_centres():
     from samkit.auto.grid import crop_boxes, point_grid
 
@@ -298,7 +325,7 @@ def _cli_setup(tmp_path, monkeypatch):
 
     import samkit.registry
 
-    monkeypatch.setattr(samkit.registry, "load_model", lambda name, checkpoint=None, device="cpu": ColorRegion())
+    monkeypatch.setattr(samkit.registry, "load_model", lambda name, checkpoint=None, device="cpu", **kw: ColorRegion())
     path = tmp_path / "rects.png"
     Image.fromarray(rectangles_image(seed=8)).save(path)
     return path

@@ -141,7 +141,7 @@ def test_pooled_v1_equals_full_attention_on_block_constant_keys(monkeypatch):
     # RoPE breaks the block-constancy of the keys; compare with the rotation switched off
     import samkit.memory.attention as A
 
-    monkeypatch.setattr(A, "apply_rope", lambda x, cos, sin: x)
+    monkeypatch.setattr(A, "rope_", lambda x, table: x)
     with torch.no_grad():
         assert torch.allclose(pooled(q, k, v, num_k_exclude_rope=8), full(q, k, v, num_k_exclude_rope=8), atol=1e-5)
 
@@ -228,3 +228,31 @@ def test_config_for_names():
     assert e.cross_attention == "rope_v2" and e.attention_layers == 2 and e.prompted_frames_condition_all
     with pytest.raises(KeyError):
         config_for("sam_vit_b")
+
+
+def test_inplace_rope_matches_reference_on_strided_views():
+    """``rope_`` (complex, in place, table broadcast over memory frames) equals ``apply_rope``
+    on a slice of a head-split projection, leaving the tokens after the slice untouched."""
+    from samkit.memory.attention import rope_
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3 * 16 + 5, 2 * 8, generator=g).reshape(2, 53, 2, 8).transpose(1, 2)  # B x h x N x c
+    cos, sin = axial_rope_angles(8, 4, 4)
+    want = apply_rope(x[:, :, :48], cos, sin)
+    tail = x[:, :, 48:].clone()
+    rope_(x[:, :, :48], torch.complex(cos, sin))
+    assert torch.allclose(x[:, :, :48], want, atol=1e-6)
+    assert torch.equal(x[:, :, 48:], tail)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_conv1x1_matches_conv2d(batch):
+    from torch import nn
+
+    from samkit.memory.modules import conv1x1
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 8, kernel_size=1)
+    x = torch.randn(batch, 16, 5, 7)
+    with torch.no_grad():
+        assert torch.allclose(conv1x1(x, conv), conv(x), atol=1e-5)

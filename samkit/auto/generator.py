@@ -113,6 +113,8 @@ class AutoMaskGenerator:
     ``mask_threshold`` defaults to ``model.mask_threshold``.
     """
 
+    _UPSCALE_CHUNK = 8  # masks upscaled at a time on CPU (about 25 MB of SAM frame-size logits)
+
     def __init__(self, model, points_per_side: Optional[int] = 32, points_per_batch: int = 64,
                  pred_iou_thresh: float = 0.88, stability_score_thresh: float = 0.95,
                  stability_score_offset: float = 1.0, crop_n_layers: int = 0, crop_overlap_ratio: float = 512 / 1500,
@@ -228,54 +230,81 @@ class AutoMaskGenerator:
 
     def _decode(self, features, transform, points: torch.Tensor, mask_input: Optional[torch.Tensor],
                 multimask: bool):
+        """Image-pixel ``points`` N x 2 -> low-res logits N x K x h x w and predicted IoU N x K."""
         device = self.model.device
         frame_pts = transform.coords_to_frame(points.to(device=device))
         pts = frame_pts.to(torch.float32)[:, None, :]
         labels = torch.ones(pts.shape[0], 1, dtype=torch.int, device=device)
         out = self.model.decode(features, pts, labels, None, mask_input, multimask)
-        logits = self.model.postprocess(out.low_res, transform)
-        return logits, out.iou, out.low_res
+        return out.low_res, out.iou
 
     def _process_batch(self, features, transform, points: np.ndarray, crop_box: List[int],
                        image_hw) -> _Candidates:
         pts = torch.as_tensor(points, dtype=torch.float64)
-        logits, iou, low_res = self._decode(features, transform, pts, None, self.multimask)
-        k = logits.shape[1]
-        logits, iou, low_res = logits.flatten(0, 1), iou.flatten(0, 1), low_res.flatten(0, 1)
+        low_res, iou = self._decode(features, transform, pts, None, self.multimask)
+        k = low_res.shape[1]
+        low_res, iou = low_res.flatten(0, 1), iou.flatten(0, 1)
         pts = pts.repeat_interleave(k, dim=0)
         if self.use_m2m:
-            logits, iou, low_res = self._refine_m2m(features, transform, pts, low_res)
-        keep = torch.ones(len(iou), dtype=torch.bool, device=iou.device)
+            low_res, iou = self._refine_m2m(features, transform, pts, low_res)
+        # The official generators upscale every mask and then filter by predicted IoU;
+        # upscaling is per mask, so filtering first gives the same masks for less work.
         if self.pred_iou_thresh > 0.0:
-            keep = iou > self.pred_iou_thresh
-        idx = torch.where(keep)[0]
-        logits, iou, low_res, pts = logits[idx], iou[idx], low_res[idx], pts[idx.cpu()]
-        stab = stability_score(logits, self.mask_threshold, self.stability_score_offset)
-        if self.stability_score_thresh > 0.0:
-            idx = torch.where(stab >= self.stability_score_thresh)[0]
-            logits, iou, low_res, stab, pts = logits[idx], iou[idx], low_res[idx], stab[idx], pts[idx.cpu()]
-        masks = logits > self.mask_threshold
-        del logits
-        boxes = masks_to_boxes(masks)
+            idx = torch.where(iou > self.pred_iou_thresh)[0]
+            if len(idx) < len(iou):
+                low_res, iou, pts = low_res[idx], iou[idx], pts[idx.cpu()]
+        idx, stab, masks, boxes = self._upscale(low_res, transform)
+        if len(idx) < len(iou):
+            low_res, iou, pts = low_res[idx], iou[idx], pts[idx.cpu()]
         h, w = image_hw
         near = is_box_near_crop_edge(boxes, crop_box, [0, 0, w, h])
         if bool(near.any()):
             idx = torch.where(~near)[0]
-            masks, iou, low_res, stab, boxes, pts = (masks[idx], iou[idx], low_res[idx], stab[idx], boxes[idx],
-                                                     pts[idx.cpu()])
+            masks, iou, low_res, stab, boxes = masks[idx], iou[idx], low_res[idx], stab[idx], boxes[idx]
+            pts = pts[idx.cpu()]
         return _Candidates(masks.cpu(), iou.float().cpu(), stab.float().cpu(), boxes.cpu(), pts,
                            low_res.float().cpu() if self.keep_low_res else None)
 
+    def _upscale(self, low_res: torch.Tensor, transform):
+        """Low-res logits N x h x w -> ``(kept, stability, masks, boxes)``: indices (int64) of the
+        masks passing the stability filter, their stability (float32), binary masks K x H x W at
+        the crop's size and boxes K x 4 int64.
+
+        On CPU the model's upscaling runs ``_UPSCALE_CHUNK`` masks at a time, so that its
+        frame-size intermediate stays in cache; the interpolation treats every mask on its own,
+        so the logits are bit-identical to upscaling the whole batch at once (the official
+        order). Stability, thresholding and boxes then run once on the whole batch.
+        """
+        n = low_res.shape[0]
+        if n == 0:
+            hw = tuple(transform.original_size)
+            dev = low_res.device
+            return (torch.zeros(0, dtype=torch.int64, device=dev), torch.zeros(0, device=dev),
+                    torch.zeros((0,) + hw, dtype=torch.bool, device=dev),
+                    torch.zeros(0, 4, dtype=torch.int64, device=dev))
+        chunk = self._UPSCALE_CHUNK if low_res.device.type == "cpu" else n
+        parts = [self.model.postprocess(low_res[s : s + chunk, None], transform)[:, 0] for s in range(0, n, chunk)]
+        logits = parts[0] if len(parts) == 1 else torch.cat(parts)
+        del parts
+        stab = stability_score(logits, self.mask_threshold, self.stability_score_offset)
+        masks = logits > self.mask_threshold
+        del logits
+        kept = torch.arange(n, device=stab.device)
+        if self.stability_score_thresh > 0.0:
+            ok = torch.where(stab >= self.stability_score_thresh)[0]
+            if len(ok) < n:
+                kept, stab, masks = ok, stab[ok], masks[ok]
+        return kept, stab, masks, masks_to_boxes(masks)
+
     def _refine_m2m(self, features, transform, pts: torch.Tensor, low_res: torch.Tensor):
         """SAM 2's mask-to-mask refinement: re-decode each point with its own low-res mask."""
-        outs = []
+        lows, ious = [], []
         for s in range(0, len(pts), self.points_per_batch):
             mask_in = low_res[s : s + self.points_per_batch].clamp(-32.0, 32.0)[:, None]
-            outs.append(self._decode(features, transform, pts[s : s + self.points_per_batch], mask_in, False))
-        logits = torch.cat([o[0][:, 0] for o in outs])
-        iou = torch.cat([o[1][:, 0] for o in outs])
-        low = torch.cat([o[2][:, 0] for o in outs])
-        return logits, iou, low
+            low, iou = self._decode(features, transform, pts[s : s + self.points_per_batch], mask_in, False)
+            lows.append(low[:, 0])
+            ious.append(iou[:, 0])
+        return torch.cat(lows), torch.cat(ious)
 
     def _nms(self, data: _Candidates, scores: torch.Tensor, thresh: float, full_hw) -> torch.Tensor:
         if self.nms == "greedy":

@@ -132,6 +132,17 @@ class ImageEncoder(nn.Module):
         self.neck = neck
         self.scalp = scalp
 
+    @torch.no_grad()
+    def fuse(self) -> "ImageEncoder":
+        """Re-parameterise the trunk for inference when it supports it (EdgeTAM's RepViT: BN
+        folding, RepVGG merging; a no-op for Hiera / ViT trunks). In place, eval mode, after
+        loading weights. Returns ``self``."""
+        if self.training:
+            raise RuntimeError("fuse() folds BatchNorm running statistics; call .eval() first")
+        if hasattr(self.trunk, "fuse"):
+            self.trunk.fuse()
+        return self
+
     def forward(self, x: torch.Tensor) -> dict:
         feats, pos = self.neck(self.trunk(x))
         if self.scalp > 0:

@@ -47,6 +47,28 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None, rou
     return new_v
 
 
+def gelu_(x: torch.Tensor) -> torch.Tensor:
+    """Exact (erf) GELU of a temporary tensor, in place when no gradient is recorded (saves
+    allocating, and first-touching, a fresh output). Only call it on tensors the caller owns."""
+    if x.requires_grad or torch.jit.is_tracing():
+        return F.gelu(x)
+    return torch.ops.aten.gelu_(x)
+
+
+def add_(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``y + x`` written into the temporary ``y`` when no gradient is recorded (same result)."""
+    if y.requires_grad or torch.jit.is_tracing():
+        return y + x
+    return y.add_(x)
+
+
+def depthwise_1x1(cbn: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``cbn(x)`` for a bias-free depth-wise 1x1 conv + BN (children ``c``, ``bn``) as a per-channel
+    product (the same single multiply per element: on channels-last input the convolution
+    would run one tiny kernel per channel)."""
+    return cbn.bn(x * cbn.c.weight.view(1, -1, 1, 1))
+
+
 def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> Tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of the single convolution equal to ``bn(conv(x))`` in eval mode."""
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
@@ -103,7 +125,7 @@ class RepVGGDW(nn.Module):
         self.conv1 = ConvBN(dim, dim, 1, 1, 0, groups=dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x) + self.conv1(x) + x
+        return add_(add_(self.conv(x), depthwise_1x1(self.conv1, x)), x)
 
     @torch.no_grad()
     def fuse(self) -> nn.Conv2d:
@@ -114,6 +136,13 @@ class RepVGGDW(nn.Module):
         return _conv_like(self.conv.c, w, b3 + b1)
 
 
+class ConvGeluConv(nn.Sequential):
+    """``[conv, GELU, conv]`` (keys ``0``, ``2``) with the GELU applied in place to the temporary."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self[2](gelu_(self[0](x)))
+
+
 class Residual(nn.Module):
     """``x + m(x)`` (key ``m``)."""
 
@@ -122,7 +151,7 @@ class Residual(nn.Module):
         self.m = m
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.m(x)
+        return add_(self.m(x), x)  # == x + m(x)
 
 
 class RepViTBlock(nn.Module):
@@ -143,7 +172,7 @@ class RepViTBlock(nn.Module):
             if inp != oup:
                 raise ValueError("a stride-1 RepViT block keeps its width")
             self.token_mixer = nn.Sequential(RepVGGDW(inp), se)
-        self.channel_mixer = Residual(nn.Sequential(ConvBN(oup, hidden, 1), nn.GELU(), ConvBN(hidden, oup, 1)))
+        self.channel_mixer = Residual(ConvGeluConv(ConvBN(oup, hidden, 1), nn.GELU(), ConvBN(hidden, oup, 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.channel_mixer(self.token_mixer(x))
@@ -169,7 +198,7 @@ class RepViT(nn.Module):
                  upsample_mode: str = "bicubic") -> None:
         super().__init__()
         c0 = cfgs[0][2]
-        layers: List[nn.Module] = [nn.Sequential(ConvBN(3, c0 // 2, 3, 2, 1), nn.GELU(), ConvBN(c0 // 2, c0, 3, 2, 1))]
+        layers: List[nn.Module] = [ConvGeluConv(ConvBN(3, c0 // 2, 3, 2, 1), nn.GELU(), ConvBN(c0 // 2, c0, 3, 2, 1))]
         self.stage_ends: List[int] = []  # block indices (into cfgs) that end a stage
         cin, prev_c = c0, c0
         for idx, (k, t, c, se, _hs, s) in enumerate(cfgs):
@@ -198,8 +227,9 @@ class RepViT(nn.Module):
         return cls(M1_CFGS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``B x 3 x 1024 x 1024`` normalised image -> ``B x 256 x 64 x 64`` embedding."""
-        x = self.features[0](x)
+        """``B x 3 x 1024 x 1024`` normalised image -> ``B x 256 x 64 x 64`` embedding (contiguous).
+        The convolutions run in channels-last memory format (faster on CPU)."""
+        x = self.features[0](x.contiguous(memory_format=torch.channels_last))
         stage2 = None
         s2_end, s3_end = self.stage_ends[2] + 1, self.stage_ends[3] + 1
         for i in range(1, len(self.features)):
@@ -208,8 +238,8 @@ class RepViT(nn.Module):
                 stage2 = x
         if s3_end != len(self.features) - 1:
             raise RuntimeError("the last stage must end the network")
-        x = self.fuse_stage2(stage2) + self.fuse_stage3(x)
-        return self.neck(x)
+        x = add_(self.fuse_stage2(stage2), self.fuse_stage3(x))
+        return self.neck(x).contiguous()
 
     @torch.no_grad()
     def fuse(self) -> "RepViT":

@@ -21,7 +21,10 @@ from collections import OrderedDict
 from typing import List, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from .rep_vit import _conv_like, _fold_bn, add_, depthwise_1x1, gelu_
 
 
 def _make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -38,6 +41,11 @@ class ConvNorm(nn.Sequential):
             c=nn.Conv2d(cin, cout, k, stride, pad, groups=groups, bias=False),
             bn=nn.BatchNorm2d(cout),
         ))
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Conv2d:
+        """The single convolution (with bias) equal to this pair in eval mode."""
+        return _conv_like(self.c, *_fold_bn(self.c, self.bn))
 
 
 class SqueezeExcite(nn.Module):
@@ -64,7 +72,17 @@ class RepVggDw(nn.Module):
         self.conv1 = ConvNorm(dim, dim, 1, 1, 0, groups=dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x) + self.conv1(x) + x
+        return add_(add_(self.conv(x), depthwise_1x1(self.conv1, x)), x)
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Conv2d:
+        """One depth-wise ``k x k`` convolution equal to ``conv + conv1 + identity`` in eval mode."""
+        wk, bk = _fold_bn(self.conv.c, self.conv.bn)
+        w1, b1 = _fold_bn(self.conv1.c, self.conv1.bn)
+        p = (wk.shape[-1] - 1) // 2
+        w = wk + F.pad(w1, [p, p, p, p])
+        w[:, 0, p, p] += 1.0  # identity as a centred depth-wise tap
+        return _conv_like(self.conv.c, w, bk + b1)
 
 
 class RepVitMlp(nn.Module):
@@ -77,7 +95,7 @@ class RepVitMlp(nn.Module):
         self.conv2 = ConvNorm(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.act(self.conv1(x)))
+        return self.conv2(gelu_(self.conv1(x)))
 
 
 class RepViTBlock(nn.Module):
@@ -91,7 +109,7 @@ class RepViTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.se(self.token_mixer(x))
-        return x + self.channel_mixer(x)
+        return add_(self.channel_mixer(x), x)  # == x + channel_mixer(x)
 
 
 class RepVitStem(nn.Module):
@@ -104,7 +122,7 @@ class RepVitStem(nn.Module):
         self.conv2 = ConvNorm(cout // 2, cout, 3, 2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.act1(self.conv1(x)))
+        return self.conv2(gelu_(self.conv1(x)))
 
 
 class RepVitDownsample(nn.Module):
@@ -119,7 +137,7 @@ class RepVitDownsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.channel_downsample(self.spatial_downsample(self.pre_block(x)))
-        return x + self.ffn(x)
+        return add_(self.ffn(x), x)  # == x + ffn(x)
 
 
 class RepVitStage(nn.Module):
@@ -170,7 +188,32 @@ class RepVitTimmTrunk(nn.Module):
         self.channel_list = list(embed_dim)[::-1]
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        return self.body(x)
+        # the convolutions run in channels-last memory format (faster on CPU); the four maps are
+        # handed on contiguous, as callers expect
+        outs = self.body(x.contiguous(memory_format=torch.channels_last))
+        return [o.contiguous() for o in outs]
+
+    @torch.no_grad()
+    def fuse(self) -> "RepVitTimmTrunk":
+        """Re-parameterise for inference, in place: every ConvNorm becomes one convolution with
+        bias and every RepVggDw one depth-wise convolution (BN folded, 1x1 and identity branches
+        merged into the centre tap). Outputs are unchanged up to float rounding; the fused trunk
+        no longer has the checkpoint's keys, so load weights first. Returns ``self``."""
+        if self.training:
+            raise RuntimeError("fuse() folds BatchNorm running statistics; call .eval() first")
+        if getattr(self, "fused", False):
+            return self
+
+        def _replace(parent: nn.Module) -> None:
+            for name, child in parent.named_children():
+                if isinstance(child, (ConvNorm, RepVggDw)):
+                    setattr(parent, name, child.fuse())
+                else:
+                    _replace(child)
+
+        _replace(self.body)
+        self.fused = True
+        return self
 
 
 def build_repvit_m1_timm() -> RepVitTimmTrunk:

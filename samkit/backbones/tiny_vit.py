@@ -25,7 +25,7 @@ Output: ``B x 256 x 64 x 64``.
 from __future__ import annotations
 
 import itertools
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -33,15 +33,21 @@ from torch import nn
 
 from samkit.layers import LayerNorm2d
 
+from .rep_vit import _conv_like, _fold_bn, add_, gelu_
+
 
 class ConvBN(nn.Sequential):
     """Bias-free convolution followed by BatchNorm (children ``c`` and ``bn``).
-    ``B x a x H x W -> B x b x H' x W'``."""
+    ``B x a x H x W -> B x b x H' x W'``. ``fuse()`` returns the equivalent single convolution."""
 
     def __init__(self, a: int, b: int, ks: int = 1, stride: int = 1, pad: int = 0, groups: int = 1) -> None:
         super().__init__()
         self.add_module("c", nn.Conv2d(a, b, ks, stride, pad, groups=groups, bias=False))
         self.add_module("bn", nn.BatchNorm2d(b))
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Conv2d:
+        return _conv_like(self.c, *_fold_bn(self.c, self.bn))
 
 
 class PatchEmbed(nn.Module):
@@ -52,7 +58,7 @@ class PatchEmbed(nn.Module):
         self.seq = nn.Sequential(ConvBN(in_chans, dim // 2, 3, 2, 1), nn.GELU(), ConvBN(dim // 2, dim, 3, 2, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.seq(x)
+        return self.seq[2](gelu_(self.seq[0](x)))
 
 
 class MBConv(nn.Module):
@@ -68,9 +74,10 @@ class MBConv(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.act(self.conv1(x))
-        y = self.act(self.conv2(y))
-        return self.act(self.conv3(y) + x)
+        y = gelu_(self.conv1(x))
+        y = gelu_(self.conv2(y))
+        y = self.conv3(y)
+        return gelu_(add_(y, x))
 
 
 class PatchMerging(nn.Module):
@@ -85,8 +92,8 @@ class PatchMerging(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.conv1(x))
-        x = self.act(self.conv2(x))
+        x = gelu_(self.conv1(x))
+        x = gelu_(self.conv2(x))
         return self.conv3(x)
 
 
@@ -113,13 +120,28 @@ class WindowAttention(nn.Module):
         n = len(points)
         self.register_buffer("bias_idxs", torch.tensor(idxs, dtype=torch.long).view(n, n), persistent=False)
 
+        self._bias_cache: Optional[Tuple[tuple, torch.Tensor]] = None
+
+    def bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """Attention bias ``1 x heads x N x N``. Gathered once and cached while no gradient is
+        needed; the cache key holds the parameter's version counter, so loading new weights (an
+        in-place copy) or moving the module invalidates it."""
+        p = self.attention_biases
+        if (torch.is_grad_enabled() and p.requires_grad) or torch.compiler.is_compiling():
+            return p[:, self.bias_idxs].to(dtype)[None]
+        key = (p._version, p.data_ptr(), p.device, dtype, torch.is_inference_mode_enabled())
+        if self._bias_cache is None or self._bias_cache[0] != key:
+            self._bias_cache = (key, p.detach()[:, self.bias_idxs].to(dtype)[None])
+        return self._bias_cache[1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         x = self.norm(x)
         # per head the qkv output is laid out as [q (hd), k (hd), v (hd)]
         q, k, v = self.qkv(x).view(b, n, self.num_heads, 3 * self.head_dim).transpose(1, 2).split(self.head_dim, -1)
-        bias = self.attention_biases[:, self.bias_idxs].to(q.dtype)  # heads x N x N
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        # a 4-D mask keeps SDPA on its fused (flash) CPU kernel; a 3-D one falls back to the slow
+        # math path. q, k, v stay strided views: the kernel reads them in place.
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias(q.dtype))
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
@@ -134,7 +156,7 @@ class Mlp(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(self.norm(x))))
+        return self.fc2(gelu_(self.fc1(self.norm(x))))
 
 
 class TinyViTBlock(nn.Module):
@@ -149,23 +171,69 @@ class TinyViTBlock(nn.Module):
         self.local_conv = ConvBN(dim, dim, 3, 1, 1, groups=dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def _windowed_attention(self, x: torch.Tensor) -> torch.Tensor:
+    def _attention_traced(self, x: torch.Tensor) -> torch.Tensor:
+        """Pad, partition, attend, unpartition, crop, residual with plain reshapes (for tracers
+        such as the ONNX exporter, where shapes are tensors)."""
         b, h, w, c = x.shape
         ws = self.window
         pb, pr = (ws - h % ws) % ws, (ws - w % ws) % ws
-        if pb or pr:
-            x = F.pad(x, (0, 0, 0, pr, 0, pb))
+        y = F.pad(x, (0, 0, 0, pr, 0, pb))
         ph, pw = h + pb, w + pr
         nh, nw = ph // ws, pw // ws
-        x = x.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)
-        x = self.attn(x)
-        x = x.view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, ph, pw, c)
-        return x[:, :h, :w] if (pb or pr) else x
+        y = y.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)
+        y = self.attn(y).view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, ph, pw, c)
+        return x + y[:, :h, :w]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self._windowed_attention(x)
+        if torch.jit.is_tracing():
+            return self._after_attention(self._attention_traced(x))
+        b, h, w, c = x.shape
+        ws = self.window
+        nh, nw = -(-h // ws), -(-w // ws)
+        # zero padding + window partition in one pass: each piece of the map is copied straight
+        # to its place in the B x nh x nw x ws x ws x C window tensor
+        pad = nh * ws != h or nw * ws != w
+        win = (x.new_zeros if pad else x.new_empty)(b, nh, nw, ws, ws, c)
+        pieces = _pieces(h, w, ws)
+        for rows, cols in pieces:
+            _win_view(win, rows, cols).copy_(_map_view(x, rows, cols, ws))
+        win = self.attn(win.view(b * nh * nw, ws * ws, c)).view(b, nh, nw, ws, ws, c)
+        # window unpartition, crop and residual in one pass
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        for rows, cols in pieces:
+            torch.add(_map_view(x, rows, cols, ws), _win_view(win, rows, cols), out=_map_view(out, rows, cols, ws))
+        return self._after_attention(out)
+
+    def _after_attention(self, x: torch.Tensor) -> torch.Tensor:
+        # x is a contiguous B x H x W x C map, so its NCHW view is channels-last; the convolution
+        # keeps that format and its output permutes back to a contiguous map without a copy
         x = self.local_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        return x + self.mlp(x)
+        y = self.mlp(x)
+        return add_(y, x)
+
+
+def _pieces(h: int, w: int, ws: int) -> list:
+    """Split an ``h x w`` map into at most 4 rectangles of whole / partial windows:
+    ``[(rows, cols)]`` with ``rows = (first_window, n_windows, rows_per_window)`` (``cols`` alike);
+    a partial window is the last one, holding ``n % ws`` rows."""
+    def split(n: int) -> list:
+        full, rest = divmod(n, ws)
+        return ([(0, full, ws)] if full else []) + ([(full, 1, rest)] if rest else [])
+
+    return [(r, c) for r in split(h) for c in split(w)]
+
+
+def _map_view(x: torch.Tensor, rows: tuple, cols: tuple, ws: int) -> torch.Tensor:
+    """``B x H x W x C`` map -> view ``B x nR x sR x nC x sC x C`` of one piece."""
+    (i0, nr, sr), (j0, nc, sc) = rows, cols
+    return x[:, i0 * ws:i0 * ws + nr * sr, j0 * ws:j0 * ws + nc * sc].unflatten(2, (nc, sc)).unflatten(1, (nr, sr))
+
+
+def _win_view(win: torch.Tensor, rows: tuple, cols: tuple) -> torch.Tensor:
+    """``B x nh x nw x ws x ws x C`` windows -> view ``B x nR x sR x nC x sC x C`` of one piece
+    (the first ``sR`` rows / ``sC`` columns of its windows)."""
+    (i0, nr, sr), (j0, nc, sc) = rows, cols
+    return win[:, i0:i0 + nr, j0:j0 + nc, :sr, :sc].transpose(2, 3)
 
 
 class ConvLayer(nn.Module):
@@ -226,6 +294,7 @@ class TinyViT(nn.Module):
             nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
             LayerNorm2d(out_chans),
         )
+        self.fused = False
 
     @classmethod
     def mobile_sam(cls) -> "TinyViT":
@@ -233,9 +302,34 @@ class TinyViT(nn.Module):
         return cls()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``B x 3 x 1024 x 1024`` normalised image -> ``B x 256 x 64 x 64`` embedding."""
-        x = self.patch_embed(x)
+        """``B x 3 x 1024 x 1024`` normalised image -> ``B x 256 x 64 x 64`` embedding (contiguous).
+
+        The convolutions run in channels-last memory format (faster on CPU); the attention stages'
+        ``B x H x W x C`` maps are then plain views of the conv outputs, so switching between the
+        two layouts copies nothing."""
+        x = self.patch_embed(x.contiguous(memory_format=torch.channels_last))
         for layer in self.layers:
             x = layer(x)
-        return self.neck(x)
+        return self.neck(x).contiguous()
 
+
+    @torch.no_grad()
+    def fuse(self) -> "TinyViT":
+        """Fold every BatchNorm into its convolution (``ConvBN`` -> one ``nn.Conv2d`` with bias), in
+        place, for inference. Outputs are unchanged up to float rounding; the fused encoder no
+        longer has the checkpoint's ``.c`` / ``.bn`` keys, so load weights first. Returns ``self``."""
+        if self.training:
+            raise RuntimeError("fuse() folds BatchNorm running statistics; call .eval() first")
+        if self.fused:
+            return self
+
+        def _replace(parent: nn.Module) -> None:
+            for name, child in parent.named_children():
+                if isinstance(child, ConvBN):
+                    setattr(parent, name, child.fuse())
+                else:
+                    _replace(child)
+
+        _replace(self)
+        self.fused = True
+        return self

@@ -22,6 +22,8 @@ from torch import nn
 
 from samkit.layers import LayerNorm2d
 
+from .rep_vit import add_, gelu_
+
 
 class PatchEmbed(nn.Module):
     """``B x 3 x S x S -> B x D x S/p x S/p`` (key ``proj``)."""
@@ -60,7 +62,7 @@ class Mlp(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return self.fc2(gelu_(self.fc1(x)))
 
 
 class Block(nn.Module):
@@ -74,8 +76,8 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = add_(self.attn(self.norm1(x)), x)  # == x + attn(norm1(x))
+        return add_(self.mlp(self.norm2(x)), x)
 
 
 class EfficientSamViT(nn.Module):

@@ -29,23 +29,23 @@ def relative_positions(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch
     return rel_pos[rel.long()]
 
 
-def decomposed_rel_pos_bias(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor,
-                            q_hw: Tuple[int, int], k_hw: Tuple[int, int]) -> torch.Tensor:
-    """MViTv2 decomposed bias: ``q`` (B x qh*qw x C, unscaled) -> additive bias
-    ``B x qh*qw x kh*kw``."""
-    qh, qw = q_hw
-    kh, kw = k_hw
-    rh = relative_positions(qh, kh, rel_pos_h)
-    rw = relative_positions(qw, kw, rel_pos_w)
-    b, _, c = q.shape
-    r_q = q.reshape(b, qh, qw, c)
-    bias_h = torch.einsum("bhwc,hkc->bhwk", r_q, rh)
-    bias_w = torch.einsum("bhwc,wkc->bhwk", r_q, rw)
-    return (bias_h[:, :, :, :, None] + bias_w[:, :, :, None, :]).reshape(b, qh * qw, kh * kw)
+def _tracing() -> bool:
+    """ONNX export / TorchScript tracing / torch.compile: the chunked path writes into slices
+    in place, which tracers do not record, so they get the single fused-mask kernel instead."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
 class RelPosAttention(nn.Module):
-    """Multi-head self-attention on ``B x H x W x C`` with optional decomposed relative positions."""
+    """Multi-head self-attention on ``B x H x W x C`` with optional decomposed relative positions.
+
+    Fast path (exact up to float rounding): small windows run the fused SDPA kernel with the
+    ``HW x HW`` bias as its float mask; large (global) grids run per head over query chunks,
+    adding the two bias tables in place, so no ``heads x HW x HW`` tensor is ever built."""
+
+    #: grids with more tokens than this attend in query chunks (global attention)
+    chunk_above: int = 1024
+    #: query rows per chunk on the chunked path
+    chunk_rows: int = 256
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, use_rel_pos: bool = False,
                  input_size: Optional[Tuple[int, int]] = None) -> None:
@@ -63,36 +63,43 @@ class RelPosAttention(nn.Module):
             self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, _ = x.shape
-        n = self.num_heads
-        qkv = self.qkv(x).reshape(b, h * w, 3, n, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # B x n x HW x d
-        if self.use_rel_pos:
-            q, k = self._fold_rel_pos(q, k, h, w)
-            out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v)
-        out = out.transpose(1, 2).reshape(b, h, w, -1)
-        return self.proj(out)
+        return self.proj(self.attend(self.qkv(x)))
 
-    def _fold_rel_pos(self, q: torch.Tensor, k: torch.Tensor, h: int, w: int):
-        """Fold the decomposed relative-position bias into the dot product so that the fused
-        attention kernel needs no HW x HW bias tensor:
-        ``[s q, q.Rh(kh), q.Rw(kw)] . [k, onehot(kh), onehot(kw)] = s q.k + bias_h + bias_w``.
-        Returns q, k of width d + h + w (B x n x HW x (d + h + w)); use with scale 1."""
-        b, n, hw, d = q.shape
-        rh = relative_positions(h, h, self.rel_pos_h)  # h x h x d
-        rw = relative_positions(w, w, self.rel_pos_w)  # w x w x d
-        r_q = q.reshape(b, n, h, w, d)
-        bias_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, rh).reshape(b, n, hw, h)
-        bias_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, rw).reshape(b, n, hw, w)
-        eye_h = torch.eye(h, dtype=k.dtype, device=k.device)
-        eye_w = torch.eye(w, dtype=k.dtype, device=k.device)
-        key_h = eye_h[:, None, :].expand(h, w, h).reshape(1, 1, hw, h).expand(b, n, hw, h)
-        key_w = eye_w[None, :, :].expand(h, w, w).reshape(1, 1, hw, w).expand(b, n, hw, w)
-        q2 = torch.cat([q * self.scale, bias_h, bias_w], dim=-1)
-        k2 = torch.cat([k, key_h, key_w], dim=-1)
-        return q2, k2
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """``B x H x W x 3C`` projected queries/keys/values -> ``B x H x W x C`` (before ``proj``)."""
+        b, h, w, _ = qkv.shape
+        n = self.num_heads
+        q, k, v = qkv.reshape(b, h * w, 3, n, -1).permute(2, 0, 3, 1, 4).unbind(0)  # B x n x HW x d
+        if not self.use_rel_pos:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            rh = relative_positions(h, h, self.rel_pos_h)  # h x h x d
+            rw = relative_positions(w, w, self.rel_pos_w)  # w x w x d
+            r_q = q.reshape(b, n, h, w, -1)
+            bias_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, rh).reshape(b, n, h * w, h)
+            bias_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, rw).reshape(b, n, h * w, w)
+            if h * w > self.chunk_above and not _tracing():
+                out = self._chunked(q, k, v, bias_h, bias_w, h, w)
+            else:
+                mask = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(b, n, h * w, h * w)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+        return out.transpose(1, 2).reshape(b, h, w, -1)
+
+    def _chunked(self, q, k, v, bias_h, bias_w, h: int, w: int) -> torch.Tensor:
+        """softmax(s q k^T + bias_h + bias_w) v, one head and ``chunk_rows`` queries at a time."""
+        b, n, hw, _ = q.shape
+        out = torch.empty_like(v)
+        q = q * self.scale
+        rows = self.chunk_rows
+        for bi in range(b):
+            for hi in range(n):
+                k_t = k[bi, hi].transpose(0, 1)
+                for i in range(0, hw, rows):
+                    s = torch.mm(q[bi, hi, i:i + rows], k_t)
+                    grid = s.view(-1, h, w)
+                    grid.add_(bias_h[bi, hi, i:i + rows, :, None]).add_(bias_w[bi, hi, i:i + rows, None, :])
+                    torch.mm(torch.softmax(s, dim=-1), v[bi, hi], out=out[bi, hi, i:i + rows])
+        return out
 
 
 class Block(nn.Module):
@@ -114,13 +121,29 @@ class Block(nn.Module):
         shortcut = x
         x = self.norm1(x)
         if self.window_size > 0:
-            h, w = x.shape[1], x.shape[2]
-            x, pad_hw = window_partition(x, self.window_size)
-            x = window_unpartition(self.attn(x), self.window_size, pad_hw, (h, w))
+            x = self._windowed(x)
         else:
             x = self.attn(x)
         x = shortcut + x
         return x + self.mlp(self.norm2(x))
+
+    def _windowed(self, x: torch.Tensor) -> torch.Tensor:
+        """Windowed attention. The official code zero-pads the normalised input and projects the
+        padding too; a zero row projects to the bias, so we project only real tokens and pad the
+        projections with the bias (same numbers, fewer FLOPs), and project back only real tokens."""
+        b, h, w, _ = x.shape
+        ws = self.window_size
+        attn = self.attn
+        qkv = attn.qkv(x)
+        hp, wp = h + (-h) % ws, w + (-w) % ws
+        if (hp, wp) != (h, w):
+            fill = attn.qkv.bias if attn.qkv.bias is not None else qkv.new_zeros(qkv.shape[-1])
+            padded = fill.to(qkv.dtype).expand(b, hp, wp, -1).clone()
+            padded[:, :h, :w] = qkv
+            qkv = padded
+        windows, _ = window_partition(qkv, ws)
+        out = window_unpartition(attn.attend(windows), ws, (hp, wp), (h, w))
+        return attn.proj(out)
 
 
 class PatchEmbed(nn.Module):

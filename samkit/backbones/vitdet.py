@@ -23,7 +23,8 @@ from torch import nn
 from ..layers import MLP, LayerNorm2d
 from .fpn_neck import PositionEmbeddingSine
 from ..layers.windows import window_partition, window_unpartition
-from .hiera import PatchEmbed
+from .hiera import PatchEmbed, mlp_forward
+from .rep_vit import add_
 
 
 def resize_abs_pos(pos: torch.Tensor, has_cls_token: bool, hw: Tuple[int, int]) -> torch.Tensor:
@@ -82,8 +83,8 @@ class Block(nn.Module):
             x = window_unpartition(self.attn(x), self.window_size, padded, hw)
         else:
             x = self.attn(x)
-        x = shortcut + x
-        return x + self.mlp(self.norm2(x))
+        x = add_(x, shortcut)  # x is a temporary here: == shortcut + x
+        return add_(mlp_forward(self.mlp, self.norm2(x)), x)  # == x + mlp(norm2(x))
 
 
 class ViT(nn.Module):

@@ -41,6 +41,25 @@ class Output(str, enum.Enum):
     json = "json"
 
 
+class Backend(str, enum.Enum):
+    """``--backend``: the image-encoder runtime (see ``samkit.accel``)."""
+
+    torch = "torch"
+    onnxruntime = "onnxruntime"
+
+
+def backend_option():
+    """``--backend {torch,onnxruntime}`` (shared by `segment` and `everything`)."""
+    return typer.Option(Backend.torch, "--backend", help="Image-encoder runtime: torch, or onnxruntime (CPU; the "
+                        "encoder is exported to ONNX and cached on first use; needs samkit[onnx]).")
+
+
+def compile_option():
+    """``--compile`` (shared by `segment` and `everything`)."""
+    return typer.Option(False, "--compile", help="torch.compile the image encoder (the first image compiles, "
+                        "which is slow; needs a C++ compiler on CPU).")
+
+
 FORMAT_HELP = "Output format, repeatable or comma-separated: " + ", ".join(f.value for f in Format) + "."
 
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from .common import emit_json, info, parse_formats, resolve_model, typer
+from .common import Backend, backend_option, compile_option, emit_json, info, parse_formats, resolve_model, typer
 from ..errors import InputError, require
 
 
@@ -110,6 +110,8 @@ def everything(
     offline: bool = typer.Option(False, "--offline", help="Never download; fail with the path to copy weights to."),
     json_out: bool = typer.Option(False, "--json", help="Also print a JSON summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    backend: Backend = backend_option(),
+    compile_: bool = compile_option(),
 ) -> None:
     """Segment everything in IMAGE and write the masks (COCO RLE JSON, PNGs, overlay)."""
     formats = parse_everything_formats(fmt)
@@ -128,7 +130,7 @@ def everything(
     from ..registry import load_model
 
     img = load_image(image)
-    net = load_model(model, checkpoint=checkpoint, device=device)
+    net = load_model(model, checkpoint=checkpoint, device=device, backend=backend.value, compile=compile_)
     gen = AutoMaskGenerator(net, points_per_side=points_per_side, points_per_batch=points_per_batch,
                             pred_iou_thresh=pred_iou_thresh, stability_score_thresh=stability_thresh,
                             stability_score_offset=stability_offset, crop_n_layers=crop_layers,

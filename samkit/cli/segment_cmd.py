@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .common import FORMAT_HELP, Format, emit_json, info, parse_box, parse_formats, parse_point, resolve_model, typer
+from .common import (FORMAT_HELP, Backend, Format, backend_option, compile_option, emit_json, info, parse_box,
+                     parse_formats, parse_point, resolve_model, typer)
 
 EPILOG = (
     "[bold]Examples[/bold]\n\n"
@@ -104,6 +105,8 @@ def segment(
     multimask: bool = typer.Option(True, "--multimask/--single", help="Keep all candidate masks (best first) or only the best."),
     device: str = typer.Option("cpu", "--device", help="torch device: cpu, cuda, cuda:0, mps."),
     offline: bool = typer.Option(False, "--offline", help="Never download; fail with the path to copy weights to."),
+    backend: Backend = backend_option(),
+    compile_: bool = compile_option(),
 ) -> None:
     """Segment one image from point and/or box prompts and write masks in the chosen formats."""
     formats = parse_formats(fmt)
@@ -121,7 +124,8 @@ def segment(
 
     img = load_image(image)
     t0 = time.perf_counter()
-    net = load_model(model, checkpoint=checkpoint, device=device, download=not offline)
+    net = load_model(model, checkpoint=checkpoint, device=device, download=not offline,
+                     backend=backend.value, compile=compile_)
     predictor = ImagePredictor(net)
     predictor.set_image(img)
     pts = [[x, y] for x, y, _ in parsed] or None

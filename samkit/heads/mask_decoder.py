@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..layers import MLP, LayerNorm2d
+from .upscale import upscale_masks
 
 
 def stability_scores(mask_logits: torch.Tensor, delta: float) -> torch.Tensor:
@@ -81,30 +82,42 @@ class MaskDecoder(nn.Module):
     def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
                 sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: Optional[torch.Tensor],
                 multimask_output: Union[bool, str], repeat_image: Optional[bool] = None,
-                high_res_features: Optional[Sequence[torch.Tensor]] = None,
+                high_res_features: Optional[Sequence[torch.Tensor]] = None, cache: Optional[dict] = None,
                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """image_embeddings: 1 or B x C x h x w; image_pe: 1 x C x h x w; sparse: B x N x C;
         dense: B x C x h x w (or None). ``multimask_output``: True (multimask tokens), False
         (single mask, or the stability fallback when enabled), or "all" (every token).
+        ``cache``: a dict that lives as long as ``image_embeddings`` (``ImageFeatures.cache``);
+        the first transformer block's image-side projections are kept there.
         Returns masks B x K x 4h x 4w, iou B x K, the mask tokens used for object pointers
         B x k x C and object-score logits B x 1."""
+        dynamic = (multimask_output is False and self.dynamic_multimask_via_stability and not self.training)
+        if multimask_output == "all" or dynamic:
+            wanted = list(range(self.num_mask_tokens))
+        elif multimask_output:
+            wanted = list(range(1, self.num_mask_tokens))
+        else:
+            wanted = [0]
         masks, iou, mask_tokens_out, obj = self._predict(image_embeddings, image_pe, sparse_prompt_embeddings,
-                                                         dense_prompt_embeddings, repeat_image, high_res_features)
+                                                         dense_prompt_embeddings, repeat_image, high_res_features,
+                                                         wanted, cache)
         if multimask_output == "all":
             pass
         elif multimask_output:
-            masks, iou = masks[:, 1:], iou[:, 1:]
-        elif self.dynamic_multimask_via_stability and not self.training:
+            iou = iou[:, 1:]
+        elif dynamic:
             masks, iou = self._dynamic_multimask(masks, iou)
         else:
-            masks, iou = masks[:, 0:1], iou[:, 0:1]
+            iou = iou[:, 0:1]
         if multimask_output is True and self.use_multimask_token_for_obj_ptr:
             tokens = mask_tokens_out[:, 1:]
         else:
             tokens = mask_tokens_out[:, 0:1]
         return masks, iou, tokens, obj
 
-    def _predict(self, image_embeddings, image_pe, sparse, dense, repeat_image, high_res_features):
+    def _predict(self, image_embeddings, image_pe, sparse, dense, repeat_image, high_res_features,
+                 wanted: Optional[Sequence[int]] = None, cache: Optional[dict] = None):
+        """Masks for the mask tokens in ``wanted`` (all by default), IoU for every token."""
         weights = [self.iou_token.weight, self.mask_tokens.weight]
         s = 0
         if self.pred_obj_scores:
@@ -115,35 +128,64 @@ class MaskDecoder(nn.Module):
         b = tokens.shape[0]
         if repeat_image is None:
             repeat_image = image_embeddings.shape[0] != b
-        src = torch.repeat_interleave(image_embeddings, b, dim=0) if repeat_image else image_embeddings
-        if dense is not None:
-            src = src + dense
-        pos_src = image_pe.expand(b, -1, -1, -1) if image_pe.shape[0] == 1 else image_pe
+        fast = not self.training and getattr(self.transformer, "fast", False)
+        shared = fast and image_embeddings.shape[0] == 1 and (repeat_image or b == 1) and (
+            dense is None or dense.shape[0] == 1 or dense.stride(0) == 0)
+        if shared:
+            src = image_embeddings if dense is None else image_embeddings + dense[:1]
+        else:
+            src = torch.repeat_interleave(image_embeddings, b, dim=0) if repeat_image else image_embeddings
+            if dense is not None:
+                src = src + dense
         _, c, h, w = src.shape
-        hs, src = self.transformer(src, pos_src, tokens)
+        if fast:
+            first = self._first_layer(cache, image_embeddings, image_pe, dense, src) if shared else None
+            hs, keys = self.transformer(src, image_pe, tokens, first_layer=first)
+        else:
+            pos_src = image_pe.expand(b, -1, -1, -1) if image_pe.shape[0] != b else image_pe
+            hs, keys = self.transformer(src, pos_src, tokens)
         iou_token_out = hs[:, s, :]
         mask_tokens_out = hs[:, s + 1 : s + 1 + self.num_mask_tokens, :]
-        src = src.transpose(1, 2).reshape(b, c, h, w)
-        if not self.use_high_res_features:
-            upscaled = self.output_upscaling(src)
+        idx = list(range(self.num_mask_tokens)) if wanted is None else list(wanted)
+        hyper_in = torch.stack([self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in idx], dim=1)
+        if fast:
+            masks = upscale_masks(self, keys.reshape(b, h, w, c), hyper_in, high_res_features)
         else:
-            dc1, ln1, act1, dc2, act2 = self.output_upscaling
-            feat_s0, feat_s1 = high_res_features
-            if feat_s0.shape[0] != b:
-                feat_s0 = feat_s0.expand(b, -1, -1, -1) if feat_s0.shape[0] == 1 else feat_s0
-                feat_s1 = feat_s1.expand(b, -1, -1, -1) if feat_s1.shape[0] == 1 else feat_s1
-            upscaled = act1(ln1(dc1(src) + feat_s1))
-            upscaled = act2(dc2(upscaled) + feat_s0)
-        hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
-                               dim=1)
-        b, c, h, w = upscaled.shape
-        masks = (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
+            masks = self._masks_reference(keys, hyper_in, b, c, h, w, high_res_features)
         iou = self.iou_prediction_head(iou_token_out)
         if self.pred_obj_scores:
             obj = self.pred_obj_score_head(hs[:, 0, :])
         else:
             obj = 10.0 * iou.new_ones(iou.shape[0], 1)
         return masks, iou, mask_tokens_out, obj
+
+    def _first_layer(self, cache, image_embeddings, image_pe, dense, src):
+        """The transformer's first-block projections of a shared image, kept in ``cache``
+        while the embedding, positional encoding, dense embedding and weights are the same."""
+        if cache is None:
+            return None
+        layer0 = self.transformer.layers[0]
+        versions = tuple(p._version for p in layer0.parameters())
+        dense_key = None if dense is None else (dense.data_ptr(), dense.stride())
+        entry = cache.get(id(self))
+        if (entry is not None and entry[0] is image_embeddings and entry[1] is image_pe
+                and entry[2] == dense_key and entry[3] == versions):
+            return entry[4]
+        first = self.transformer.first_layer(src, image_pe)
+        cache[id(self)] = (image_embeddings, image_pe, dense_key, versions, first)
+        return first
+
+    def _masks_reference(self, keys, hyper_in, b, c, h, w, high_res_features):
+        src = keys.transpose(1, 2).reshape(b, c, h, w)
+        if not self.use_high_res_features:
+            upscaled = self.output_upscaling(src)
+        else:
+            dc1, ln1, act1, dc2, act2 = self.output_upscaling
+            feat_s0, feat_s1 = high_res_features
+            upscaled = act1(ln1(dc1(src) + feat_s1))
+            upscaled = act2(dc2(upscaled) + feat_s0)
+        b, c, h, w = upscaled.shape
+        return (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
 
     def _dynamic_multimask(self, masks: torch.Tensor, iou: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         multi, multi_iou = masks[:, 1:], iou[:, 1:]

@@ -50,8 +50,18 @@ class PromptEncoder(nn.Module):
             self.no_mask_embed = nn.Embedding(1, embed_dim)
 
     def get_dense_pe(self) -> torch.Tensor:
-        """``1 x C x h x w`` positional encoding of the image embedding grid."""
-        return self.pe_layer(self.image_embedding_size).unsqueeze(0)
+        """``1 x C x h x w`` positional encoding of the image embedding grid. Outside training
+        the same tensor is returned until the Fourier matrix changes (decoders key caches on it)."""
+        if self.training or torch.is_grad_enabled():
+            return self.pe_layer(self.image_embedding_size).unsqueeze(0)
+        g = self.pe_layer.positional_encoding_gaussian_matrix
+        key = (g.data_ptr(), g._version, g.device, g.dtype, tuple(self.image_embedding_size))
+        cached = self.__dict__.get("_dense_pe")
+        if cached is None or cached[0] != key:
+            with torch.inference_mode(False), torch.no_grad():
+                cached = (key, self.pe_layer(self.image_embedding_size).unsqueeze(0))
+            self.__dict__["_dense_pe"] = cached
+        return cached[1]
 
     def _embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
         points = points + 0.5  # centre of the pixel

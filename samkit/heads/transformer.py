@@ -1,12 +1,13 @@
 """Two-way transformer of the SAM mask decoder (tokens <-> image), shared by every family."""
 from __future__ import annotations
 
-from typing import Tuple, Type
+from typing import Optional, Tuple, Type
 
 import torch
 from torch import nn
 
 from ..layers import Attention, MLPBlock
+from . import fast_two_way as fast
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -77,9 +78,50 @@ class TwoWayTransformer(nn.Module):
         )
         self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
+        self.fast = True  # eval-mode fast path; False runs reference_forward
 
-    def forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor,
-                point_embedding: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor,
+                first_layer: Optional[dict] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``image_embedding`` 1 or B x C x h x w (1: shared by all B prompt sets). In eval mode
+        the exact low-rank fast path runs (see ``fast_two_way``); ``first_layer`` optionally holds
+        the first block's image-side projections of a shared image (from :meth:`first_layer`)."""
+        if self.training or not self.fast:
+            return self.reference_forward(image_embedding, image_pe, point_embedding)
+        keys = image_embedding.flatten(2).transpose(1, 2)
+        key_pe = image_pe.flatten(2).transpose(1, 2)
+        b = point_embedding.shape[0]
+        if first_layer is None and keys.shape[0] == 1 and key_pe.shape[0] == 1 and b > 1:
+            first_layer = self.first_layer(image_embedding, image_pe)
+        queries = point_embedding
+        for i, layer in enumerate(self.layers):
+            queries, keys = fast.block_forward(layer, queries, keys, point_embedding, key_pe,
+                                               first_layer if i == 0 else None)
+        q = queries + point_embedding
+        k_pe = keys + key_pe
+        attn = self.final_attn_token_to_image
+        if fast.low_rank_pays(attn, q.shape[1]):
+            out = fast.token_to_image(attn, q, k_pe, keys)
+        else:
+            out = attn(q, fast._expand(k_pe, q), fast._expand(keys, q))
+        queries = self.norm_final_attn(queries + out)
+        if keys.shape[0] != b:
+            keys = keys.expand(b, -1, -1)
+        return queries, keys
+
+    def first_layer(self, image_embedding: torch.Tensor, image_pe: torch.Tensor) -> dict:
+        """Image-only projections of the first block for one shared image (1 x C x h x w)."""
+        keys = image_embedding.flatten(2).transpose(1, 2)
+        key_pe = image_pe.flatten(2).transpose(1, 2)
+        return fast.first_layer_projections(self.layers[0], keys, key_pe)
+
+    def reference_forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor,
+                          point_embedding: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The published formulation (used in training and as the tests' reference)."""
+        b = point_embedding.shape[0]
+        if image_embedding.shape[0] != b:
+            image_embedding = image_embedding.expand(b, -1, -1, -1)
+        if image_pe.shape[0] != b:
+            image_pe = image_pe.expand(b, -1, -1, -1)
         keys = image_embedding.flatten(2).permute(0, 2, 1)
         key_pe = image_pe.flatten(2).permute(0, 2, 1)
         queries = point_embedding

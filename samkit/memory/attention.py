@@ -46,13 +46,24 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     reps = n // cos.shape[0]
     if reps * cos.shape[0] != n:
         raise ValueError(f"RoPE: {n} tokens are not a multiple of the {cos.shape[0]}-token grid")
-    if reps > 1:
-        cos = cos.repeat(reps, 1)
-        sin = sin.repeat(reps, 1)
-    xp = x.float().reshape(b, h, n, d // 2, 2)
+    xp = x.float().reshape(b, h, reps, n // reps, d // 2, 2)
     a, c = xp[..., 0], xp[..., 1]
     out = torch.stack((a * cos - c * sin, a * sin + c * cos), dim=-1)
     return out.reshape(b, h, n, d).type_as(x)
+
+
+def rope_(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """In-place RoPE: rotate the channel pairs of the float32 view ``x`` (``... x L x D``,
+    last dim contiguous) by the complex table ``L' x D/2`` (``cos + i sin``), tiled over
+    ``L = r * L'`` tokens by broadcasting (no copy of the table, one pass over ``x``).
+    Same arithmetic as :func:`apply_rope` (one complex product per pair). Returns ``x``."""
+    n, d = x.shape[-2], x.shape[-1]
+    reps = n // table.shape[0]
+    if reps * table.shape[0] != n:
+        raise ValueError(f"RoPE: {n} tokens are not a multiple of the {table.shape[0]}-token grid")
+    xc = torch.view_as_complex(x.view(*x.shape[:-2], reps, n // reps, d // 2, 2))
+    xc.mul_(table)
+    return x
 
 
 class Attention(nn.Module):
@@ -85,14 +96,22 @@ class Attention(nn.Module):
 
 
 class _RopeCache:
-    def __init__(self) -> None:
-        self.tables: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}
+    """Complex RoPE tables per (head_dim, grid, theta, device), built once."""
 
-    def get(self, head_dim: int, ex: int, ey: int, theta: float, device) -> Tuple[torch.Tensor, torch.Tensor]:
+    def __init__(self) -> None:
+        self.tables: Dict[tuple, torch.Tensor] = {}
+
+    def get(self, head_dim: int, ex: int, ey: int, theta: float, device) -> torch.Tensor:
         key = (head_dim, ex, ey, theta, str(device))
         if key not in self.tables:
-            self.tables[key] = axial_rope_angles(head_dim, ex, ey, theta, device)
+            cos, sin = axial_rope_angles(head_dim, ex, ey, theta, device)
+            self.tables[key] = torch.complex(cos, sin)
         return self.tables[key]
+
+
+def _project_heads(attn: "Attention", q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+    """q/k/v projections split into heads (B x h x N x c views of fresh float tensors)."""
+    return attn._heads(attn.q_proj(q)), attn._heads(attn.k_proj(k)), attn._heads(attn.v_proj(v))
 
 
 def _pool2x2(x: torch.Tensor, grid: int, frames: int) -> torch.Tensor:
@@ -122,16 +141,16 @@ class RoPEAttention(Attention):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0,
                 **_: int) -> torch.Tensor:
-        q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        q, k, v = _project_heads(self, q, k, v)
         nq, d = q.shape[-2], q.shape[-1]
         side = int(round(math.sqrt(nq)))
-        cos, sin = self._cache.get(d, side, side, self.rope_theta, q.device)
-        q = apply_rope(q, cos, sin)
+        table = self._cache.get(d, side, side, self.rope_theta, q.device)
+        rope_(q, table)
         n_rope = k.shape[-2] - num_k_exclude_rope
         if n_rope != nq and not self.rope_k_repeat:
             raise ValueError("keys differ in length from queries; rope_k_repeat is required")
         if n_rope > 0:
-            k = torch.cat([apply_rope(k[:, :, :n_rope], cos, sin), k[:, :, n_rope:]], dim=2)
+            rope_(k[:, :, :n_rope], table)  # the object-pointer keys after n_rope stay unrotated
         if self.pool is None or n_rope <= nq:
             out = F.scaled_dot_product_attention(q, k, v)
         else:
@@ -166,22 +185,18 @@ class RoPEAttentionV2(Attention):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0,
                 rope_k_repeat: int = -1, **_: int) -> torch.Tensor:
-        q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        q, k, v = _project_heads(self, q, k, v)
         d = q.shape[-1]
-        qc, qs = self._cache.get(d, self.q_sizes[0], self.q_sizes[1], self.rope_theta, q.device)
-        q = apply_rope(q, qc, qs)
+        rope_(q, self._cache.get(d, self.q_sizes[0], self.q_sizes[1], self.rope_theta, q.device))
         n_rope = k.shape[-2] - num_k_exclude_rope
         if n_rope > 0:
-            kc, ks = self._cache.get(d, self.k_sizes[0], self.k_sizes[1], self.rope_theta, q.device)
+            table = self._cache.get(d, self.k_sizes[0], self.k_sizes[1], self.rope_theta, q.device)
             frames = max(int(rope_k_repeat), 1)
             per = n_rope // frames
-            n_grid = kc.shape[0]
-            n_glob = per - n_grid
+            n_glob = per - table.shape[0]
             b, h, _, c = k.shape
-            kr = k[:, :, :n_rope].reshape(b, h, frames, per, c)
-            rot = apply_rope(kr[:, :, :, n_glob:].reshape(b, h, frames * n_grid, c), kc, ks)
-            kr = torch.cat([kr[:, :, :, :n_glob], rot.reshape(b, h, frames, n_grid, c)], dim=3)
-            k = torch.cat([kr.reshape(b, h, n_rope, c), k[:, :, n_rope:]], dim=2)
+            # per memory frame: [n_glob global latents (unrotated), grid latents (rotated)]
+            rope_(k[:, :, :n_rope].view(b, h, frames, per, c)[:, :, :, n_glob:], table)
         return self.out_proj(self._merge(F.scaled_dot_product_attention(q, k, v)))
 
 
@@ -208,17 +223,20 @@ class MemoryAttentionLayer(nn.Module):
         self.pos_enc_at_cross_attn_queries = pos_enc_at_cross_attn_queries
 
     def forward(self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor, query_pos: torch.Tensor,
-                num_k_exclude_rope: int = 0, rope_k_repeat: int = -1) -> torch.Tensor:
+                num_k_exclude_rope: int = 0, rope_k_repeat: int = -1,
+                memory_key: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``memory_key``: ``memory + pos`` when the caller computed it once for all layers."""
+        if memory_key is None:
+            memory_key = memory + pos if self.pos_enc_at_cross_attn_keys else memory
         t = self.norm1(tgt)
         qk = t + query_pos if self.pos_enc_at_attn else t
         tgt = tgt + self.self_attn(qk, qk, t)
         t = self.norm2(tgt)
         tgt = tgt + self.cross_attn_image(
             t + query_pos if self.pos_enc_at_cross_attn_queries else t,
-            memory + pos if self.pos_enc_at_cross_attn_keys else memory,
-            memory, num_k_exclude_rope=num_k_exclude_rope, rope_k_repeat=rope_k_repeat)
+            memory_key, memory, num_k_exclude_rope=num_k_exclude_rope, rope_k_repeat=rope_k_repeat)
         t = self.norm3(tgt)
-        return tgt + self.linear2(F.relu(self.linear1(t)))
+        return tgt + self.linear2(torch.relu_(self.linear1(t)))
 
 
 class MemoryAttention(nn.Module):
@@ -237,7 +255,9 @@ class MemoryAttention(nn.Module):
     def forward(self, curr: torch.Tensor, curr_pos: torch.Tensor, memory: torch.Tensor,
                 memory_pos: torch.Tensor, num_obj_ptr_tokens: int = 0, num_spatial_frames: int = -1) -> torch.Tensor:
         out = curr + 0.1 * curr_pos if self.pos_enc_at_input else curr
+        memory_key = memory + memory_pos  # the same for every layer: added once
         for layer in self.layers:
+            key = memory_key if layer.pos_enc_at_cross_attn_keys else memory
             out = layer(out, memory, memory_pos, curr_pos, num_k_exclude_rope=num_obj_ptr_tokens,
-                        rope_k_repeat=num_spatial_frames)
+                        rope_k_repeat=num_spatial_frames, memory_key=key)
         return self.norm(out)

@@ -31,6 +31,22 @@ def sine_encoding_1d(positions: torch.Tensor, dim: int, temperature: float = 100
     return torch.cat([ang.sin(), ang.cos()], dim=-1)
 
 
+def conv1x1(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A 1x1 ``nn.Conv2d`` (stride 1, no groups) as one matrix product per image:
+    ``B x Ci x H x W`` -> ``B x Co x H x W``. Same sums as the convolution (PyTorch sends
+    batch-1 1x1 convolutions to its slow im2col path on CPU)."""
+    b, ci, h, w = x.shape
+    weight = conv.weight.reshape(conv.weight.shape[0], ci)
+    xf = x.reshape(b, ci, h * w)
+    if conv.bias is None:
+        out = torch.matmul(weight, xf)
+    elif b == 1:
+        out = torch.addmm(conv.bias[:, None], weight, xf[0])[None]
+    else:
+        out = torch.baddbmm(conv.bias[None, :, None], weight.expand(b, -1, -1), xf)
+    return out.reshape(b, -1, h, w)
+
+
 _SINE_CACHE: dict = {}
 
 
@@ -96,7 +112,10 @@ class MaskDownSampler(nn.Module):
         self.encoder = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
+        *stages, last = self.encoder
+        for m in stages:
+            x = m(x)
+        return conv1x1(x, last)
 
 
 class CXBlock(nn.Module):
@@ -147,8 +166,9 @@ class MemoryEncoder(nn.Module):
         self.out_dim = out_dim
 
     def forward(self, pix_feat: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        x = self.pix_feat_proj(pix_feat) + self.mask_downsampler(mask)
-        x = self.out_proj(self.fuser(x))
+        x = conv1x1(pix_feat, self.pix_feat_proj) + self.mask_downsampler(mask)
+        x = self.fuser(x)
+        x = conv1x1(x, self.out_proj) if isinstance(self.out_proj, nn.Conv2d) else self.out_proj(x)
         pos = sine_encoding_2d(x.shape[-2], x.shape[-1], self.out_dim, x.device).to(x.dtype)
         return x, pos.expand(x.shape[0], -1, -1, -1)
 

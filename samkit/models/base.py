@@ -9,7 +9,7 @@ configuring the shared heads and choosing one of the preprocessing rules below.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -53,6 +53,8 @@ class ImageFeatures:
 
     embed: torch.Tensor
     high_res: Optional[Tuple[torch.Tensor, ...]] = None
+    #: decoder work that depends only on this image (filled lazily by the mask decoder)
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def select(self, index: int) -> "ImageFeatures":
         hr = None if self.high_res is None else tuple(t[index : index + 1] for t in self.high_res)

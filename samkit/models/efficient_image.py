@@ -1,7 +1,8 @@
 """Efficient image encoders behind SAM's heads: MobileSAM, EdgeSAM and EfficientSAM.
 
 * MobileSAM (Zhang et al., 2023): TinyViT-5M encoder (``backbones/tiny_vit.py``) + SAM's
-  prompt encoder and mask decoder, unchanged; SAM's pre/post-processing -> :class:`SamModel`.
+  prompt encoder and mask decoder, unchanged; SAM's pre/post-processing -> :class:`MobileSamModel`
+  (a :class:`SamModel` whose ``fuse()`` folds the encoder's BatchNorms for inference).
 * EdgeSAM (Zhou et al., 2023): RepViT-M1 with a two-level fusion neck (``backbones/rep_vit.py``)
   + SAM's heads. The decoder has 4 mask tokens and EdgeSAM exposes all of them:
   ``decode(..., multimask="all")`` returns the 4 masks (token 0 = single-mask output, tokens
@@ -39,9 +40,21 @@ StateDict = Dict[str, torch.Tensor]
 # ------------------------------------------------------------------------------- MobileSAM
 
 
-def build_mobile_sam() -> SamModel:
+class MobileSamModel(SamModel):
+    """SamModel with MobileSAM's TinyViT encoder; ``fuse()`` folds the encoder's BatchNorms."""
+
+    @torch.no_grad()
+    def fuse(self) -> "MobileSamModel":
+        """Fold every BatchNorm of the TinyViT encoder into its convolution (in place; the model
+        must be in eval mode and loaded: the fused encoder no longer has the checkpoint's keys).
+        Outputs are unchanged up to float rounding. Returns self."""
+        self.image_encoder.fuse()
+        return self
+
+
+def build_mobile_sam() -> MobileSamModel:
     """MobileSAM: TinyViT-5M (1024 -> 256 x 64 x 64) + SAM's prompt encoder and mask decoder."""
-    return SamModel(TinyViT.mobile_sam(), *sam_heads(256, 64, 1024), image_size=1024).eval()
+    return MobileSamModel(TinyViT.mobile_sam(), *sam_heads(256, 64, 1024), image_size=1024).eval()
 
 
 def remap_mobile_sam(state_dict: StateDict) -> StateDict:
@@ -168,7 +181,7 @@ class EfficientSamModel(PromptableModel):
         coords, labs = self.prompt_points(points, labels, boxes)
         sparse, dense = self.prompt_encoder((coords, labs), None, None)
         masks, iou, tokens, obj = self.mask_decoder(features.embed, self.prompt_encoder.get_dense_pe(), sparse,
-                                                    dense, multimask)
+                                                    dense, multimask, cache=features.cache)
         return DecoderOutput(masks, iou, None, tokens)
 
     def postprocess(self, low_res: torch.Tensor, transform: ImageTransform) -> torch.Tensor:

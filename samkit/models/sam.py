@@ -50,7 +50,8 @@ class SamModel(PromptableModel):
         pts = (points, labels) if points is not None else None
         sparse, dense = self.prompt_encoder(pts, boxes, mask_input)
         masks, iou, tokens, obj = self.mask_decoder(features.embed, self.prompt_encoder.get_dense_pe(), sparse,
-                                                    dense, multimask, high_res_features=features.high_res)
+                                                    dense, multimask, high_res_features=features.high_res,
+                                                    cache=features.cache)
         return DecoderOutput(masks, iou, obj, tokens)
 
     def postprocess(self, low_res: torch.Tensor, transform: ImageTransform) -> torch.Tensor:

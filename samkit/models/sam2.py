@@ -103,6 +103,16 @@ class Sam2Model(PromptableModel):
             self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, embed_dim))
 
     # ------------------------------------------------------------------ image contract
+    @torch.no_grad()
+    def fuse(self) -> "Sam2Model":
+        """Re-parameterise the image encoder for inference (EdgeTAM's RepViT: BN folding and
+        RepVGG merging; a no-op for Hiera / ViT trunks). In place, eval mode, after loading.
+        Returns ``self``."""
+        fuse = getattr(self.image_encoder, "fuse", None)
+        if fuse is not None:
+            fuse()
+        return self
+
     def preprocess(self, image: np.ndarray) -> Tuple[torch.Tensor, ImageTransform]:
         """H x W x 3 uint8 -> (1 x 3 x S x S normalised, transform)."""
         return preprocess_stretch(image, self.image_size, self.pixel_mean, self.pixel_std, self.device,
@@ -169,6 +179,7 @@ class Sam2Model(PromptableModel):
             features.embed, self.prompt_encoder.get_dense_pe(), sparse, dense, multimask,
             repeat_image=features.embed.shape[0] != sparse.shape[0],
             high_res_features=features.high_res if self.use_high_res_features else None,
+            cache=features.cache,
         )
         return DecoderOutput(masks, iou, obj, tokens)
 

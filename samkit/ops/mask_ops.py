@@ -45,9 +45,19 @@ def stability_score(logits: torch.Tensor, mask_threshold: float, offset: float) 
     """``... x H x W`` logits -> ``...`` stability: IoU of the masks thresholded at
     ``mask_threshold + offset`` and ``mask_threshold - offset`` (the first lies inside the
     second, so IoU = count_high / count_low). An empty low mask gives NaN, as in SAM."""
-    high = (logits > (mask_threshold + offset)).sum(dim=(-1, -2), dtype=torch.int64)
-    low = (logits > (mask_threshold - offset)).sum(dim=(-1, -2), dtype=torch.int64)
+    high = _count_above(logits, mask_threshold + offset)
+    low = _count_above(logits, mask_threshold - offset)
     return high.float() / low.float()
+
+
+def _count_above(logits: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``... x H x W`` -> ``...`` int64 number of pixels ``> threshold`` (exact: the bool mask is
+    summed as bytes into int32, enough for 2**31 pixels per mask)."""
+    above = torch.gt(logits, threshold)
+    h, w = logits.shape[-2:]
+    if h * w < 2 ** 31:
+        return above.view(torch.uint8).sum(dim=(-1, -2), dtype=torch.int32).long()
+    return above.sum(dim=(-1, -2), dtype=torch.int64)
 
 
 def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> Tuple[np.ndarray, bool]:

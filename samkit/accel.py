@@ -1,0 +1,414 @@
+"""Optional image-encoder accelerators: ONNX Runtime, ``torch.compile`` and channels-last.
+
+```python
+model = samkit.load_model("sam_vit_b", backend="onnxruntime")      # or:
+model = samkit.accel.accelerate(model, compile=True, channels_last=True)
+```
+
+Only the image encoder changes: every family calls ``model.image_encoder(x)`` in exactly one
+place (``encode``; the SAM 2 family in ``forward_image``, which the video tracker uses too),
+so the encoder module's ``forward`` is replaced on the instance. Module names, ``state_dict``
+keys and attributes (``image_encoder.trunk`` ...) stay as they were, and the output keeps its
+structure (a tensor, or the SAM 2-family dict of lists). ``accelerate(model)`` with no option
+restores the plain encoder.
+
+* ``backend="onnxruntime"``: the encoder is exported once per (model name, weights, input size,
+  torch version) with the TorchScript-based ``torch.onnx.export`` (opset 17), checked against
+  torch on a random input, and cached under ``<cache_dir>/onnx``; later calls load the file.
+  It runs on the CPU (``CPUExecutionProvider``, ``torch.get_num_threads()`` threads, all graph
+  optimisations); outputs are moved back to the input's device. A batch of B images runs as B
+  calls; a new input size is exported on first use. The session holds its own copy of the
+  weights. Needs ``pip install "samkit[onnx]"``. Accelerate *after* changing weights (e.g.
+  ``EdgeSamModel.fuse()``): the session does not see later changes.
+* ``compile=True``: ``torch.compile`` (inductor) of the encoder's forward. The first call (and
+  the first call at each new input size) compiles, which takes from seconds to minutes; later
+  calls are fast. Needs a C++ compiler on CPU. A compilation failure raises
+  :class:`AccelerationError` (no silent fallback).
+* ``channels_last=True``: the encoder's 4-D weights and its input use ``torch.channels_last``
+  (faster convolutions on CPU for the conv-heavy encoders: TinyViT, RepViT, the FPN necks);
+  outputs are made contiguous again.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import types
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple, Union
+
+import torch
+from torch import nn
+from torch.utils import _pytree as pytree
+
+from .errors import InputError, SamkitError, require
+
+BACKENDS = ("torch", "onnxruntime")
+OPSET = 17
+#: ONNX files above this size keep their weights in a ``.data`` file beside them (protobuf limit).
+EXTERNAL_DATA_ABOVE = 1_800_000_000
+#: export-time check on a random input: ``||onnx - torch|| / ||torch||`` (L2, per output) must stay
+#: below (a wrong graph gives ~1; noise inputs through deep LayerNorm stacks give up to ~2e-3).
+VERIFY_RTOL = 1e-2
+
+
+class AccelerationError(SamkitError, RuntimeError):
+    """An accelerator could not be set up (export or compilation failed)."""
+
+
+@dataclass
+class AccelInfo:
+    """What :func:`accelerate` did to an encoder (``accel_info(model)``)."""
+
+    backend: str = "torch"
+    compile: bool = False
+    channels_last: bool = False
+    onnx_paths: Dict[Tuple[int, ...], Path] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- public API
+def accelerate(model: nn.Module, *, backend: str = "torch", compile: bool = False, channels_last: bool = False,
+               cache_dir: Optional[Union[str, Path]] = None) -> nn.Module:
+    """Speed up ``model.image_encoder`` in place and return ``model``.
+
+    ``backend``: ``"torch"`` (default) or ``"onnxruntime"`` (CPU; exports and caches an ONNX
+    file, see the module docstring). ``compile``: ``torch.compile`` the encoder (torch backend
+    only; the first call compiles). ``channels_last``: channels-last weights and input (torch
+    backend only). ``cache_dir``: where ONNX files go (default ``samkit.hub.cache_dir() / "onnx"``).
+    Calling it again replaces the previous acceleration; with no option it restores the plain
+    encoder."""
+    encoder = _encoder(model)
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}. Fix: use one of {', '.join(BACKENDS)}.")
+    if backend == "onnxruntime" and (compile or channels_last):
+        raise InputError("compile=True and channels_last=True apply to backend='torch' only; onnxruntime "
+                         "optimises its own graph. Fix: drop them or use backend='torch'.")
+    _reset(encoder)
+    info = AccelInfo(backend, bool(compile), bool(channels_last))
+    if backend == "onnxruntime":
+        runner = _OrtRunner(model, encoder, cache_dir)
+        info.onnx_paths = runner.paths
+        runner.prepare((1, 3, int(getattr(model, "image_size", 1024)), int(getattr(model, "image_size", 1024))))
+        encoder.forward = types.MethodType(_ort_forward, encoder)
+        encoder._samkit_runner = runner
+    elif compile or channels_last:
+        if channels_last:
+            encoder.to(memory_format=torch.channels_last)
+        fn = type(encoder).forward.__get__(encoder)
+        if compile:
+            _check_compiler()
+            fn = torch.compile(fn)
+        encoder._samkit_runner = _TorchRunner(fn, _name(model), channels_last, compile)
+        encoder.forward = types.MethodType(_torch_forward, encoder)
+    encoder._samkit_accel = info
+    return model
+
+
+def accel_info(model: nn.Module) -> AccelInfo:
+    """The acceleration of ``model.image_encoder`` (backend ``"torch"``, no option, when none)."""
+    return getattr(_encoder(model), "_samkit_accel", None) or AccelInfo()
+
+
+# ----------------------------------------------------------------------------- helpers
+def _encoder(model: nn.Module) -> nn.Module:
+    encoder = getattr(model, "image_encoder", None)
+    if not isinstance(encoder, nn.Module):
+        raise InputError(f"{type(model).__name__} has no image_encoder module to accelerate. "
+                         "Fix: pass a neural model from samkit.load_model (not 'classic').")
+    return encoder
+
+
+def _name(model: nn.Module) -> str:
+    spec = getattr(model, "spec", None)
+    return getattr(spec, "name", None) or type(model).__name__
+
+
+def _reset(encoder: nn.Module) -> None:
+    info = getattr(encoder, "_samkit_accel", None)
+    encoder.__dict__.pop("forward", None)
+    encoder.__dict__.pop("_samkit_runner", None)
+    encoder.__dict__.pop("_samkit_accel", None)
+    if info is not None and info.channels_last:
+        encoder.to(memory_format=torch.contiguous_format)
+
+
+def _contiguous(out):
+    return pytree.tree_map(lambda t: t.contiguous() if isinstance(t, torch.Tensor) else t, out)
+
+
+# ----------------------------------------------------------------------------- torch backend
+class _TorchRunner:
+    def __init__(self, fn, name: str, channels_last: bool, compiled: bool) -> None:
+        self.fn, self.name, self.channels_last, self.compiled = fn, name, channels_last, compiled
+
+    def __deepcopy__(self, memo):  # the copy's forward is rebuilt by accelerate(); share meanwhile
+        return self
+
+    def __call__(self, x: torch.Tensor, *args, **kwargs):
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if not self.compiled:
+            return _contiguous(self.fn(x, *args, **kwargs))
+        try:
+            out = self.fn(x, *args, **kwargs)
+        except Exception as exc:
+            if not _is_compile_error(exc):
+                raise
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise AccelerationError(
+                f"torch.compile could not compile the image encoder of {self.name} "
+                f"({type(exc).__name__}: {first}). Fix: load the model without compile=True (or call "
+                "samkit.accel.accelerate(model) to restore the plain encoder); on CPU inductor needs a "
+                "working C++ compiler (g++/clang++ on PATH, or CXX set) and Python headers.") from exc
+        return _contiguous(out) if self.channels_last else out
+
+
+def _torch_forward(self: nn.Module, x: torch.Tensor, *args, **kwargs):
+    return self._samkit_runner(x, *args, **kwargs)
+
+
+def _is_compile_error(exc: BaseException) -> bool:
+    kinds = []
+    try:
+        from torch._dynamo import exc as dynamo_exc
+
+        kinds.append(dynamo_exc.TorchDynamoException)
+    except ImportError:  # pragma: no cover - torch without dynamo
+        pass
+    try:
+        from torch._inductor import exc as inductor_exc
+
+        kinds.extend(getattr(inductor_exc, n) for n in ("InductorError", "CppCompileError") if hasattr(inductor_exc, n))
+    except ImportError:  # pragma: no cover
+        pass
+    return isinstance(exc, tuple(kinds)) if kinds else False
+
+
+def _check_compiler() -> None:
+    """Inductor on CPU compiles C++: fail now, not on the first image, when no compiler exists."""
+    if not hasattr(torch, "compile"):
+        raise AccelerationError(f"torch {torch.__version__} has no torch.compile. Fix: use torch >= 2.1 "
+                                "or load the model without compile=True.")
+    names = [os.environ.get("CXX")] if os.environ.get("CXX") else []
+    names += ["g++", "c++", "clang++"]
+    if not any(shutil.which(n) for n in names if n):
+        raise AccelerationError("compile=True needs a C++ compiler for torch.compile's CPU backend, and none "
+                                "was found (g++, c++, clang++ or $CXX). Fix: install one (e.g. "
+                                "`apt install g++`) or load the model without compile=True.")
+
+
+# ----------------------------------------------------------------------------- onnxruntime backend
+def _ort_forward(self: nn.Module, x: torch.Tensor):
+    return self._samkit_runner(x)
+
+
+class _Flat(nn.Module):
+    """The encoder with its output flattened to a tuple of tensors (what ONNX can return); the
+    structure is kept in ``self.spec``."""
+
+    def __init__(self, encoder: nn.Module, forward) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self._forward = forward
+        self.spec = None
+
+    def forward(self, x: torch.Tensor):
+        leaves, self.spec = pytree.tree_flatten(self._forward(x))
+        if not all(isinstance(t, torch.Tensor) for t in leaves):
+            raise AccelerationError("the image encoder returns non-tensor values, which ONNX cannot export. "
+                                    "Fix: use backend='torch' for this model.")
+        return tuple(leaves)
+
+
+def weights_digest(module: nn.Module) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of ``module.state_dict()``."""
+    h = hashlib.sha256()
+    for key, t in sorted(module.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+class _OrtRunner:
+    """One onnxruntime session per input shape; ``__call__`` mirrors the encoder's output."""
+
+    def __init__(self, model: nn.Module, encoder: nn.Module, cache_dir: Optional[Union[str, Path]]) -> None:
+        self.ort = require("onnxruntime", "onnx", "backend='onnxruntime'")
+        self.onnx = require("onnx", "onnx", "backend='onnxruntime'")
+        for p in encoder.parameters():
+            if p.dtype != torch.float32:
+                raise InputError(f"backend='onnxruntime' exports float32 encoders; this one holds {p.dtype}. "
+                                 "Fix: call model.float() first or use backend='torch'.")
+            break
+        if cache_dir is None:
+            from . import hub
+
+            cache_dir = hub.cache_dir() / "onnx"
+        self.dir = Path(cache_dir).expanduser()
+        self.name = _name(model)
+        self.encoder = encoder
+        self.forward = type(encoder).forward.__get__(encoder)
+        self.digest = None  # computed once, on the first export key
+        self.paths: Dict[Tuple[int, ...], Path] = {}
+        self.sessions: Dict[Tuple[int, ...], Any] = {}
+        self.specs: Dict[Tuple[int, ...], Any] = {}
+
+    def __deepcopy__(self, memo):
+        return self  # sessions are read-only; a deep-copied model shares them
+
+    def path_for(self, shape: Tuple[int, ...]) -> Path:
+        if self.digest is None:
+            from . import __version__
+
+            ident = {"name": self.name, "weights": weights_digest(self.encoder), "torch": torch.__version__,
+                     "samkit": __version__, "opset": OPSET, "class": type(self.encoder).__qualname__,
+                     "arch": hashlib.sha256(repr(self.encoder).encode()).hexdigest()}
+            self.digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+        size = "x".join(str(s) for s in shape[-2:])
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in self.name)
+        return self.dir / f"{safe}-{size}-{self.digest}.onnx"
+
+    def prepare(self, shape: Tuple[int, ...]):
+        """The session for a ``1 x C x H x W`` input: from the cache, or exported now."""
+        shape = (1,) + tuple(int(s) for s in shape[1:])
+        if shape in self.sessions:
+            return self.sessions[shape]
+        path = self.path_for(shape)
+        session = None
+        if path.exists():
+            try:
+                session = self._session(path)
+            except Exception as exc:  # unreadable cached file: export again
+                warnings.warn(f"re-exporting {path} (the cached file cannot be loaded: {exc})", RuntimeWarning)
+        if session is None:
+            session = _export(self, shape, path) or self._session(path)
+        meta = session.get_modelmeta().custom_metadata_map
+        self.specs[shape] = pytree.treespec_loads(meta["samkit.treespec"])
+        self.paths[shape] = path
+        self.sessions[shape] = session
+        return session
+
+    def _session(self, model: Union[Path, bytes]):
+        """An onnxruntime session (CPU, torch's thread count, all graph optimisations) of a file or
+        of serialised bytes."""
+        opts = self.ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, torch.get_num_threads())
+        opts.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        source = model if isinstance(model, bytes) else str(model)
+        return self.ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: torch.Tensor):
+        if x.dim() != 4:
+            raise InputError(f"the image encoder expects B x 3 x H x W, got shape {tuple(x.shape)}. "
+                             "Fix: pass model.preprocess(image)[0].")
+        session = self.prepare(tuple(x.shape))
+        spec = self.specs[(1,) + tuple(int(s) for s in x.shape[1:])]
+        name = session.get_inputs()[0].name
+        xs = x.detach().to("cpu", torch.float32).contiguous()
+        runs = [session.run(None, {name: xs[i : i + 1].numpy()}) for i in range(xs.shape[0])]
+        leaves = [torch.from_numpy(runs[0][j]) if len(runs) == 1 else
+                  torch.cat([torch.from_numpy(r[j]) for r in runs], 0) for j in range(len(runs[0]))]
+        leaves = [t.to(x.device) for t in leaves]
+        return pytree.tree_unflatten(leaves, spec)
+
+
+@contextlib.contextmanager
+def _traceable(encoder: nn.Module):
+    """Switch modules to their trace-friendly path while exporting. The SAM ViT attention
+    (``RelPosAttention``) runs large grids in query chunks written with ``out=`` into slices of a
+    preallocated tensor, which the tracer does not record (the exported graph would not depend
+    on the input); ``chunk_above`` above any grid makes it use the one-SDPA path instead."""
+    saved = []
+    for m in encoder.modules():
+        if isinstance(getattr(m, "chunk_above", None), int):
+            saved.append((m, "chunk_above" in vars(m), m.chunk_above))
+            m.chunk_above = 1 << 62
+    try:
+        yield
+    finally:
+        for m, own, value in saved:
+            if own:
+                m.chunk_above = value
+            else:
+                del m.chunk_above
+
+
+def _export(runner: _OrtRunner, shape: Tuple[int, ...], path: Path):
+    """Export ``runner.encoder`` at ``shape`` to ``path`` (atomically), checked against torch.
+    Returns the session used for the check (same graph as the file), or None."""
+    from .io.atomic import atomic_write_bytes
+
+    onnx = runner.onnx
+    encoder = runner.encoder
+    was_training = encoder.training
+    encoder.eval()
+    flat = _Flat(encoder, runner.forward).eval()  # the exporter restores this mode on the encoder
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=gen).to(next(encoder.parameters()).device)
+    runner.dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(dir=runner.dir, prefix=".export-") as tmp:
+            raw = Path(tmp) / "encoder.onnx"
+            with torch.no_grad(), warnings.catch_warnings(), _traceable(encoder):
+                warnings.simplefilter("ignore")
+                ref = [t.detach().cpu().clone() for t in pytree.tree_leaves(flat(x))]
+                try:
+                    torch.onnx.export(flat, (x,), str(raw), dynamo=False, opset_version=OPSET,
+                                      input_names=["image"], do_constant_folding=True)
+                except Exception as exc:
+                    raise AccelerationError(
+                        f"ONNX export of the image encoder of {runner.name} failed "
+                        f"({type(exc).__name__}: {' '.join(str(exc).split())[:500]}). Fix: use backend='torch' "
+                        "(optionally with compile=True), or report the unsupported operator.") from exc
+            proto = onnx.load(str(raw), load_external_data=False)
+            onnx.load_external_data_for_model(proto, tmp)
+            meta = {"samkit.treespec": pytree.treespec_dumps(flat.spec), "samkit.model": runner.name,
+                    "samkit.input_shape": json.dumps(list(shape)), "samkit.torch": torch.__version__}
+            del proto.metadata_props[:]
+            for k, v in meta.items():
+                proto.metadata_props.add(key=k, value=v)
+            session = _verify(runner, proto, x, ref)
+            if proto.ByteSize() > EXTERNAL_DATA_ABOVE:
+                data_name = path.name + ".data"
+                staged = Path(tmp) / "staged.onnx"
+                onnx.save_model(proto, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
+                                location=data_name, size_threshold=1024)
+                os.replace(Path(tmp) / data_name, path.parent / data_name)  # data first, model last
+                atomic_write_bytes(path, staged.read_bytes())
+            else:
+                atomic_write_bytes(path, proto.SerializeToString())
+    finally:
+        encoder.train(was_training)
+    return session
+
+
+def _verify(runner: _OrtRunner, proto, x: torch.Tensor, ref):
+    """Run the exported graph once and compare with torch: catches a silently wrong export.
+    Returns the session (None when the graph is too large to check in memory)."""
+    if proto.ByteSize() > EXTERNAL_DATA_ABOVE:
+        return None  # cannot be serialised in one piece; checked by the tests on smaller models
+    session = runner._session(proto.SerializeToString())
+    outs = session.run(None, {session.get_inputs()[0].name: x.detach().cpu().numpy()})
+    if len(outs) != len(ref):
+        raise AccelerationError(f"the ONNX export of {runner.name} returns {len(outs)} tensors, torch "
+                                f"{len(ref)}. Fix: use backend='torch' and report this model.")
+    for i, (o, r) in enumerate(zip(outs, ref)):
+        o = torch.from_numpy(o)
+        if o.shape != r.shape:
+            raise AccelerationError(f"output {i} of the ONNX export of {runner.name} has shape {tuple(o.shape)}, "
+                                    f"torch {tuple(r.shape)}. Fix: use backend='torch' and report this model.")
+        if not r.numel():
+            continue
+        err = ((o.double() - r.double()).norm() / r.double().norm().clamp_min(1e-12)).item()
+        if not err <= VERIFY_RTOL:
+            raise AccelerationError(
+                f"output {i} of the ONNX export of {runner.name} differs from torch (relative L2 error "
+                f"{err:.3g}, limit {VERIFY_RTOL:g}). Fix: use backend='torch' and report this model.")
+    return session

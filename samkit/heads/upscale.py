@@ -1,0 +1,67 @@
+"""Inference path of the mask decoder's upscaling, channels-last and as plain GEMMs.
+
+``output_upscaling`` is ConvTranspose2d(C, C/4, 2, 2) -> norm -> act -> ConvTranspose2d(C/4,
+C/8, 2, 2) -> act, then each mask is the dot product of a hypernetwork vector with the C/8
+channels of every pixel. A 2x2 stride-2 transposed convolution never overlaps, so it is one
+matrix product per input pixel (``x @ W``, ``W`` = C_in x (2*2*C_out)), and the transformer
+already hands over its image tokens channels-last. We keep the second product's output in
+2x2-block order and only reorder the K requested masks at the end (K x 4h x 4w values instead
+of C/8 x 4h x 4w). Same function as the reference, different summation order.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import LayerNorm2d
+
+
+def _transposed_conv_2x2(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
+    """``B x h x w x Cin`` -> ``B x h x w x 2 x 2 x Cout`` (dims: row, col, ky, kx, channel)."""
+    b, h, w, cin = x.shape
+    cout = conv.out_channels
+    weight = conv.weight.permute(0, 2, 3, 1).reshape(cin, 4 * cout)
+    if conv.bias is not None:  # the bias rides in the GEMM's accumulator
+        y = torch.addmm(conv.bias.repeat(4), x.reshape(b * h * w, cin), weight)
+    else:
+        y = x.reshape(b * h * w, cin) @ weight
+    return y.view(b, h, w, 2, 2, cout)
+
+
+def _norm_channels_last(norm: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """LayerNorm2d (per pixel over channels) or GroupNorm(1, C) (per image) on ``B x H x W x C``."""
+    if isinstance(norm, LayerNorm2d):
+        return F.layer_norm(y, (y.shape[-1],), norm.weight, norm.bias, norm.eps)
+    if isinstance(norm, nn.GroupNorm) and norm.num_groups == 1:
+        b = y.shape[0]
+        flat = y.reshape(b, -1)
+        var, mean = torch.var_mean(flat, dim=1, unbiased=False, keepdim=True)
+        out = ((flat - mean) * torch.rsqrt(var + norm.eps)).view_as(y)
+        return out * norm.weight + norm.bias if norm.affine else out
+    raise TypeError(f"unsupported upscaling norm {type(norm).__name__}")
+
+
+def upscale_masks(decoder, x: torch.Tensor, hyper_in: torch.Tensor,
+                  high_res_features: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
+    """``x`` B x h x w x C transformer image tokens, ``hyper_in`` B x K x C/8 ->
+    mask logits B x K x 4h x 4w. ``high_res_features`` (SAM 2): (B|1 x C/8 x 4h x 4w,
+    B|1 x C/4 x 2h x 2w), added after each transposed convolution."""
+    dc1, norm, act1, dc2, act2 = decoder.output_upscaling
+    b, h, w, _ = x.shape
+    y = _transposed_conv_2x2(x, dc1).permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, -1)
+    if high_res_features is not None:
+        feat_s0, feat_s1 = high_res_features
+        y = y + feat_s1.permute(0, 2, 3, 1)
+    y = act1(_norm_channels_last(norm, y))
+    z = _transposed_conv_2x2(y, dc2)  # B x 2h x 2w x 2 x 2 x C/8
+    if high_res_features is not None:
+        c8 = feat_s0.shape[1]
+        z = z + feat_s0.view(feat_s0.shape[0], c8, 2 * h, 2, 2 * w, 2).permute(0, 2, 4, 3, 5, 1)
+    z = act2(z)
+    k = hyper_in.shape[1]
+    masks = torch.matmul(z.reshape(b, -1, z.shape[-1]), hyper_in.transpose(1, 2))  # B x (2h 2w 2 2) x K
+    masks = masks.view(b, 2 * h, 2 * w, 2, 2, k).permute(0, 5, 1, 3, 2, 4)
+    return masks.reshape(b, k, 4 * h, 4 * w)
