@@ -69,7 +69,22 @@ def section_video(quick: bool) -> str:
     return "```\n" + out.getvalue().strip() + "\n```"
 
 
-SECTIONS = {"image": section_image, "everything": section_everything, "video": section_video}
+def section_encoders(quick: bool) -> str:
+    """Encoders again, with the opt-in fast paths: ``+fuse`` (BN / RepVGG folding) and ``+ort``
+    (onnxruntime via samkit.accel), interleaved with the official encoder where one installs."""
+    import bench_encoders
+
+    models = ["edge_sam", "sam2.1_hiera_t"] if quick else ["mobile_sam", "edge_sam", "edgetam", "sam2.1_hiera_t",
+                                                          "efficienttam_ti", "sam_vit_b"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        bench_encoders.main(["--models", *models, "--runs", "2" if quick else "3", "--onnxruntime",
+                             "--threads", str(torch.get_num_threads())])
+    return "```\n" + out.getvalue().strip() + "\n```"
+
+
+SECTIONS = {"image": section_image, "encoders": section_encoders, "everything": section_everything,
+            "video": section_video}
 
 
 def main(argv=None) -> None:

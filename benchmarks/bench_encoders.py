@@ -122,14 +122,32 @@ def _fused(model):
     return model.fuse()
 
 
+def _onnxruntime(name: str, sd):
+    """A fresh samkit model whose encoder runs in onnxruntime (exported once, outside the timing)."""
+    import tempfile
+
+    try:
+        from samkit.accel import accelerate
+
+        model = _ours(name, sd)
+        accelerate(model, backend="onnxruntime", cache_dir=tempfile.mkdtemp(prefix="samkit-bench-onnx-"))
+        return model
+    except Exception as exc:  # noqa: BLE001 - onnxruntime is an optional extra
+        print(f"  (onnxruntime {name} unavailable: {type(exc).__name__}: {exc})")
+        return None
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=["mobile_sam", "edge_sam", "edgetam", "sam2.1_hiera_t",
-                                                    "efficient_sam_vitt", "efficienttam_ti"])
+                                                    "efficient_sam_vitt", "efficienttam_ti", "sam_vit_b"])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--onnxruntime", action="store_true",
+                    help="add a <name>+ort row: the encoder exported to ONNX and run by onnxruntime "
+                         "(samkit.accel; export time is not counted, files go to a temporary folder)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -145,6 +163,11 @@ def main(argv=None) -> None:
         fused = _fused(_ours(name, sd).to(device))
         labels = [name] + ([name + "+fuse"] if fused is not None else [])
         fns = [ours.image_encoder] + ([fused.image_encoder] if fused is not None else [])
+        if args.onnxruntime and device.type == "cpu":
+            ort = _onnxruntime(name, sd)
+            if ort is not None:
+                labels.append(name + "+ort")
+                fns.append(ort.image_encoder)
         if official is not None:
             fns.append(official.to(device).image_encoder)
         times = _time_interleaved(fns, x, args.warmup, args.runs, device)

@@ -43,9 +43,25 @@ def interleaved(fns, warmup: int, runs: int):
 
 
 def peak_rss_mib() -> float:
+    """Peak RSS since the last :func:`reset_peak_rss` (VmHWM), else since the process started."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def reset_peak_rss() -> None:
+    """Reset VmHWM (Linux ``clear_refs`` 5) so that each model's peak is its own; no-op elsewhere."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def _ours(name: str):
@@ -99,6 +115,10 @@ def _official_encoder(name: str, official, x_ours):
 def bench_model(name: str, image: np.ndarray, warmup: int, runs: int) -> dict:
     from samkit import ImagePredictor
 
+    import gc
+
+    gc.collect()
+    reset_peak_rss()
     ours = _ours(name)
     pred = ImagePredictor(ours, selection="native")
     x, _ = ours.preprocess(image)

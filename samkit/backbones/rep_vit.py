@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samkit.layers import LayerNorm2d
+from samkit.layers.inplace import add_, gelu_  # noqa: F401  (re-exported to sibling backbones)
 
 # (kernel, expansion, channels, squeeze-excite, hard-swish flag (EdgeSAM uses GELU either way), stride)
 M1_CFGS: Tuple[Tuple[int, int, int, int, int, int], ...] = (
@@ -45,21 +46,6 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None, rou
     if new_v < round_limit * v:
         new_v += divisor
     return new_v
-
-
-def gelu_(x: torch.Tensor) -> torch.Tensor:
-    """Exact (erf) GELU of a temporary tensor, in place when no gradient is recorded (saves
-    allocating, and first-touching, a fresh output). Only call it on tensors the caller owns."""
-    if x.requires_grad or torch.jit.is_tracing():
-        return F.gelu(x)
-    return torch.ops.aten.gelu_(x)
-
-
-def add_(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``y + x`` written into the temporary ``y`` when no gradient is recorded (same result)."""
-    if y.requires_grad or torch.jit.is_tracing():
-        return y + x
-    return y.add_(x)
 
 
 def depthwise_1x1(cbn: nn.Sequential, x: torch.Tensor) -> torch.Tensor:

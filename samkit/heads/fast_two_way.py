@@ -23,6 +23,7 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from ..layers import Attention
+from ..layers.inplace import add_
 
 
 def _split(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -81,8 +82,9 @@ def image_to_token(attn: Attention, x_pe: torch.Tensor, k_in: torch.Tensor, v_in
             bias = torch.einsum("bnhd,hd->bhn", k * scale, attn.q_proj.bias.view(heads, dh))
             s = s + bias[..., None]
     p = torch.softmax(s, dim=2).reshape(b, heads * n, -1)  # B x HN x L
-    out = torch.matmul(p.transpose(1, 2), u)  # B x L x C
-    return out + attn.out_proj.bias if attn.out_proj.bias is not None else out
+    if attn.out_proj.bias is not None:  # the bias rides in the GEMM's accumulator
+        return torch.baddbmm(attn.out_proj.bias.expand(b, p.shape[-1], c), p.transpose(1, 2), u)
+    return torch.matmul(p.transpose(1, 2), u)  # B x L x C
 
 
 def _matmul_shared(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -100,8 +102,9 @@ def low_rank_pays(attn: Attention, n_tokens: int) -> bool:
 def first_layer_projections(layer, keys: torch.Tensor, key_pe: torch.Tensor) -> Dict[str, torch.Tensor]:
     """Image-only projections of the first block for a shared image (``keys``/``key_pe`` 1 x L x C)."""
     t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
+    keys, key_pe = keys.contiguous(), key_pe.contiguous()  # token-major copies, read by every layer
     k_pe = keys + key_pe
-    return {"k": t2i.k_proj(k_pe), "v": t2i.v_proj(keys), "q": i2t.q_proj(k_pe)}
+    return {"k": t2i.k_proj(k_pe), "v": t2i.v_proj(keys), "q": i2t.q_proj(k_pe), "keys": keys, "key_pe": key_pe}
 
 
 def token_side(layer, queries: torch.Tensor, query_pe: torch.Tensor) -> torch.Tensor:
@@ -126,7 +129,7 @@ def block_forward(layer, queries: torch.Tensor, keys: torch.Tensor, query_pe: to
     n = queries.shape[1]
     q = queries + query_pe
     t2i = layer.cross_attn_token_to_image
-    k_pe = keys + key_pe
+    k_pe = keys + key_pe if pre is None else None  # a shared first block needs only its projections
     if pre is not None:
         attn_out = token_to_image(t2i, q, k_pe, keys, kv=(pre["k"], pre["v"]))
     elif low_rank_pays(t2i, n):
@@ -141,7 +144,7 @@ def block_forward(layer, queries: torch.Tensor, keys: torch.Tensor, query_pe: to
         attn_out = image_to_token(i2t, k_pe, q, queries, q=None if pre is None else pre["q"])
     else:
         attn_out = i2t(_expand(k_pe, q), q, queries)
-    keys = layer.norm4(keys + attn_out)
+    keys = layer.norm4(add_(attn_out, keys))  # attn_out is a fresh B x L x C temporary
     return queries, keys
 
 

@@ -92,6 +92,10 @@ class TwoWayTransformer(nn.Module):
         b = point_embedding.shape[0]
         if first_layer is None and keys.shape[0] == 1 and key_pe.shape[0] == 1 and b > 1:
             first_layer = self.first_layer(image_embedding, image_pe)
+        if first_layer is not None:
+            keys, key_pe = first_layer["keys"], first_layer["key_pe"]
+        else:
+            keys, key_pe = keys.contiguous(), key_pe.contiguous()
         queries = point_embedding
         for i, layer in enumerate(self.layers):
             queries, keys = fast.block_forward(layer, queries, keys, point_embedding, key_pe,

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import LayerNorm2d
+from ..layers.inplace import add_, gelu_
 
 
 def _transposed_conv_2x2(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
@@ -44,24 +45,39 @@ def _norm_channels_last(norm: nn.Module, y: torch.Tensor) -> torch.Tensor:
     raise TypeError(f"unsupported upscaling norm {type(norm).__name__}")
 
 
+def _act_(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The decoder's activation on a temporary we own, in place when it is GELU / ReLU."""
+    if isinstance(act, nn.GELU) and act.approximate == "none":
+        return gelu_(x)
+    if isinstance(act, nn.ReLU):
+        return x.relu_() if not (x.requires_grad or torch.jit.is_tracing()) else act(x)
+    return act(x)
+
+
 def upscale_masks(decoder, x: torch.Tensor, hyper_in: torch.Tensor,
                   high_res_features: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
     """``x`` B x h x w x C transformer image tokens, ``hyper_in`` B x K x C/8 ->
     mask logits B x K x 4h x 4w. ``high_res_features`` (SAM 2): (B|1 x C/8 x 4h x 4w,
-    B|1 x C/4 x 2h x 2w), added after each transposed convolution."""
+    B|1 x C/4 x 2h x 2w), added after each transposed convolution.
+
+    Norm and activations are per pixel, so the 2x2 blocks never need reordering in between:
+    intermediate tensors stay in block order (``B x h x w x ky1 x kx1 [x ky2 x kx2] x C``) and
+    only the K output masks are put in raster order (row ``4i + 2 ky1 + ky2``)."""
     dc1, norm, act1, dc2, act2 = decoder.output_upscaling
     b, h, w, _ = x.shape
-    y = _transposed_conv_2x2(x, dc1).permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, -1)
+    y = _transposed_conv_2x2(x, dc1)  # B x h x w x 2 x 2 x C/4
     if high_res_features is not None:
         feat_s0, feat_s1 = high_res_features
-        y = y + feat_s1.permute(0, 2, 3, 1)
-    y = act1(_norm_channels_last(norm, y))
-    z = _transposed_conv_2x2(y, dc2)  # B x 2h x 2w x 2 x 2 x C/8
+        c4 = feat_s1.shape[1]
+        y = add_(y, feat_s1.view(feat_s1.shape[0], c4, h, 2, w, 2).permute(0, 2, 4, 3, 5, 1))
+    y = _act_(act1, _norm_channels_last(norm, y))
+    z = _transposed_conv_2x2(y.reshape(b, h, w * 4, -1), dc2)  # B x h x 4w x 2 x 2 x C/8 (rows h, w, ky1, kx1)
+    z = z.view(b, h, w, 2, 2, 2, 2, -1)  # B x h x w x ky1 x kx1 x ky2 x kx2 x C/8
     if high_res_features is not None:
         c8 = feat_s0.shape[1]
-        z = z + feat_s0.view(feat_s0.shape[0], c8, 2 * h, 2, 2 * w, 2).permute(0, 2, 4, 3, 5, 1)
-    z = act2(z)
+        z = add_(z, feat_s0.view(feat_s0.shape[0], c8, h, 2, 2, w, 2, 2).permute(0, 2, 5, 3, 6, 4, 7, 1))
+    z = _act_(act2, z)
     k = hyper_in.shape[1]
-    masks = torch.matmul(z.reshape(b, -1, z.shape[-1]), hyper_in.transpose(1, 2))  # B x (2h 2w 2 2) x K
-    masks = masks.view(b, 2 * h, 2 * w, 2, 2, k).permute(0, 5, 1, 3, 2, 4)
+    masks = torch.matmul(z.reshape(b, -1, z.shape[-1]), hyper_in.transpose(1, 2))  # B x (h w ky1 kx1 ky2 kx2) x K
+    masks = masks.view(b, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
     return masks.reshape(b, k, 4 * h, 4 * w)
