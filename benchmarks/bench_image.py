@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench_video import reset_peak_rss, rss_mib  # same folder
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
@@ -43,25 +45,8 @@ def interleaved(fns, warmup: int, runs: int):
 
 
 def peak_rss_mib() -> float:
-    """Peak RSS since the last :func:`reset_peak_rss` (VmHWM), else since the process started."""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def reset_peak_rss() -> None:
-    """Reset VmHWM (Linux ``clear_refs`` 5) so that each model's peak is its own; no-op elsewhere."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
+    """Peak RSS (VmHWM) since the last ``reset_peak_rss()``."""
+    return rss_mib("VmHWM")
 
 
 def _ours(name: str):

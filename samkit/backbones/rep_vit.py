@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samkit.layers import LayerNorm2d
+from samkit.layers.reparam import fuse_children
 from samkit.layers.inplace import add_, gelu_  # noqa: F401  (re-exported to sibling backbones)
 
 # (kernel, expansion, channels, squeeze-excite, hard-swish flag (EdgeSAM uses GELU either way), stride)
@@ -236,13 +237,6 @@ class RepViT(nn.Module):
         if self.fused:
             return self
 
-        def _replace(parent: nn.Module) -> None:
-            for name, child in parent.named_children():
-                if isinstance(child, (ConvBN, RepVGGDW)):
-                    setattr(parent, name, child.fuse())
-                else:
-                    _replace(child)
-
-        _replace(self.features)
+        fuse_children(self.features, (ConvBN, RepVGGDW))
         self.fused = True
         return self

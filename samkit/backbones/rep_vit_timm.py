@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from samkit.layers.reparam import fuse_children
+
 from .rep_vit import _conv_like, _fold_bn, add_, depthwise_1x1, gelu_
 
 
@@ -204,14 +206,7 @@ class RepVitTimmTrunk(nn.Module):
         if getattr(self, "fused", False):
             return self
 
-        def _replace(parent: nn.Module) -> None:
-            for name, child in parent.named_children():
-                if isinstance(child, (ConvNorm, RepVggDw)):
-                    setattr(parent, name, child.fuse())
-                else:
-                    _replace(child)
-
-        _replace(self.body)
+        fuse_children(self.body, (ConvNorm, RepVggDw))
         self.fused = True
         return self
 

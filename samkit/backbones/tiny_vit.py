@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samkit.layers import LayerNorm2d
+from samkit.layers.reparam import fuse_children
 
 from .rep_vit import _conv_like, _fold_bn, add_, gelu_
 
@@ -323,13 +324,6 @@ class TinyViT(nn.Module):
         if self.fused:
             return self
 
-        def _replace(parent: nn.Module) -> None:
-            for name, child in parent.named_children():
-                if isinstance(child, ConvBN):
-                    setattr(parent, name, child.fuse())
-                else:
-                    _replace(child)
-
-        _replace(self)
+        fuse_children(self, ConvBN)
         self.fused = True
         return self

@@ -107,25 +107,11 @@ def first_layer_projections(layer, keys: torch.Tensor, key_pe: torch.Tensor) -> 
     return {"k": t2i.k_proj(k_pe), "v": t2i.v_proj(keys), "q": i2t.q_proj(k_pe), "keys": keys, "key_pe": key_pe}
 
 
-def token_side(layer, queries: torch.Tensor, query_pe: torch.Tensor) -> torch.Tensor:
-    """The block's token self-attention and ``norm1`` (the same as the reference forward)."""
-    if layer.self_attn_mode == "efficient_sam":
-        if not layer.skip_first_layer_pe:
-            queries = queries + query_pe
-        queries = queries + layer.self_attn(queries, queries, queries)
-    elif layer.skip_first_layer_pe:
-        queries = layer.self_attn(queries, queries, queries)
-    else:
-        q = queries + query_pe
-        queries = queries + layer.self_attn(q, q, queries)
-    return layer.norm1(queries)
-
-
 def block_forward(layer, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor,
                   key_pe: torch.Tensor, pre: Optional[Dict[str, torch.Tensor]] = None
                   ) -> Tuple[torch.Tensor, torch.Tensor]:
     """One TwoWayAttentionBlock. ``keys`` 1 or B x L x C; ``pre`` from :func:`first_layer_projections`."""
-    queries = token_side(layer, queries, query_pe)
+    queries = layer.token_self_attention(queries, query_pe)
     n = queries.shape[1]
     q = queries + query_pe
     t2i = layer.cross_attn_token_to_image
