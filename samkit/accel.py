@@ -30,7 +30,6 @@ restores the plain encoder.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -319,27 +318,6 @@ class _OrtRunner:
         return pytree.tree_unflatten(leaves, spec)
 
 
-@contextlib.contextmanager
-def _traceable(encoder: nn.Module):
-    """Switch modules to their trace-friendly path while exporting. The SAM ViT attention
-    (``RelPosAttention``) runs large grids in query chunks written with ``out=`` into slices of a
-    preallocated tensor, which the tracer does not record (the exported graph would not depend
-    on the input); ``chunk_above`` above any grid makes it use the one-SDPA path instead."""
-    saved = []
-    for m in encoder.modules():
-        if isinstance(getattr(m, "chunk_above", None), int):
-            saved.append((m, "chunk_above" in vars(m), m.chunk_above))
-            m.chunk_above = 1 << 62
-    try:
-        yield
-    finally:
-        for m, own, value in saved:
-            if own:
-                m.chunk_above = value
-            else:
-                del m.chunk_above
-
-
 def _export(runner: _OrtRunner, shape: Tuple[int, ...], path: Path):
     """Export ``runner.encoder`` at ``shape`` to ``path`` (atomically), checked against torch.
     Returns the session used for the check (same graph as the file), or None."""
@@ -356,7 +334,7 @@ def _export(runner: _OrtRunner, shape: Tuple[int, ...], path: Path):
     try:
         with tempfile.TemporaryDirectory(dir=runner.dir, prefix=".export-") as tmp:
             raw = Path(tmp) / "encoder.onnx"
-            with torch.no_grad(), warnings.catch_warnings(), _traceable(encoder):
+            with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ref = [t.detach().cpu().clone() for t in pytree.tree_leaves(flat(x))]
                 try:
