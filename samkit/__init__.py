@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import (CheckpointError, DownloadError, ImageError, InputError, MissingExtraError, SamkitError,
-                     VideoError)
+from .errors import (AccelerationError, CheckpointError, DownloadError, ImageError, InputError, MissingExtraError,
+                     SamkitError, VideoError)
 from .specs import MODELS, ModelSpec, get_spec, list_models
 
 __version__ = "0.1.0"
@@ -29,7 +29,8 @@ _LAZY = {
 }
 
 __all__ = ["MODELS", "ModelSpec", "get_spec", "list_models", "SamkitError", "InputError", "ImageError",
-           "VideoError", "CheckpointError", "DownloadError", "MissingExtraError", *_LAZY]
+           "VideoError", "CheckpointError", "DownloadError", "MissingExtraError",
+           "AccelerationError", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
-from .errors import InputError, SamkitError, require
+from .errors import AccelerationError, InputError, require
 
 BACKENDS = ("torch", "onnxruntime")
 OPSET = 17
@@ -54,10 +54,6 @@ EXTERNAL_DATA_ABOVE = 1_800_000_000
 #: export-time check on a random input: ``||onnx - torch|| / ||torch||`` (L2, per output) must stay
 #: below (a wrong graph gives ~1; noise inputs through deep LayerNorm stacks give up to ~2e-3).
 VERIFY_RTOL = 1e-2
-
-
-class AccelerationError(SamkitError, RuntimeError):
-    """An accelerator could not be set up (export or compilation failed)."""
 
 
 @dataclass

@@ -26,6 +26,10 @@ class DownloadError(SamkitError, OSError):
     """Weights could not be fetched or verified."""
 
 
+class AccelerationError(SamkitError, RuntimeError):
+    """An accelerator (ONNX export, onnxruntime, torch.compile) could not be set up."""
+
+
 class MissingExtraError(SamkitError, ImportError):
     """An optional dependency is not installed."""
 

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves, tree_structure
 
+import samkit
+import samkit.errors
 from samkit import accel
 from samkit.errors import InputError, MissingExtraError
 from tiny import tiny_sam
@@ -204,8 +206,10 @@ def test_failed_export_names_the_problem(cache):
 
     model = Holder(Bad(), 8)
     model.image_encoder.register_parameter("w", nn.Parameter(torch.zeros(1)))
-    with pytest.raises(accel.AccelerationError, match="ONNX export .* failed.*Fix"):
+    with pytest.raises(samkit.AccelerationError, match="ONNX export .* failed.*Fix") as info:
         accel.accelerate(model, backend="onnxruntime", cache_dir=cache)
+    assert isinstance(info.value, samkit.SamkitError) and isinstance(info.value, RuntimeError)
+    assert accel.AccelerationError is samkit.errors.AccelerationError
 
 
 # ----------------------------------------------------------------------------- channels-last / compile
