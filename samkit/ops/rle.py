@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, require
+from ..mask_codecs import rle_decode
 
 
 def mask_to_rle(masks: torch.Tensor) -> List[Dict[str, Any]]:
@@ -37,15 +38,8 @@ def mask_to_rle(masks: torch.Tensor) -> List[Dict[str, Any]]:
 
 
 def rle_to_mask(rle: Dict[str, Any]) -> np.ndarray:
-    """Uncompressed RLE -> H x W bool array."""
-    h, w = rle["size"]
-    counts = np.asarray(rle["counts"], dtype=np.int64)
-    if counts.sum() != h * w:
-        raise InputError(f"RLE counts sum to {int(counts.sum())}, expected {h * w} for size {[h, w]}; "
-                         f"fix: pass an uncompressed RLE of this mask size")
-    values = np.zeros(len(counts), dtype=bool)
-    values[1::2] = True
-    return np.repeat(values, counts).reshape(w, h).T
+    """Uncompressed RLE -> H x W bool array (the one decoder: :func:`samkit.mask_codecs.rle_decode`)."""
+    return rle_decode(rle)
 
 
 def rle_area(rle: Dict[str, Any]) -> int:
@@ -68,9 +62,5 @@ def masks_to_coco_rle(masks: torch.Tensor) -> List[Dict[str, Any]]:
 
 
 def coco_to_mask(rle: Dict[str, Any]) -> np.ndarray:
-    """COCO compressed RLE (str or bytes counts) -> H x W bool array."""
-    mask_utils = require("pycocotools.mask", "coco", "decoding COCO RLE")
-    r = dict(rle)
-    if isinstance(r["counts"], str):
-        r["counts"] = r["counts"].encode("utf-8")
-    return mask_utils.decode(r).astype(bool)
+    """COCO compressed RLE (str or bytes counts) -> H x W bool array (through pycocotools)."""
+    return rle_decode(rle)
