@@ -25,15 +25,7 @@ from torch import nn
 
 from ..layers import MLP
 from ..layers.windows import window_partition, window_unpartition
-from .rep_vit import add_, gelu_
-
-
-def mlp_forward(mlp: MLP, x: torch.Tensor) -> torch.Tensor:
-    """``mlp(x)`` for a 2-layer GELU :class:`MLP`, with the GELU applied in place to the hidden
-    temporary when no gradient is recorded (same result, one allocation fewer)."""
-    if len(mlp.layers) != 2 or mlp.sigmoid_output or not isinstance(mlp.act, nn.GELU) or mlp.act.approximate != "none":
-        return mlp(x)
-    return mlp.layers[1](gelu_(mlp.layers[0](x)))
+from ..layers.inplace import add_
 
 
 class PatchEmbed(nn.Module):
@@ -115,7 +107,7 @@ class MultiScaleBlock(nn.Module):
         if self.window_size > 0:
             x = window_unpartition(x, window, padded, hw)
         x = add_(x, shortcut)  # x is a temporary here: == shortcut + x
-        return add_(mlp_forward(self.mlp, self.norm2(x)), x)  # == x + mlp(norm2(x))
+        return add_(self.mlp(self.norm2(x)), x)  # == x + mlp(norm2(x))
 
 
 # --------------------------------------------------------------------------- trunk

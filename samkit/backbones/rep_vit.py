@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from samkit.layers import LayerNorm2d
-from samkit.layers.reparam import fuse_children
-from samkit.layers.inplace import add_, gelu_  # noqa: F401  (re-exported to sibling backbones)
+from samkit.layers.inplace import add_, gelu_
+from samkit.layers.reparam import ConvBN, depthwise_1x1, fuse_children, merge_repvgg_dw
 
 # (kernel, expansion, channels, squeeze-excite, hard-swish flag (EdgeSAM uses GELU either way), stride)
 M1_CFGS: Tuple[Tuple[int, int, int, int, int, int], ...] = (
@@ -47,44 +47,6 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None, rou
     if new_v < round_limit * v:
         new_v += divisor
     return new_v
-
-
-def depthwise_1x1(cbn: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """``cbn(x)`` for a bias-free depth-wise 1x1 conv + BN (children ``c``, ``bn``) as a per-channel
-    product (the same single multiply per element: on channels-last input the convolution
-    would run one tiny kernel per channel)."""
-    return cbn.bn(x * cbn.c.weight.view(1, -1, 1, 1))
-
-
-def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Weight and bias of the single convolution equal to ``bn(conv(x))`` in eval mode."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    w = conv.weight * scale[:, None, None, None]
-    b = bn.bias - bn.running_mean * scale
-    if conv.bias is not None:
-        b = b + conv.bias * scale
-    return w, b
-
-
-def _conv_like(conv: nn.Conv2d, w: torch.Tensor, b: torch.Tensor) -> nn.Conv2d:
-    m = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                  conv.dilation, conv.groups, bias=True, device=w.device, dtype=w.dtype)
-    m.weight.data.copy_(w)
-    m.bias.data.copy_(b)
-    return m
-
-
-class ConvBN(nn.Sequential):
-    """Bias-free convolution + BatchNorm (children ``c``, ``bn``). ``B x a x H x W -> B x b x H' x W'``."""
-
-    def __init__(self, a: int, b: int, ks: int = 1, stride: int = 1, pad: int = 0, groups: int = 1) -> None:
-        super().__init__()
-        self.add_module("c", nn.Conv2d(a, b, ks, stride, pad, groups=groups, bias=False))
-        self.add_module("bn", nn.BatchNorm2d(b))
-
-    @torch.no_grad()
-    def fuse(self) -> nn.Conv2d:
-        return _conv_like(self.c, *_fold_bn(self.c, self.bn))
 
 
 class SqueezeExcite(nn.Module):
@@ -116,11 +78,7 @@ class RepVGGDW(nn.Module):
 
     @torch.no_grad()
     def fuse(self) -> nn.Conv2d:
-        w3, b3 = _fold_bn(self.conv.c, self.conv.bn)
-        w1, b1 = _fold_bn(self.conv1.c, self.conv1.bn)
-        w = w3 + F.pad(w1, [1, 1, 1, 1])
-        w[:, 0, 1, 1] += 1.0  # identity as a centred depthwise tap
-        return _conv_like(self.conv.c, w, b3 + b1)
+        return merge_repvgg_dw(self.conv, self.conv1)
 
 
 class ConvGeluConv(nn.Sequential):

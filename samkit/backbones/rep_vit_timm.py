@@ -17,16 +17,13 @@ stages into ``stem`` and ``stages_{i}``. Facts (timm RepViT, ``legacy=True`` for
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import List, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from samkit.layers.reparam import fuse_children
-
-from .rep_vit import _conv_like, _fold_bn, add_, depthwise_1x1, gelu_
+from samkit.layers.inplace import add_, gelu_
+from samkit.layers.reparam import ConvBN, depthwise_1x1, fuse_children, merge_repvgg_dw
 
 
 def _make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -35,19 +32,7 @@ def _make_divisible(v: float, divisor: int = 8, min_value: int | None = None) ->
     return max(min_value, int(v + divisor / 2) // divisor * divisor)
 
 
-class ConvNorm(nn.Sequential):
-    """Conv2d (no bias, key ``c``) + BatchNorm2d (key ``bn``)."""
-
-    def __init__(self, cin: int, cout: int, k: int = 1, stride: int = 1, pad: int = 0, groups: int = 1) -> None:
-        super().__init__(OrderedDict(
-            c=nn.Conv2d(cin, cout, k, stride, pad, groups=groups, bias=False),
-            bn=nn.BatchNorm2d(cout),
-        ))
-
-    @torch.no_grad()
-    def fuse(self) -> nn.Conv2d:
-        """The single convolution (with bias) equal to this pair in eval mode."""
-        return _conv_like(self.c, *_fold_bn(self.c, self.bn))
+ConvNorm = ConvBN  # timm's name for the same conv (``c``) + BatchNorm (``bn``) pair
 
 
 class SqueezeExcite(nn.Module):
@@ -79,12 +64,7 @@ class RepVggDw(nn.Module):
     @torch.no_grad()
     def fuse(self) -> nn.Conv2d:
         """One depth-wise ``k x k`` convolution equal to ``conv + conv1 + identity`` in eval mode."""
-        wk, bk = _fold_bn(self.conv.c, self.conv.bn)
-        w1, b1 = _fold_bn(self.conv1.c, self.conv1.bn)
-        p = (wk.shape[-1] - 1) // 2
-        w = wk + F.pad(w1, [p, p, p, p])
-        w[:, 0, p, p] += 1.0  # identity as a centred depth-wise tap
-        return _conv_like(self.conv.c, w, bk + b1)
+        return merge_repvgg_dw(self.conv, self.conv1)
 
 
 class RepVitMlp(nn.Module):

@@ -32,23 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from samkit.layers import LayerNorm2d
-from samkit.layers.reparam import fuse_children
-
-from .rep_vit import _conv_like, _fold_bn, add_, gelu_
-
-
-class ConvBN(nn.Sequential):
-    """Bias-free convolution followed by BatchNorm (children ``c`` and ``bn``).
-    ``B x a x H x W -> B x b x H' x W'``. ``fuse()`` returns the equivalent single convolution."""
-
-    def __init__(self, a: int, b: int, ks: int = 1, stride: int = 1, pad: int = 0, groups: int = 1) -> None:
-        super().__init__()
-        self.add_module("c", nn.Conv2d(a, b, ks, stride, pad, groups=groups, bias=False))
-        self.add_module("bn", nn.BatchNorm2d(b))
-
-    @torch.no_grad()
-    def fuse(self) -> nn.Conv2d:
-        return _conv_like(self.c, *_fold_bn(self.c, self.bn))
+from samkit.layers.inplace import add_, gelu_
+from samkit.layers.reparam import ConvBN, fuse_children
 
 
 class PatchEmbed(nn.Module):
@@ -312,7 +297,6 @@ class TinyViT(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return self.neck(x).contiguous()
-
 
     @torch.no_grad()
     def fuse(self) -> "TinyViT":

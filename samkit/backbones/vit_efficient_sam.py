@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samkit.layers import LayerNorm2d
-
-from .rep_vit import add_, gelu_
+from samkit.layers.inplace import add_, gelu_
 
 
 class PatchEmbed(nn.Module):

@@ -23,8 +23,8 @@ from torch import nn
 from ..layers import MLP, LayerNorm2d
 from .fpn_neck import PositionEmbeddingSine
 from ..layers.windows import window_partition, window_unpartition
-from .hiera import PatchEmbed, mlp_forward
-from .rep_vit import add_
+from ..layers.inplace import add_
+from .hiera import PatchEmbed
 
 
 def resize_abs_pos(pos: torch.Tensor, has_cls_token: bool, hw: Tuple[int, int]) -> torch.Tensor:
@@ -84,7 +84,7 @@ class Block(nn.Module):
         else:
             x = self.attn(x)
         x = add_(x, shortcut)  # x is a temporary here: == shortcut + x
-        return add_(mlp_forward(self.mlp, self.norm2(x)), x)  # == x + mlp(norm2(x))
+        return add_(self.mlp(self.norm2(x)), x)  # == x + mlp(norm2(x))
 
 
 class ViT(nn.Module):

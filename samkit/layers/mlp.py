@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .inplace import gelu_
+
 
 class MLPBlock(nn.Module):
     """Two linear layers with an activation between (keys ``lin1``, ``lin2``). ``... x dim -> ... x dim``."""
@@ -36,8 +38,10 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.layers) - 1
+        # exact GELU on the hidden temporaries runs in place (same numbers, one allocation fewer)
+        exact_gelu = isinstance(self.act, nn.GELU) and self.act.approximate == "none"
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < last:
-                x = self.act(x)
+                x = gelu_(x) if exact_gelu else self.act(x)
         return torch.sigmoid(x) if self.sigmoid_output else x
