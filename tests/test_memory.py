@@ -249,7 +249,7 @@ def test_inplace_rope_matches_reference_on_strided_views():
 def test_conv1x1_matches_conv2d(batch):
     from torch import nn
 
-    from samkit.memory.modules import conv1x1
+    from samkit.layers.conv import conv1x1
 
     torch.manual_seed(0)
     conv = nn.Conv2d(16, 8, kernel_size=1)

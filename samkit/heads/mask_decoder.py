@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..layers import MLP, LayerNorm2d
+from ..layers.conv import conv1x1
 from .upscale import upscale_masks
 
 
@@ -78,6 +79,12 @@ class MaskDecoder(nn.Module):
         self.dynamic_multimask_via_stability = dynamic_multimask_via_stability
         self.dynamic_multimask_stability_delta = dynamic_multimask_stability_delta
         self.dynamic_multimask_stability_thresh = dynamic_multimask_stability_thresh
+
+    def project_high_res(self, level0: torch.Tensor, level1: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """SAM 2 high-res features: the two finest FPN levels ``B x C x 4h x 4w`` and ``B x C x 2h x 2w``
+        through ``conv_s0`` / ``conv_s1`` -> ``B x C/8 x 4h x 4w``, ``B x C/4 x 2h x 2w`` (the 1x1
+        convolutions run as matrix products)."""
+        return conv1x1(level0, self.conv_s0), conv1x1(level1, self.conv_s1)
 
     def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
                 sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: Optional[torch.Tensor],

@@ -127,8 +127,7 @@ class Sam2Model(PromptableModel):
         out = self.image_encoder(x)
         fpn = list(out["backbone_fpn"])
         if self.use_high_res_features:
-            fpn[0] = self.mask_decoder.conv_s0(fpn[0])
-            fpn[1] = self.mask_decoder.conv_s1(fpn[1])
+            fpn[0], fpn[1] = self.mask_decoder.project_high_res(fpn[0], fpn[1])
         return {"vision_features": out["vision_features"], "vision_pos_enc": list(out["vision_pos_enc"]),
                 "backbone_fpn": fpn}
 

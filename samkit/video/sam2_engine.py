@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..memory.config import MemoryConfig
-from ..memory.modules import conv1x1, sine_encoding_1d
+from ..memory.modules import sine_encoding_1d
 
 NO_OBJ_SCORE = -1024.0
 MEMORY_DTYPE = torch.bfloat16
@@ -101,8 +101,7 @@ class Sam2Engine:
         feats = list(out["backbone_fpn"])
         pos = list(out["vision_pos_enc"])
         if self.cfg.use_high_res_features_in_sam:
-            feats[0] = conv1x1(feats[0], self.mask_decoder.conv_s0)  # 1x1 convs as matrix products
-            feats[1] = conv1x1(feats[1], self.mask_decoder.conv_s1)
+            feats[0], feats[1] = self.mask_decoder.project_high_res(feats[0], feats[1])
             feats = feats[-3:]
         else:
             feats = feats[-1:]
