@@ -67,6 +67,15 @@ class AccelInfo:
 
 
 # ----------------------------------------------------------------------------- public API
+def check_options(backend: str, compile: bool, channels_last: bool) -> None:
+    """Raise :class:`InputError` for an unknown ``backend`` or options it does not take."""
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}. Fix: use one of {', '.join(BACKENDS)}.")
+    if backend == "onnxruntime" and (compile or channels_last):
+        raise InputError("compile=True and channels_last=True apply to backend='torch' only; onnxruntime "
+                         "optimises its own graph. Fix: drop them or use backend='torch'.")
+
+
 def accelerate(model: nn.Module, *, backend: str = "torch", compile: bool = False, channels_last: bool = False,
                cache_dir: Optional[Union[str, Path]] = None) -> nn.Module:
     """Speed up ``model.image_encoder`` in place and return ``model``.
@@ -78,11 +87,7 @@ def accelerate(model: nn.Module, *, backend: str = "torch", compile: bool = Fals
     Calling it again replaces the previous acceleration; with no option it restores the plain
     encoder."""
     encoder = _encoder(model)
-    if backend not in BACKENDS:
-        raise InputError(f"unknown backend {backend!r}. Fix: use one of {', '.join(BACKENDS)}.")
-    if backend == "onnxruntime" and (compile or channels_last):
-        raise InputError("compile=True and channels_last=True apply to backend='torch' only; onnxruntime "
-                         "optimises its own graph. Fix: drop them or use backend='torch'.")
+    check_options(backend, compile, channels_last)
     _reset(encoder)
     info = AccelInfo(backend, bool(compile), bool(channels_last))
     if backend == "onnxruntime":

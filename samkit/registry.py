@@ -99,10 +99,9 @@ def load_model(name: Union[str, ModelSpec], checkpoint: Optional[Union[str, Path
     before any acceleration. An oversubscribed torch thread pool is lowered to the usable CPU
     count (:func:`samkit.threads.configure_threads`)."""
     spec = _spec(name)
-    from .accel import BACKENDS
+    from .accel import check_options
 
-    if backend not in BACKENDS:
-        raise InputError(f"unknown backend {backend!r}. Fix: use one of {', '.join(BACKENDS)}.")
+    check_options(backend, compile, channels_last)  # before any file is read
     accelerated = backend != "torch" or compile or channels_last
     if (accelerated or fuse) and not spec.neural:
         raise InputError(f"{spec.name} is not a neural model, so backend/compile/channels_last/fuse do not apply. "

@@ -308,6 +308,8 @@ def test_load_model_accepts_the_options(tmp_path, monkeypatch):
         samkit.load_model("classic", backend="onnxruntime")
     with pytest.raises(InputError, match="unknown backend"):
         samkit.load_model("sam_vit_b", backend="tensorrt", download=False)
+    with pytest.raises(InputError, match="backend='torch' only"):  # refused before looking for weights
+        samkit.load_model("sam_vit_b", backend="onnxruntime", compile=True, download=False)
 
 
 @pytest.mark.slow
