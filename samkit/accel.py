@@ -94,7 +94,7 @@ def accelerate(model: nn.Module, *, backend: str = "torch", compile: bool = Fals
         runner = _OrtRunner(model, encoder, cache_dir)
         info.onnx_paths = runner.paths
         runner.prepare((1, 3, int(getattr(model, "image_size", 1024)), int(getattr(model, "image_size", 1024))))
-        encoder.forward = types.MethodType(_ort_forward, encoder)
+        encoder.forward = types.MethodType(_runner_forward, encoder)
         encoder._samkit_runner = runner
     elif compile or channels_last:
         if channels_last:
@@ -104,7 +104,7 @@ def accelerate(model: nn.Module, *, backend: str = "torch", compile: bool = Fals
             _check_compiler()
             fn = torch.compile(fn)
         encoder._samkit_runner = _TorchRunner(fn, _name(model), channels_last, compile)
-        encoder.forward = types.MethodType(_torch_forward, encoder)
+        encoder.forward = types.MethodType(_runner_forward, encoder)
     encoder._samkit_accel = info
     return model
 
@@ -168,7 +168,8 @@ class _TorchRunner:
         return _contiguous(out) if self.channels_last else out
 
 
-def _torch_forward(self: nn.Module, x: torch.Tensor, *args, **kwargs):
+def _runner_forward(self: nn.Module, x: torch.Tensor, *args, **kwargs):
+    """The accelerated encoder's ``forward``: its runner (torch or onnxruntime) does the work."""
     return self._samkit_runner(x, *args, **kwargs)
 
 
@@ -203,10 +204,6 @@ def _check_compiler() -> None:
 
 
 # ----------------------------------------------------------------------------- onnxruntime backend
-def _ort_forward(self: nn.Module, x: torch.Tensor):
-    return self._samkit_runner(x)
-
-
 class _Flat(nn.Module):
     """The encoder with its output flattened to a tuple of tensors (what ONNX can return); the
     structure is kept in ``self.spec``."""
