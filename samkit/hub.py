@@ -327,24 +327,22 @@ def _attempt(url: str, dest: Path, part: Path, progress: Optional[ProgressFn], t
             progress(done, total)
         try:
             with open(part, mode) as fh:
-                while True:
+                while size is None or done <= size:
                     chunk = resp.read(_CHUNK)
                     if not chunk:
                         break
                     fh.write(chunk)
                     done += len(chunk)
-                    if size is not None and done > size:
-                        raise _wrong_size(url, dest, part, f"sent more than {size} bytes", size)
                     if progress is not None:
                         progress(done, total)
         except (http.client.IncompleteRead, ConnectionError, socket.timeout, TimeoutError) as exc:
             raise _Retryable(f"transfer interrupted after {done} bytes ({exc!r})") from exc
-        except DownloadError:
-            raise
         except OSError as exc:  # local disk problems are not retried
             raise DownloadError(
                 f"cannot write {part}: {exc}. Fix: free disk space or point SAMKIT_HOME at a "
                 "writable folder with room for the file.") from exc
+    if size is not None and done > size:  # a server without Content-Length that sends too much
+        raise _wrong_size(url, dest, part, f"sent more than {size} bytes", size)
     if total is not None and done < total:
         raise _Retryable(f"connection closed after {done} of {total} bytes")
     if total is not None and done > total:

@@ -30,6 +30,7 @@ class _Server(http.server.ThreadingHTTPServer):
         self.requests = []  # (path, Range header or None)
         self.cut_first = None  # close the connection after this many bytes, first request only
         self.ignore_range = False
+        self.no_length = False  # send no Content-Length; the body ends when the connection closes
         self.lock = threading.Lock()
 
     @property
@@ -76,7 +77,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
+        if srv.no_length:
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(len(body)))
         self.send_header("Content-Type", "application/octet-stream")
         self.end_headers()
         if first and srv.cut_first is not None:
@@ -442,6 +446,14 @@ def test_download_refuses_a_file_of_another_size(server, tmp_path):
     assert len(server.requests) == 1  # refused on the announced size, not retried
     hub.download(server.url, dest, size=len(server.payload), sha256=_sha(server.payload), **_fast())
     assert dest.read_bytes() == server.payload
+
+
+def test_download_stops_a_stream_longer_than_the_official_size(server, tmp_path):
+    server.no_length = True
+    dest = tmp_path / "w.pt"
+    with pytest.raises(DownloadError, match="sent more than 1000 bytes"):
+        hub.download(server.url, dest, size=1000, **_fast())
+    assert not dest.exists() and not dest.with_name("w.pt.part").exists()
 
 
 def test_every_neural_model_has_a_full_public_digest_or_is_listed():
