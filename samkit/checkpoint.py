@@ -3,7 +3,9 @@
 * ``read_state_dict(path)``: ``.safetensors``; torch files (``.pt/.pth/.bin``, zip or legacy
   format) through ``torch.load(weights_only=True)`` only, so a pickle that needs arbitrary
   globals is refused; an outer ``.zip`` holding one checkpoint (EfficientSAM ViT-S ships as
-  ``efficient_sam_vits.pt.zip``). ``{"model": sd}`` / ``{"state_dict": sd}`` are unwrapped.
+  ``efficient_sam_vits.pt.zip``), streamed to a private temporary file under a size cap
+  (``max_unzipped_bytes`` or ``$SAMKIT_MAX_UNZIPPED_BYTES``, default 8 GiB) and a compression-ratio
+  cap. ``{"model": sd}`` / ``{"state_dict": sd}`` are unwrapped.
 * ``remap(sd, spec)``: the builder module of a spec (``"pkg.mod:fn"``) may define
   ``remap_<checkpoint_format>(sd) -> sd``, a pure function from upstream keys to samkit's;
   without one the keys are used as they are.
@@ -13,15 +15,19 @@
 from __future__ import annotations
 
 import importlib
-import io
+import os
 import pickle
+import re
+import shutil
+import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError
 from .specs import MODELS, ModelSpec, get_spec
 
 StateDict = Dict[str, torch.Tensor]
@@ -31,9 +37,24 @@ _TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 _WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "module")
 _SHOW = 10
 
+MAX_UNZIPPED_ENV = "SAMKIT_MAX_UNZIPPED_BYTES"
+DEFAULT_MAX_UNZIPPED_BYTES = 8 * 1024 ** 3
+"""Cap on the uncompressed size of the checkpoint inside an outer ``.zip`` (SAM ViT-H is 2.6 GB)."""
+MAX_ZIP_RATIO = 100
+"""Real checkpoints barely compress (float weights: about 1.1x); a member that expands more than
+this and is larger than ``_RATIO_FLOOR`` is refused as a zip bomb."""
+_RATIO_FLOOR = 16 * 1024 ** 2
+_CHUNK = 1 << 20
+_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
+# weights_only refuses a pickle that asks for a global it does not allow; only that is "unsafe"
+_UNSAFE_GLOBAL = re.compile(
+    r"(?:Unsupported global: GLOBAL ([A-Za-z_][\w.]*) was not an allowed global"
+    r"|unsupported GLOBAL ([A-Za-z_][\w.]*) whose module [\w.]+ is blocked)")
+
 
 # ----------------------------------------------------------------------------- reading
 def _redownload_hint(path: Path) -> str:
+    path = Path(str(path).split("!", 1)[0])  # "archive.zip!member.pt" names the archive
     for spec in MODELS.values():
         if spec.filename and spec.filename == path.name:
             return (f"Fix: delete {path} and download it again "
@@ -58,6 +79,22 @@ def _unsafe(path: Path, detail: str) -> CheckpointError:
         "safetensors.torch.save_file(state_dict, 'model.safetensors')) and pass that file.")
 
 
+def _pickle_problem(path: Path, exc: BaseException) -> CheckpointError:
+    """``unsafe`` only for weights_only refusing a named Python global; anything else is corrupt.
+
+    torch wraps every pickle failure of ``weights_only=True`` in "Weights only load failed", also
+    for random bytes ("Unsupported operand 0"), so the wrapper alone says nothing."""
+    text = str(exc)
+    match = _UNSAFE_GLOBAL.search(text)
+    if match:
+        name = match.group(1) or match.group(2)
+        if all(part.isidentifier() for part in name.split(".")):
+            return _unsafe(path, f"Unsupported global {name}")
+    detail = text.split("WeightsUnpickler error:")[-1].strip().splitlines()
+    detail = next((ln.strip() for ln in detail if ln.strip()), type(exc).__name__)
+    return _corrupt(path, f"{type(exc).__name__}: {detail[:200]}")
+
+
 def _torch_load(source, path: Path, mmap: bool = False):
     """``torch.load(weights_only=True)`` with every failure turned into ``CheckpointError``.
 
@@ -66,12 +103,7 @@ def _torch_load(source, path: Path, mmap: bool = False):
     try:
         return torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if "Weights only load failed" in text or "Unsupported global" in text or "weights_only" in text:
-            line = next((ln.strip() for ln in text.splitlines() if "Unsupported global" in ln), "")
-            detail = line[line.index("Unsupported global"):].split(" was not")[0] if line else "a non-tensor object"
-            raise _unsafe(path, detail) from None
-        raise _corrupt(path, f"{type(exc).__name__}: {text[:200]}") from None
+        raise _pickle_problem(path, exc) from None
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as exc:  # RuntimeError (zip), EOFError, struct.error, KeyError, ...
@@ -79,15 +111,17 @@ def _torch_load(source, path: Path, mmap: bool = False):
         raise _corrupt(path, f"{type(exc).__name__}: {text}") from None
 
 
-def _load_safetensors(path: Path, data: Optional[bytes] = None) -> StateDict:
+def _load_safetensors(label: Path, file: Optional[Path] = None) -> StateDict:
+    """Read a .safetensors file (``file``, else ``label``); errors name ``label``."""
+    path = label
     try:
-        from safetensors.torch import load, load_file
+        from safetensors.torch import load_file
     except ImportError as exc:  # pragma: no cover - safetensors is a core dependency
         raise CheckpointError(
             f"{path} is a .safetensors file but the safetensors package is missing. "
             "Fix: pip install safetensors") from exc
     try:
-        return dict(load(data)) if data is not None else dict(load_file(str(path), device="cpu"))
+        return dict(load_file(str(file if file is not None else path), device="cpu"))
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as exc:
@@ -99,7 +133,78 @@ def _is_torch_archive(names: List[str]) -> bool:
     return any(n == "data.pkl" or n.endswith("/data.pkl") for n in names)
 
 
-def _read_outer_zip(path: Path, zf: zipfile.ZipFile):
+def unzip_limit(value: Optional[int] = None) -> int:
+    """The cap on a zipped checkpoint's uncompressed size: ``value``, else
+    ``$SAMKIT_MAX_UNZIPPED_BYTES`` (bytes, or with a K/M/G/T suffix: ``12G``), else 8 GiB."""
+    if value is not None:
+        if int(value) <= 0:
+            raise InputError(f"max_unzipped_bytes={value} must be positive. Fix: pass a size in bytes.")
+        return int(value)
+    text = os.environ.get(MAX_UNZIPPED_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_UNZIPPED_BYTES
+    match = re.fullmatch(r"(\d+)\s*([kmgt]?)(?:i?b)?", text.lower())
+    if match is None or int(match.group(1)) == 0:
+        raise InputError(f"{MAX_UNZIPPED_ENV}={text!r} is not a size. Fix: set it to a number of "
+                         "bytes or a size like 512M or 12G, or unset it (default 8G).")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _too_big(path: Path, member: str, size: int, limit: int, how: str) -> CheckpointError:
+    return CheckpointError(
+        f"refusing to unzip {path}: its member {member} {how} {size} bytes, more than the limit of "
+        f"{limit} bytes (the largest official checkpoint, SAM ViT-H, is 2.6 GB). Fix: if you trust "
+        f"the file, raise the limit with {MAX_UNZIPPED_ENV}=16G (or read_state_dict(..., "
+        "max_unzipped_bytes=...)), or unzip it yourself and pass the checkpoint file.")
+
+
+def _check_member(path: Path, info: zipfile.ZipInfo, limit: int) -> None:
+    """Refuse by the sizes the archive declares, before anything is decompressed."""
+    if info.flag_bits & 0x1:
+        raise CheckpointError(f"{path} holds an encrypted member {info.filename}. "
+                              "Fix: unzip it yourself and pass the checkpoint file.")
+    if info.file_size > limit:
+        raise _too_big(path, info.filename, info.file_size, limit, "declares")
+    ratio = info.file_size / max(info.compress_size, 1)
+    if info.file_size > _RATIO_FLOOR and ratio > MAX_ZIP_RATIO:
+        raise CheckpointError(
+            f"refusing to unzip {path}: its member {info.filename} expands {ratio:.0f} times "
+            f"({info.compress_size} -> {info.file_size} bytes); real checkpoints barely compress, so "
+            "this is a zip bomb or a corrupt archive. " + _redownload_hint(path))
+
+
+def _extract(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, limit: int) -> None:
+    """Stream one member to ``target`` in 1 MiB chunks, counting the bytes that really arrive."""
+    done = 0
+    try:
+        with zf.open(info) as src, open(target, "wb") as dst:
+            while True:
+                chunk = src.read(_CHUNK)
+                if not chunk:
+                    break
+                done += len(chunk)
+                if done > limit:
+                    raise _too_big(path, info.filename, done, limit, "expands to more than")
+                if done > info.file_size:
+                    raise _corrupt(path, f"member {info.filename} is longer than it declares")
+                dst.write(chunk)
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+        raise _corrupt(path, f"member {info.filename}: {exc}") from None
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot unzip {info.filename} of {path} into the temporary folder {target.parent}: {exc}. "
+            "Fix: free disk space there or point TMPDIR at a folder with room for the checkpoint.") from None
+    if done != info.file_size:
+        raise _corrupt(path, f"member {info.filename} ended after {done} of {info.file_size} bytes")
+
+
+def _read_outer_zip(path: Path, zf: zipfile.ZipFile, limit: int):
+    """Load the one checkpoint inside an outer zip without holding it in memory twice.
+
+    The member is streamed to a private temporary folder (never next to the user's files) and
+    loaded from there (memory-mapped where the platform allows), then the folder is removed."""
     members = [
         info for info in zf.infolist()
         if not info.is_dir() and not info.filename.startswith("__MACOSX/")
@@ -112,14 +217,20 @@ def _read_outer_zip(path: Path, zf: zipfile.ZipFile):
             "reads a zip only when it holds exactly one .pt/.pth/.bin/.safetensors file. "
             "Fix: unzip it and pass the checkpoint file itself.")
     info = members[0]
+    _check_member(path, info, limit)
     label = Path(f"{path}!{info.filename}")
+    safetensors = info.filename.lower().endswith(".safetensors")
+    folder = Path(tempfile.mkdtemp(prefix="samkit-unzip-"))
     try:
-        data = zf.read(info)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        raise _corrupt(path, f"member {info.filename}: {exc}") from None
-    if info.filename.lower().endswith(".safetensors"):
-        return _load_safetensors(label, data)
-    return _torch_load(io.BytesIO(data), label)
+        target = folder / ("member.safetensors" if safetensors else "member.pt")
+        _extract(path, zf, info, target, limit)
+        if safetensors:
+            return _load_safetensors(label, target)
+        # a mapped file can be deleted while mapped on POSIX, not on Windows
+        mmap = os.name != "nt" and zipfile.is_zipfile(target)
+        return _torch_load(str(target), label, mmap=mmap)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _unwrap(obj, path: Path) -> StateDict:
@@ -149,10 +260,12 @@ def _unwrap(obj, path: Path) -> StateDict:
     return tensors
 
 
-def read_state_dict(path: Union[str, Path]) -> StateDict:
+def read_state_dict(path: Union[str, Path], *, max_unzipped_bytes: Optional[int] = None) -> StateDict:
     """Read a checkpoint file into ``{name: tensor}`` on the CPU (upstream key names).
 
-    Raises ``CheckpointError`` for a missing, truncated, corrupt or unsafe file."""
+    ``max_unzipped_bytes`` caps the uncompressed size of a checkpoint inside an outer ``.zip``
+    (default ``$SAMKIT_MAX_UNZIPPED_BYTES``, else 8 GiB). Raises ``CheckpointError`` for a
+    missing, truncated, corrupt, oversized or unsafe file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
@@ -173,7 +286,8 @@ def read_state_dict(path: Union[str, Path]) -> StateDict:
         try:
             with zipfile.ZipFile(path) as zf:
                 if not _is_torch_archive(zf.namelist()):
-                    return _unwrap(_read_outer_zip(path, zf), path)
+                    limit = unzip_limit(max_unzipped_bytes)
+                    return _unwrap(_read_outer_zip(path, zf, limit), path)
         except zipfile.BadZipFile as exc:
             raise _corrupt(path, f"bad zip archive: {exc}") from None
     return _unwrap(_torch_load(str(path), path, mmap=is_zip), path)

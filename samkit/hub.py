@@ -9,6 +9,11 @@ Offline mode (``SAMKIT_OFFLINE=1``, ``HF_HUB_OFFLINE=1`` or ``offline=True``) ne
 the network: a missing file fails at once with the path to copy it to and the URL to fetch it
 from on another machine.
 
+Every official file is pinned by a full digest from a public source (``samkit.specs._PINS``):
+a sha256 (Hugging Face LFS pointers, other projects' pins), the git blob id of a file committed
+to GitHub, or a full md5; and its size where known. ``digest_kind(spec)`` says which. A model
+without any full digest must be listed in ``NO_PUBLIC_DIGEST``; its files are "unverified".
+
 Only the standard library (``urllib``) is used for HTTP.
 """
 from __future__ import annotations
@@ -34,6 +39,17 @@ _CHUNK = 1 << 20
 _USER_AGENT = "samkit (+https://github.com/samkit)"
 _TRUE = {"1", "true", "yes", "on"}
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
+
+
+FULL_DIGESTS = ("sha256", "git_blob_sha1", "md5")
+"""Digests that identify a file completely (prefixes and sizes only rule files out)."""
+
+NO_PUBLIC_DIGEST: frozenset = frozenset()
+"""Neural models whose official file has no public full digest (sha256, git blob id or md5).
+
+Empty: every official file is pinned. Adding a model without a digest means adding it here
+(tests/test_hub.py checks this), and ``samkit models verify`` then reports its file as
+"unverified" and exits non-zero unless ``--allow-unverified``."""
 
 
 class _Retryable(Exception):
@@ -116,11 +132,7 @@ def resolve(name: Union[str, ModelSpec], *, offline: Optional[bool] = None,
             f"{dest} (or set SAMKIT_HOME to a folder that holds {spec.filename}); or go online "
             f"and run `samkit models download {spec.name}`."
         )
-    return download(
-        spec.url, dest, sha256=spec.sha256, sha256_prefix=spec.sha256_prefix,
-        md5_prefix=spec.extra.get("md5_prefix"), git_blob_sha1=spec.extra.get("git_blob_sha1"),
-        progress=progress,
-    )
+    return download(spec.url, dest, progress=progress, **_spec_digests(spec))
 
 
 # ----------------------------------------------------------------------------- digests
@@ -151,21 +163,37 @@ def sha256_file(path: Union[str, Path]) -> str:
     return _digests(Path(path), ("sha256",))["sha256"]
 
 
-def _expected(sha256=None, sha256_prefix=None, md5_prefix=None, git_blob_sha1=None) -> Dict[str, tuple]:
-    """``kind -> (expected hex, is_prefix)`` for the digests that are known."""
+def _spec_digests(spec: ModelSpec) -> dict:
+    """The digest keyword arguments of ``download`` that a spec records."""
+    return {"sha256": spec.sha256, "sha256_prefix": spec.sha256_prefix, "md5": spec.extra.get("md5"),
+            "md5_prefix": spec.extra.get("md5_prefix"), "git_blob_sha1": spec.extra.get("git_blob_sha1"),
+            "size": spec.extra.get("size")}
+
+
+def _expected(sha256=None, sha256_prefix=None, md5_prefix=None, git_blob_sha1=None,
+              md5=None) -> Dict[str, tuple]:
+    """``kind -> (expected hex, is_prefix)`` for the digests that are known (a full digest wins
+    over a prefix of the same kind)."""
     out = {}
     if sha256:
         out["sha256"] = (sha256.lower(), False)
     elif sha256_prefix:
         out["sha256"] = (sha256_prefix.lower(), True)
-    if md5_prefix:
+    if md5:
+        out["md5"] = (md5.lower(), False)
+    elif md5_prefix:
         out["md5"] = (md5_prefix.lower(), True)
     if git_blob_sha1:
         out["git_blob_sha1"] = (git_blob_sha1.lower(), False)
     return out
 
 
-def _mismatches(path: Path, expected: Dict[str, tuple]) -> list:
+def _mismatches(path: Path, expected: Dict[str, tuple], size: Optional[int] = None) -> list:
+    """What does not match; a wrong size is reported without hashing the file."""
+    if size is not None:
+        have = path.stat().st_size
+        if have != int(size):
+            return [f"size: expected {int(size)} bytes, got {have}"]
     if not expected:
         return []
     actual = _digests(path, tuple(expected))
@@ -179,24 +207,44 @@ def _mismatches(path: Path, expected: Dict[str, tuple]) -> list:
     return bad
 
 
-def verify(path: Union[str, Path], spec: Union[str, ModelSpec]) -> bool:
-    """Check a weights file against every digest its spec records.
+def digest_kind(spec: Union[str, ModelSpec]) -> str:
+    """How a model's file is verified: ``sha256``, ``git-blob`` or ``md5`` (a full digest),
+    ``size-only`` (size and/or digest prefixes), ``none``; ``-`` for a model without weights."""
+    spec = _spec(spec)
+    if not spec.filename:
+        return "-"
+    if spec.sha256:
+        return "sha256"
+    if spec.extra.get("git_blob_sha1"):
+        return "git-blob"
+    if spec.extra.get("md5"):
+        return "md5"
+    if spec.extra.get("size") or spec.sha256_prefix or spec.extra.get("md5_prefix"):
+        return "size-only"
+    return "none"
 
-    Returns True when at least one recorded digest was checked and all matched, False when
-    the spec records no digest (nothing to check). Raises ``DownloadError`` on a mismatch."""
+
+def verify(path: Union[str, Path], spec: Union[str, ModelSpec]) -> bool:
+    """Check a weights file against the size and every digest its spec records.
+
+    Returns True when a full digest (sha256, git blob id or md5) was checked and everything
+    matched; False when the spec records no full digest, so the file is unverified (whatever
+    weaker facts it records, size or prefixes, did match). Raises ``DownloadError`` on any
+    mismatch."""
     spec = _spec(spec)
     path = Path(path)
     if not path.is_file():
         raise DownloadError(f"{path} does not exist. Fix: run `samkit models download {spec.name}`.")
-    expected = _expected(spec.sha256, spec.sha256_prefix, spec.extra.get("md5_prefix"),
-                         spec.extra.get("git_blob_sha1"))
-    bad = _mismatches(path, expected)
+    digests = _spec_digests(spec)
+    size = digests.pop("size")
+    expected = _expected(**digests)
+    bad = _mismatches(path, expected, size)
     if bad:
         raise DownloadError(
             f"{path} is not the official {spec.name} weights file ({'; '.join(bad)}). "
             f"Fix: delete it and run `samkit models download {spec.name}` (or fetch {spec.url})."
         )
-    return bool(expected)
+    return any(not is_prefix for _, is_prefix in expected.values())
 
 
 # ----------------------------------------------------------------------------- download
@@ -212,10 +260,21 @@ def _open(url: str, start: int, timeout: float):
     return urllib.request.urlopen(req, timeout=timeout)  # noqa: S310 (any scheme the caller chose)
 
 
-def _attempt(url: str, dest: Path, part: Path, progress: Optional[ProgressFn], timeout: float) -> None:
+def _wrong_size(url: str, dest: Path, part: Path, what: str, size: int) -> DownloadError:
+    part.unlink(missing_ok=True)
+    return DownloadError(
+        f"{url} {what}, but the official file has {size} bytes; nothing was kept. "
+        f"Fix: check the URL; if the file upstream changed, report it, or fetch it by hand and "
+        f"pass checkpoint=PATH (it is not copied to {dest}).")
+
+
+def _attempt(url: str, dest: Path, part: Path, progress: Optional[ProgressFn], timeout: float,
+             size: Optional[int] = None) -> None:
     """One request: continue ``part`` (or restart it) until the server's end of the file.
 
-    Raises ``_Retryable`` for failures worth another try and ``DownloadError`` otherwise."""
+    ``size`` (the official file's size, when known) stops a transfer that announces or sends
+    another size. Raises ``_Retryable`` for failures worth another try and ``DownloadError``
+    otherwise."""
     have = part.stat().st_size if part.exists() else 0
     try:
         resp = _open(url, have, timeout)
@@ -261,12 +320,14 @@ def _attempt(url: str, dest: Path, part: Path, progress: Optional[ProgressFn], t
             mode = "wb"
         if total is None and length is not None:
             total = have + length
+        if size is not None and total is not None and total != size:
+            raise _wrong_size(url, dest, part, f"announces {total} bytes", size)
         done = have
         if progress is not None:
             progress(done, total)
         try:
             with open(part, mode) as fh:
-                while True:
+                while size is None or done <= size:
                     chunk = resp.read(_CHUNK)
                     if not chunk:
                         break
@@ -280,6 +341,8 @@ def _attempt(url: str, dest: Path, part: Path, progress: Optional[ProgressFn], t
             raise DownloadError(
                 f"cannot write {part}: {exc}. Fix: free disk space or point SAMKIT_HOME at a "
                 "writable folder with room for the file.") from exc
+    if size is not None and done > size:  # a server without Content-Length that sends too much
+        raise _wrong_size(url, dest, part, f"sent more than {size} bytes", size)
     if total is not None and done < total:
         raise _Retryable(f"connection closed after {done} of {total} bytes")
     if total is not None and done > total:
@@ -291,15 +354,17 @@ def _attempt(url: str, dest: Path, part: Path, progress: Optional[ProgressFn], t
 
 def download(url: str, dest: Union[str, Path], *, sha256: Optional[str] = None,
              sha256_prefix: Optional[str] = None, md5_prefix: Optional[str] = None,
-             git_blob_sha1: Optional[str] = None, progress: Optional[ProgressFn] = None,
+             git_blob_sha1: Optional[str] = None, md5: Optional[str] = None,
+             size: Optional[int] = None, progress: Optional[ProgressFn] = None,
              timeout: float = 30.0, retries: int = 3, backoff: float = 0.5) -> Path:
     """Fetch ``url`` to ``dest`` through ``dest.part``; return ``dest``.
 
     Resumes an existing ``.part`` with ``Range: bytes=N-`` (206 appends; a 200 restarts from
     0); retries transient failures ``retries`` times (sleeping ``backoff * 2**i`` s, at most
-    8 s); checks the announced size, then every given digest (``sha256`` full, or
-    ``sha256_prefix``/``md5_prefix`` as prefixes of the hex digest, ``git_blob_sha1`` as git
-    hashes a file), and only then renames ``.part`` to ``dest`` (atomic on one filesystem).
+    8 s); checks the announced size (and ``size``, the official one, before and while bytes
+    arrive), then every given digest (``sha256``/``md5`` full, or ``sha256_prefix``/``md5_prefix``
+    as prefixes of the hex digest, ``git_blob_sha1`` as git hashes a file), and only then renames
+    ``.part`` to ``dest`` (atomic on one filesystem).
     On a digest mismatch the ``.part`` is deleted and ``DownloadError`` names expected vs
     actual. ``progress(bytes_done, total_or_None)`` is called as bytes arrive."""
     dest = Path(dest)
@@ -315,7 +380,7 @@ def download(url: str, dest: Union[str, Path], *, sha256: Optional[str] = None,
         if attempt:
             time.sleep(min(backoff * 2 ** (attempt - 1), 8.0))
         try:
-            _attempt(url, dest, part, progress, timeout)
+            _attempt(url, dest, part, progress, timeout, size=None if size is None else int(size))
             break
         except _Retryable as exc:
             last = exc
@@ -326,7 +391,7 @@ def download(url: str, dest: Union[str, Path], *, sha256: Optional[str] = None,
             f"Fix: check the network connection (and proxy settings), then retry; or fetch the "
             f"file on another machine and copy it to {dest}.") from last
 
-    bad = _mismatches(part, _expected(sha256, sha256_prefix, md5_prefix, git_blob_sha1))
+    bad = _mismatches(part, _expected(sha256, sha256_prefix, md5_prefix, git_blob_sha1, md5), size)
     if bad:
         part.unlink(missing_ok=True)
         raise DownloadError(

@@ -6,8 +6,8 @@ path and imported lazily, so importing ``samkit`` never imports a model family.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple, Optional, Tuple
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)  # 0..255 units
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
@@ -25,8 +25,10 @@ class ModelSpec:
     published prefix of it (verified as a prefix). Other digests live in ``extra``:
     ``md5_prefix`` is what SAM encodes in its file names (``_01ec64`` is the start of the file's
     MD5, not of its sha256) and ``git_blob_sha1`` is the blob id of a file committed to the
-    official GitHub repository (what ``git hash-object FILE`` prints). ``samkit.hub`` checks
-    every digest a spec records.
+    official GitHub repository (what ``git hash-object FILE`` prints); ``md5`` is a full MD5 and
+    ``size`` the file size in bytes, both from a public source. ``samkit.hub`` checks every
+    digest a spec records. ``digest_source`` names the public sources of the pinned digests
+    (Hugging Face LFS pointers of the same file, other projects' pins); see ``_PINS`` below.
     ``checkpoint_format`` names the pure key-remap function in ``samkit.checkpoint``.
     """
 
@@ -50,6 +52,7 @@ class ModelSpec:
     aliases: Tuple[str, ...] = ()
     notes: str = ""
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+    digest_source: str = ""
 
 
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
@@ -162,6 +165,112 @@ _add(ModelSpec(
     notes="Offline fallback: OpenCV GrabCut seeded from the prompts; no learned weights. "
           "Far below any neural model in quality.",
 ))
+
+
+# --- digests: public facts about the official files, each with its source ---------------------
+# Keyed by file name and applied to every spec with that file. A sha256 is pinned only when a
+# public source gives it for the same file (same release, same URL or a Hugging Face LFS pointer
+# of the file under the same name and size); "HF" = the "oid sha256 / size" of a Hugging Face LFS
+# pointer. Files committed to GitHub also keep their git blob id (``extra`` above). Checked by
+# tests/test_hub.py: every neural model has a full digest or is listed in
+# ``samkit.hub.NO_PUBLIC_DIGEST``.
+class _Pin(NamedTuple):
+    sha256: Optional[str]
+    size: Optional[int]
+    source: str
+    md5: Optional[str] = None
+
+
+_MICRO_SAM = "computational-cell-analytics/micro-sam"
+_SLICER = "mazurowski-lab/SlicerSegmentWithSAM SegmentWithSAM/SegmentWithSAM.py"
+_IOPAINT = "md5: Sanster/IOPaint iopaint/plugins/interactive_seg.py"
+_SAM_SRC = (f"HF mashb1t/misc@78e1813 and netradrishti/sam@0ca332d; same sha256 for this URL in "
+            f"{_MICRO_SAM} micro_sam/util.py@645dfbbd and {_SLICER}; {_IOPAINT}")
+_SAM2_SRC = (f"sha256 for this URL: {_MICRO_SAM} micro_sam/v2/util.py@275b20eb (sam2.0) and {_SLICER}; "
+             f"{_IOPAINT}; ")
+_SAM21_SRC = (f"sha256 for this URL: {_MICRO_SAM} micro_sam/v2/util.py@275b20eb (sam2.1); "
+              "HF camenduru/sam2-1-hiera@cdd35a4")
+_ETAM_SRC = "HF yunyangx/efficient-track-anything@b308d79 (the repository of this URL)"
+_PINS = {
+    "sam_vit_b_01ec64.pth": _Pin("ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+                                 375042383, _SAM_SRC, "01ec64d29a2fca3f0661936605ae66f8"),
+    "sam_vit_l_0b3195.pth": _Pin("3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+                                 1249524607, _SAM_SRC, "0b3195507c641ddb6910d2bb5adee89c"),
+    "sam_vit_h_4b8939.pth": _Pin("a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+                                 2564550879, _SAM_SRC, "4b8939a88964f0f4ff5f5b2642c598a6"),
+    "mobile_sam.pt": _Pin("6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f", 40728226,
+                          f"sha256 for this URL: {_MICRO_SAM} micro_sam/util.py@645dfbbd; "
+                          "HF xingren23/comfyflow-models@8297c11 sams/mobile_sam.pt; git blob: "
+                          "github.com/ChaoningZhang/MobileSAM weights/mobile_sam.pt (unchanged since a509aac)"),
+    # the Space's own page for weights/edge_sam.pth was not seen: this pin rests on the authors'
+    # model repository, uploaded the same week, whose edge_sam_3x.pth equals the Space's
+    "edge_sam.pth": _Pin("439b086a20ab6fba90c12cba32e0001ba3aa726da5791ff8738acdd440330991", 38807540,
+                         "HF chongzhou/EdgeSAM@e056412 (the authors' model repository; the Space's "
+                         "weights/edge_sam_3x.pth is byte-identical to its copy there)"),
+    "edge_sam_3x.pth": _Pin("5a3e3261da9e2f4c8154410885689ae57d09cbf4cf5d0c848b9d80b6df336ece", 38807540,
+                            "HF Space chongzhou/EdgeSAM weights/edge_sam_3x.pth and HF chongzhou/EdgeSAM@e056412"),
+    "efficient_sam_vitt.pt": _Pin("dff858b19600a46461cbb7de98f796b23a7a888d9f5e34c0b033f7d6eb9e4e6a", 40982470,
+                                  "HF merve/EfficientSAM@38bb0b5; pinned for raw.githubusercontent.com/"
+                                  "yformer/EfficientSAM/d525f622/weights/efficient_sam_vitt.pt by other "
+                                  "projects; git blob: github.com/yformer/EfficientSAM (unchanged since 6970c72)"),
+    "efficient_sam_vits.pt.zip": _Pin(None, None, "git blob only: github.com/yformer/EfficientSAM "
+                                      "weights/efficient_sam_vits.pt.zip@d525f622; no public sha256 found"),
+    "sam2_hiera_tiny.pt": _Pin("65b50056e05bcb13694174f51bb6da89c894b57b75ccdf0ba6352c597c5d1125", 155906050,
+                               _SAM2_SRC + "HF facebook/sam2-hiera-tiny@a8e4b46", "99eacccce4ada0b35153d4fd7af05297"),
+    "sam2_hiera_small.pt": _Pin("95949964d4e548409021d47b22712d5f1abf2564cc0c3c765ba599a24ac7dce3", None,
+                                _SAM2_SRC + "HF facebook/sam2-hiera-small (file page; exact size not seen)",
+                                "7f320dbeb497330a2472da5a16c7324d"),
+    # one third-party script pinned 2257ced7... for this URL, then replaced it by d0bb7f23, which the
+    # official HF pointer and three independent projects give: the first value was a mistake
+    "sam2_hiera_base_plus.pt": _Pin("d0bb7f236400a49669ffdd1be617959a8b1d1065081789d7bbff88eded3a8071", 323493298,
+                                    _SAM2_SRC + "HF facebook/sam2-hiera-base-plus (file page), "
+                                    "merve/sam2-hiera-base-plus@838f027", "09dc5a3d7719f64aaea1d37341ef26f2"),
+    "sam2_hiera_large.pt": _Pin("7442e4e9b732a508f80e141e7c2913437a3610ee0c77381a66658c3a445df87b", 897952466,
+                                _SAM2_SRC + "HF merve/sam2-hiera-large@9551b5a", "08083462423be3260cd6a5eef94dc01c"),
+    "sam2.1_hiera_tiny.pt": _Pin("7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69", 156008466,
+                                 _SAM21_SRC),
+    "sam2.1_hiera_small.pt": _Pin("6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38", 184416285,
+                                  _SAM21_SRC + ", HF facebook/sam2.1-hiera-small (file page)"),
+    "sam2.1_hiera_base_plus.pt": _Pin("a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5",
+                                      323606802, _SAM21_SRC),
+    "sam2.1_hiera_large.pt": _Pin("2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318", 898083611,
+                                  _SAM21_SRC),
+    "edgetam.pt": _Pin("ed2d4850b8792c239689b043c47046ec239b6e808a3d9b6ae676c803fd8780df", 56116523,
+                       "HF Space facebook/EdgeTAM checkpoints/edgetam.pt; pinned for github.com/"
+                       "facebookresearch/EdgeTAM raw/7711e012/checkpoints/edgetam.pt by other projects; "
+                       "git blob: github.com/facebookresearch/EdgeTAM (unchanged since 1c2ec21)"),
+    "efficienttam_s.pt": _Pin("2b572be30d9e96ee29c8d785fe157c6b079ede7d56fbc8a3671d4120e63c89cd", 136375868,
+                              _ETAM_SRC + "; also cubert-hyperspectral/cuvis-ai-core tools/mirror_weights.py"),
+    "efficienttam_s_1.pt": _Pin("4fd5d1f7ae08a7e15086623bf8b12f0b111b773b15564b43c0a5d451fc1a4267", 136376327,
+                                _ETAM_SRC),
+    "efficienttam_s_2.pt": _Pin("253e490b4a3d56eedd64e4d466155ec538d1289f52abe78b091b14caefd92343", 136376327,
+                                _ETAM_SRC),
+    "efficienttam_s_512x512.pt": _Pin("67b5840012737ed2c94a4cb8787c5c1b27b3a946045d2e602e65ef77230b6085",
+                                      136379145, _ETAM_SRC + "; also cubert-hyperspectral/cuvis-ai-core "
+                                      "tools/mirror_weights.py"),
+    "efficienttam_ti.pt": _Pin("acbb17b28cca1f860acee09c9ecb6efdb732080dc7a85a07292c31813175fa7d", 71616316,
+                               _ETAM_SRC + "; also cubert-hyperspectral/cuvis-ai-core tools/mirror_weights.py"),
+    "efficienttam_ti_1.pt": _Pin("5294bd68820ee1ee5203d54065d4384a6aa1fb4fc632c147417478fcac9576ea", None,
+                                 _ETAM_SRC + " (file page; exact size not seen)"),
+    "efficienttam_ti_2.pt": _Pin("d2a9ca0a736257ee9bb238d335ba7c794ad853e594cb4f679019ecc0854ee587", None,
+                                 _ETAM_SRC + " (file page; exact size not seen)"),
+    "efficienttam_ti_512x512.pt": _Pin("7d4d652a465f0081391050932f45d8a66768ccc99c8ea393ce8a5927e83f3b9b",
+                                       71620052, _ETAM_SRC + "; also cubert-hyperspectral/cuvis-ai-core "
+                                       "tools/mirror_weights.py"),
+}
+
+
+def _pinned(spec: ModelSpec) -> ModelSpec:
+    pin = _PINS.get(spec.filename or "")
+    if pin is None:
+        return spec
+    extra = dict(spec.extra)
+    extra.update({k: v for k, v in (("size", pin.size), ("md5", pin.md5)) if v is not None})
+    return replace(spec, sha256=pin.sha256 or spec.sha256, digest_source=pin.source, extra=extra)
+
+
+for _name in list(MODELS):
+    MODELS[_name] = _pinned(MODELS[_name])
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
+import tracemalloc
 import zipfile
 
 import pytest
@@ -126,6 +128,125 @@ def test_truncated_inner_member_of_zip(tmp_path):
         zf.writestr("w.pt", buf.getvalue()[:500])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         ck.read_state_dict(path)
+
+
+def _zip_of_zeros(path, n_bytes: int) -> None:
+    """A zip bomb: ``n_bytes`` of zeros streamed into one deflated member (never in memory)."""
+    block = bytes(1 << 20)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("weights/model.pt", "w") as dst:
+            for start in range(0, n_bytes, len(block)):
+                dst.write(block[: min(len(block), n_bytes - start)])
+
+
+def test_zip_bomb_is_refused_by_size_limit_argument_and_env(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.pt.zip"
+    _zip_of_zeros(path, 8 << 20)  # 8 MiB of zeros in about 8 kB
+    assert path.stat().st_size < 64 * 1024
+    with pytest.raises(CheckpointError) as err:
+        ck.read_state_dict(path, max_unzipped_bytes=1 << 20)
+    msg = str(err.value)
+    assert "refusing to unzip" in msg and str(8 << 20) in msg and str(1 << 20) in msg
+    assert ck.MAX_UNZIPPED_ENV in msg and "Fix" in msg
+    monkeypatch.setenv(ck.MAX_UNZIPPED_ENV, "2M")
+    with pytest.raises(CheckpointError, match=f"limit of {2 << 20} bytes"):
+        ck.read_state_dict(path)
+    monkeypatch.setenv(ck.MAX_UNZIPPED_ENV, "lots")
+    with pytest.raises(ValueError, match="is not a size.*Fix"):
+        ck.read_state_dict(path)
+
+
+def test_zip_bomb_is_refused_by_compression_ratio_under_the_default_limit(tmp_path, monkeypatch):
+    monkeypatch.delenv(ck.MAX_UNZIPPED_ENV, raising=False)
+    path = tmp_path / "bomb.pt.zip"
+    _zip_of_zeros(path, 40 << 20)  # 40 MiB of zeros: far below 8 GiB, but ~1000x compressed
+    with pytest.raises(CheckpointError, match="expands .* times.*zip bomb"):
+        ck.read_state_dict(path)
+
+
+def test_zip_member_longer_than_declared_is_corrupt(tmp_path):
+    """A central directory that under-declares the member: extraction stops at the declared
+    size and the archive is reported corrupt (never read past what it declares)."""
+    buf = io.BytesIO()
+    torch.save(tiny.upstream_state_dict(), buf)
+    data = buf.getvalue()
+    path = tmp_path / "liar.pt.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("w.pt", data)
+    raw = bytearray(path.read_bytes())
+    central = raw.rindex(b"PK\x01\x02")  # the one central-directory entry
+    raw[central + 24: central + 28] = (100).to_bytes(4, "little")  # uncompressed size := 100
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        ck.read_state_dict(path)
+
+
+@pytest.mark.parametrize("content", ["random", "zeros"])
+def test_garbage_inside_a_zip_is_corrupt_not_unsafe(tmp_path, content):
+    data = os.urandom(200_000) if content == "random" else bytes(200_000)
+    path = tmp_path / "efficient_sam_vits.pt.zip"  # the official archive name: the fix names the model
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("weights/efficient_sam_vits.pt", data)
+    with pytest.raises(CheckpointError) as err:
+        ck.read_state_dict(path)
+    msg = str(err.value)
+    assert "truncated or corrupt" in msg and "refusing" not in msg and "arbitrary" not in msg
+    assert "samkit models download efficient_sam_vits" in msg
+
+
+def test_garbage_file_is_corrupt_not_unsafe(tmp_path):
+    path = tmp_path / "w.pt"
+    path.write_bytes(os.urandom(100_000))
+    with pytest.raises(CheckpointError, match="truncated or corrupt") as err:
+        ck.read_state_dict(path)
+    assert "arbitrary" not in str(err.value)
+
+
+class CallsPrint:
+    """Unpickling it calls builtins.print (torch reports the global as plain ``print``)."""
+
+    def __reduce__(self):
+        return (print, ("unpickled",))
+
+
+@pytest.mark.parametrize("obj, name", [(NotAllowed(), "NotAllowed"), (CallsPrint(), "print")])
+def test_real_pickle_with_an_arbitrary_global_inside_a_zip_is_unsafe(tmp_path, obj, name):
+    buf = io.BytesIO()
+    torch.save({"model": tiny.upstream_state_dict(), "extra": obj}, buf)
+    path = tmp_path / "evil.pt.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("evil.pt", buf.getvalue())
+    with pytest.raises(CheckpointError) as err:
+        ck.read_state_dict(path)
+    msg = str(err.value)
+    assert "refusing to load" in msg and "Unsupported global" in msg and name in msg
+    assert "corrupt" not in msg
+
+
+def test_zip_member_is_streamed_not_held_in_memory(tmp_path, monkeypatch):
+    """The member is never read whole (zf.read) and Python-side memory stays far below its size;
+    the extracted copy lives in a private temporary folder that is removed afterwards."""
+    gen = torch.Generator().manual_seed(0)
+    sd = {"big": torch.randn(4 << 20, generator=gen)}  # 16 MiB of float32
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    path = tmp_path / "big.pt.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("big.pt", buf.getvalue())
+    del buf
+    monkeypatch.setattr(zipfile.ZipFile, "read", lambda *a, **k: pytest.fail("member read whole"))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(ck.tempfile, "tempdir", str(scratch))
+    tracemalloc.start()
+    try:
+        out = ck.read_state_dict(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert torch.equal(out["big"], sd["big"])
+    assert peak < (16 << 20) // 4, peak
+    assert list(scratch.iterdir()) == []
 
 
 def test_corrupt_safetensors_and_missing_and_empty(tmp_path):

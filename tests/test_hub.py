@@ -1,9 +1,12 @@
 """samkit.hub against a real HTTP server on 127.0.0.1 (Range, interruptions, hashes, offline)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.server
 import io
+import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -13,6 +16,7 @@ import torch
 
 import _tiny_models as tiny
 from samkit import hub, specs
+from samkit.cli.main import main as cli_main
 from samkit.errors import DownloadError
 
 
@@ -26,6 +30,7 @@ class _Server(http.server.ThreadingHTTPServer):
         self.requests = []  # (path, Range header or None)
         self.cut_first = None  # close the connection after this many bytes, first request only
         self.ignore_range = False
+        self.no_length = False  # send no Content-Length; the body ends when the connection closes
         self.lock = threading.Lock()
 
     @property
@@ -72,7 +77,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
+        if srv.no_length:
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(len(body)))
         self.send_header("Content-Type", "application/octet-stream")
         self.end_headers()
         if first and srv.cut_first is not None:
@@ -333,13 +341,147 @@ def test_verify(tmp_path, monkeypatch):
         hub.verify(path, "t_bad")
 
 
+def test_verify_checks_full_md5_and_size(tmp_path, monkeypatch):
+    data = b"weights"
+    path = tmp_path / "f.pt"
+    path.write_bytes(data)
+    md5 = hashlib.md5(data).hexdigest()
+    monkeypatch.setitem(specs.MODELS, "t_md5", tiny.spec("t_md5", extra={"md5": md5, "md5_prefix": md5[:6]}))
+    monkeypatch.setitem(specs.MODELS, "t_size", tiny.spec("t_size", extra={"size": len(data)}))
+    monkeypatch.setitem(specs.MODELS, "t_long", tiny.spec("t_long", sha256=_sha(data), extra={"size": 99}))
+    assert hub.verify(path, "t_md5") is True
+    assert hub.verify(path, "t_size") is False  # size alone rules files out, it does not verify
+    with pytest.raises(DownloadError, match="size: expected 99 bytes, got 7"):
+        hub.verify(path, "t_long")
+
+
+def test_random_bytes_fail_every_pinned_official_digest(tmp_path):
+    """Random bytes under an official name never pass `verify` (before: 18 of 24 files passed)."""
+    path = tmp_path / "random.bin"
+    path.write_bytes(os.urandom(4096))
+    for name, spec in specs.MODELS.items():
+        if spec.neural and name not in hub.NO_PUBLIC_DIGEST:
+            with pytest.raises(DownloadError, match="not the official"):
+                hub.verify(path, spec)
+
+
+def _cli(capsys, *args):
+    code = cli_main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_verify_passes_a_file_matching_the_pinned_digest(capsys, tmp_path, monkeypatch):
+    path = tmp_path / "sam2.1_hiera_tiny.pt"
+    path.write_bytes(b"pretend official weights")
+    pinned = dataclasses.replace(specs.MODELS["sam2.1_hiera_t"], sha256=_sha(path.read_bytes()),
+                                 extra={"size": path.stat().st_size})
+    monkeypatch.setitem(specs.MODELS, "sam2.1_hiera_t", pinned)
+    rc, out, err = _cli(capsys, "models", "verify", "sam2.1_hiera_t", "--path", path, "--format", "json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["verified"] is True and doc["status"] == "verified" and doc["digest"] == "sha256"
+
+
+def test_cli_verify_fails_random_bytes_with_a_pinned_digest(capsys, tmp_path, monkeypatch):
+    path = tmp_path / "edgetam.pt"
+    path.write_bytes(os.urandom(1000))
+    rc, _, err = _cli(capsys, "models", "verify", "edgetam", "--path", path)  # the real pins: size first
+    assert rc == 4 and "size: expected 56116523 bytes" in err and "Fix" in err
+    no_size = dataclasses.replace(specs.MODELS["edgetam"], extra={})  # sha256 only: hashes are compared
+    monkeypatch.setitem(specs.MODELS, "edgetam", no_size)
+    rc, _, err = _cli(capsys, "models", "verify", "edgetam", "--path", path)
+    assert rc == 4 and f"sha256: expected {no_size.sha256}, got {_sha(path.read_bytes())}" in err
+
+
+def test_cli_verify_says_unverified_without_a_full_digest(capsys, tmp_path, monkeypatch):
+    path = tmp_path / "efficient_sam_vits.pt.zip"
+    path.write_bytes(b"some zip")
+    weak = dataclasses.replace(specs.MODELS["efficient_sam_vits"], sha256=None,
+                               extra={"size": path.stat().st_size})
+    monkeypatch.setitem(specs.MODELS, "efficient_sam_vits", weak)
+    assert hub.digest_kind("efficient_sam_vits") == "size-only"
+    rc, out, err = _cli(capsys, "models", "verify", "efficient_sam_vits", "--path", path)
+    assert rc == 4 and "unverified" in err and "--allow-unverified" in err and "Fix" in err
+    rc, out, err = _cli(capsys, "models", "verify", "efficient_sam_vits", "--path", path,
+                        "--allow-unverified", "--format", "json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["verified"] is False and doc["status"] == "unverified" and "unverified" in doc["message"]
+    monkeypatch.setitem(specs.MODELS, "efficient_sam_vits", dataclasses.replace(weak, extra={}))
+    assert hub.digest_kind("efficient_sam_vits") == "none"
+    rc, _, err = _cli(capsys, "models", "verify", "efficient_sam_vits", "--path", path)
+    assert rc == 4 and "unverified" in err and "checked: nothing" in err
+
+
+def test_cli_download_says_when_the_file_could_not_be_verified(capsys, server, monkeypatch):
+    weak = tiny.spec("tiny_weak", url=server.url, filename="tiny_weak.pt", extra={"size": len(server.payload)})
+    monkeypatch.setitem(specs.MODELS, "tiny_weak", weak)
+    rc, out, err = _cli(capsys, "models", "download", "tiny_weak", "--format", "json")
+    assert rc == 0, err
+    assert "could not be verified" in err and json.loads(out)["verified"] is False
+    pinned = tiny.spec("tiny_pinned", url=server.url, filename="tiny_pinned.pt", sha256=_sha(server.payload))
+    monkeypatch.setitem(specs.MODELS, "tiny_pinned", pinned)
+    rc, out, err = _cli(capsys, "models", "download", "tiny_pinned", "--format", "json")
+    assert rc == 0 and "sha256 verified" in err and json.loads(out)["verified"] is True
+
+
+def test_cli_ls_and_info_show_the_verification_status(capsys):
+    rc, out, _ = _cli(capsys, "models", "ls", "--format", "json")
+    by = {m["name"]: m for m in json.loads(out)["models"]}
+    assert by["sam_vit_h"]["digest"] == "sha256" and by["sam_vit_h"]["size"] == 2564550879
+    assert by["efficient_sam_vits"]["digest"] == "git-blob" and by["classic"]["digest"] == "-"
+    rc, out, _ = _cli(capsys, "models", "ls")
+    assert rc == 0 and "digest" in out and "git-blob" in out
+    rc, out, _ = _cli(capsys, "models", "info", "sam2.1_hiera_t")
+    text = " ".join(out.split())
+    assert rc == 0 and "full digest pinned" in text and "156008466 bytes" in text and "micro-sam" in text
+
+
+def test_download_refuses_a_file_of_another_size(server, tmp_path):
+    dest = tmp_path / "w.pt"
+    with pytest.raises(DownloadError, match=f"announces {len(server.payload)} bytes.*official file has 1000"):
+        hub.download(server.url, dest, size=1000, **_fast())
+    assert not dest.exists() and not dest.with_name("w.pt.part").exists()
+    assert len(server.requests) == 1  # refused on the announced size, not retried
+    hub.download(server.url, dest, size=len(server.payload), sha256=_sha(server.payload), **_fast())
+    assert dest.read_bytes() == server.payload
+
+
+def test_download_stops_a_stream_longer_than_the_official_size(server, tmp_path):
+    server.no_length = True
+    dest = tmp_path / "w.pt"
+    with pytest.raises(DownloadError, match="sent more than 1000 bytes"):
+        hub.download(server.url, dest, size=1000, **_fast())
+    assert not dest.exists() and not dest.with_name("w.pt.part").exists()
+
+
+def test_every_neural_model_has_a_full_public_digest_or_is_listed():
+    """Adding a model without a digest is a conscious act: list it in hub.NO_PUBLIC_DIGEST."""
+    missing = [name for name, spec in specs.MODELS.items()
+               if spec.neural and not (spec.sha256 or spec.extra.get("git_blob_sha1"))
+               and name not in hub.NO_PUBLIC_DIGEST]
+    assert missing == []
+    assert set(hub.NO_PUBLIC_DIGEST) <= set(specs.MODELS)
+    for name, spec in specs.MODELS.items():
+        if spec.neural:
+            assert spec.digest_source, name  # every pin names its public source
+            assert hub.digest_kind(spec) in ("sha256", "git-blob") or name in hub.NO_PUBLIC_DIGEST
+
+
 def test_registered_digests_are_well_formed():
     hexchars = set("0123456789abcdef")
     for spec in specs.MODELS.values():
-        for value, length in ((spec.sha256, 64), (spec.extra.get("git_blob_sha1"), 40)):
+        for value, length in ((spec.sha256, 64), (spec.extra.get("git_blob_sha1"), 40),
+                              (spec.extra.get("md5"), 32)):
             assert value is None or (len(value) == length and set(value) <= hexchars), spec.name
+        size = spec.extra.get("size")
+        assert size is None or (isinstance(size, int) and size > 1_000_000), spec.name
         prefix = spec.extra.get("md5_prefix")
         if prefix:  # SAM encodes the md5 prefix in the file name (sam_vit_b_01ec64.pth)
             assert spec.filename.endswith(f"_{prefix}.pth"), spec.name
+            assert spec.extra["md5"].startswith(prefix), spec.name  # the public md5 agrees
         if spec.neural:
             assert spec.url and spec.url.startswith("https://") and spec.url.endswith(spec.filename)
+    assert len({s.sha256 for s in specs.MODELS.values() if s.sha256}) == sum(
+        1 for s in specs.MODELS.values() if s.sha256)  # no digest pasted twice

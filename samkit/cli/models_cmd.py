@@ -35,8 +35,10 @@ def model_record(name: str) -> dict:
         "commercial_use": spec.commercial_use, "paper": spec.paper, "url": spec.url, "filename": spec.filename,
         "cache_path": str(hub.target_path(spec)) if spec.filename else None,
         "cached": cached is not None if spec.filename else None,
-        "sha256": spec.sha256, "sha256_prefix": spec.sha256_prefix, "md5_prefix": spec.extra.get("md5_prefix"),
-        "git_blob_sha1": spec.extra.get("git_blob_sha1"), "tag": spec.tag,
+        "digest": hub.digest_kind(spec), "size": spec.extra.get("size"),
+        "sha256": spec.sha256, "sha256_prefix": spec.sha256_prefix, "md5": spec.extra.get("md5"),
+        "md5_prefix": spec.extra.get("md5_prefix"), "git_blob_sha1": spec.extra.get("git_blob_sha1"),
+        "digest_source": spec.digest_source or None, "tag": spec.tag,
         "aliases": list(spec.aliases), "notes": spec.notes,
     }
 
@@ -44,7 +46,7 @@ def model_record(name: str) -> dict:
 @app.command("ls")
 def ls(fmt: Output = FORMAT_OPT,
        family: Optional[str] = typer.Option(None, "--family", help="Only this family (sam, sam2, edge_sam, ...).")) -> None:
-    """List every model, whether its weights are in the cache, and which one is the default."""
+    """List every model, whether its weights are in the cache, how they are verified, and the default."""
     from .. import hub
     from ..specs import MODELS
 
@@ -64,7 +66,7 @@ def ls(fmt: Output = FORMAT_OPT,
     from rich.table import Table
 
     table = Table(title=f"samkit models (cache: {hub.cache_dir()})")
-    for col in ("name", "family", "input", "licence", "weights", "default"):
+    for col in ("name", "family", "input", "licence", "weights", "digest", "default"):
         table.add_column(col)
     for r in rows:
         if r["cached"] is None:
@@ -72,7 +74,8 @@ def ls(fmt: Output = FORMAT_OPT,
         else:
             weights = "[green]present[/green]" if r["cached"] else "[dim]missing[/dim]"
         licence = r["license"] if r["commercial_use"] else f"[yellow]{r['license']}[/yellow]"
-        table.add_row(r["name"], r["family"], str(r["input_size"] or "-"), licence, weights,
+        digest = r["digest"] if r["digest"] not in ("size-only", "none") else f"[yellow]{r['digest']}[/yellow]"
+        table.add_row(r["name"], r["family"], str(r["input_size"] or "-"), licence, weights, digest,
                       "[bold]*[/bold]" if r["default"] else "")
     console = Console()
     console.print(table)
@@ -97,7 +100,9 @@ def info_cmd(name: str = typer.Argument(..., help="Model name (see `samkit model
              ("paper", r["paper"]), ("url", r["url"] or "-"), ("file", r["filename"] or "-"),
              ("cache path", r["cache_path"] or "-"),
              ("weights", "none needed" if r["cached"] is None else ("present" if r["cached"] else "missing")),
-             ("checksum", ", ".join(_digest_names(get_spec(name))) if r["filename"] else "-"),
+             ("digest", _digest_line(get_spec(name)) if r["filename"] else "-"),
+             ("size", f"{r['size']} bytes" if r["size"] else "-"),
+             ("source", r["digest_source"] or "-"),
              ("video", "yes" if r["video"] else "no")]
     if r["notes"]:
         lines.append(("notes", r["notes"]))
@@ -120,9 +125,10 @@ def download(name: str = typer.Argument(..., help="Model name (see `samkit model
         emit_json({"name": spec.name, "path": None, "message": msg}) if fmt is Output.json else info(msg)
         return
     already = hub.cached_path(spec)
+    verified = None  # a file already in the cache is not hashed again here
     if already is not None:
         path = already
-        info(f"{spec.name}: already in the cache at {path}")
+        info(f"{spec.name}: already in the cache at {path} (`samkit models verify {spec.name}` checks it)")
     else:
         from rich.console import Console
         from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
@@ -137,32 +143,56 @@ def download(name: str = typer.Argument(..., help="Model name (see `samkit model
                 bar.update(task, completed=done, total=total)
 
             path = hub.resolve(spec, progress=progress)
-        info(f"{spec.name}: saved to {path}")
+        verified = hub.digest_kind(spec) in _FULL
+        if verified:
+            info(f"{spec.name}: saved to {path} ({hub.digest_kind(spec)} verified)")
+        else:
+            info(f"{spec.name}: saved to {path}, but it could not be verified: upstream publishes no "
+                 f"full digest of {spec.filename} (checked: {', '.join(_digest_names(spec))}).")
     if not spec.commercial_use:
         info(f"note: {spec.name} weights are under the {spec.license}.")
     if fmt is Output.json:
-        emit_json({"name": spec.name, "path": str(path), "cached": True})
+        emit_json({"name": spec.name, "path": str(path), "cached": True, "verified": verified})
+
+
+_FULL = ("sha256", "git-blob", "md5")
 
 
 def _digest_names(spec) -> list:
-    """Which published digests of ``spec`` are checked, in words."""
+    """Which published facts of ``spec``'s file are checked, in words."""
     names = []
     if spec.sha256:
         names.append("sha256")
-    if spec.sha256_prefix:
+    elif spec.sha256_prefix:
         names.append(f"sha256 prefix {spec.sha256_prefix}")
-    if spec.extra.get("md5_prefix"):
-        names.append(f"md5 prefix {spec.extra['md5_prefix']}")
     if spec.extra.get("git_blob_sha1"):
         names.append("git blob sha1")
-    return names or ["digest"]
+    if spec.extra.get("md5"):
+        names.append("md5")
+    elif spec.extra.get("md5_prefix"):
+        names.append(f"md5 prefix {spec.extra['md5_prefix']}")
+    if spec.extra.get("size"):
+        names.append(f"size {spec.extra['size']} bytes")
+    return names or ["nothing"]
+
+
+def _digest_line(spec) -> str:
+    from .. import hub
+
+    kind = hub.digest_kind(spec)
+    verdict = "full digest pinned" if kind in _FULL else "no public full digest: the file stays UNVERIFIED"
+    return f"{kind} ({verdict}); checks {', '.join(_digest_names(spec))}"
 
 
 @app.command("verify")
 def verify(name: str = typer.Argument(..., help="Model name (see `samkit models ls`)."),
            path: Optional[Path] = typer.Option(None, "--path", help="Check this file instead of the cached one."),
+           allow_unverified: bool = typer.Option(
+               False, "--allow-unverified",
+               help="Exit 0 for a file that can only be checked by size (no public full digest)."),
            fmt: Output = FORMAT_OPT) -> None:
-    """Check a weights file against the published hash (exit code 4 on a mismatch)."""
+    """Check a weights file against its published digests (exit code 4 on a mismatch, and for a
+    file without a public full digest unless --allow-unverified)."""
     from .. import hub
     from ..errors import DownloadError
     from ..specs import get_spec
@@ -177,11 +207,18 @@ def verify(name: str = typer.Argument(..., help="Model name (see `samkit models 
         raise DownloadError(f"weights of {spec.name} are not in the cache ({hub.target_path(spec)}). "
                             f"Fix: run `samkit models download {spec.name}` or copy the file there.")
     checked = hub.verify(target, spec)  # raises DownloadError on a mismatch
+    names = ", ".join(_digest_names(spec))
     if checked:
-        msg = f"{target}: OK ({', '.join(_digest_names(spec))} match the official {spec.name} file)"
+        msg = f"{target}: OK ({names} match the official {spec.name} file)"
     else:
-        msg = f"{target}: present, but upstream publishes no hash for {spec.name}; nothing to compare"
+        msg = (f"{target}: unverified: no public full digest of the {spec.name} file exists "
+               f"(checked: {names})")
+        if not allow_unverified:
+            raise DownloadError(f"{msg}. Fix: compare it yourself with {spec.url}, or pass "
+                                "--allow-unverified to accept a file that could not be verified.")
     if fmt is Output.json:
-        emit_json({"name": spec.name, "path": str(target), "verified": bool(checked), "message": msg})
+        emit_json({"name": spec.name, "path": str(target), "verified": bool(checked),
+                   "status": "verified" if checked else "unverified", "digest": hub.digest_kind(spec),
+                   "message": msg})
     else:
         info(msg)
