@@ -6,15 +6,14 @@
   ``efficient_sam_vits.pt.zip``), streamed to a private temporary file under a size cap
   (``max_unzipped_bytes`` or ``$SAMKIT_MAX_UNZIPPED_BYTES``, default 8 GiB) and a compression-ratio
   cap. ``{"model": sd}`` / ``{"state_dict": sd}`` are unwrapped.
-* ``remap(sd, spec)``: the builder module of a spec (``"pkg.mod:fn"``) may define
-  ``remap_<checkpoint_format>(sd) -> sd``, a pure function from upstream keys to samkit's;
-  without one the keys are used as they are.
+* ``remap(sd, spec)``: the pure function from upstream keys to samkit's that the spec's model
+  file registered for its ``checkpoint_format`` (``samkit.families.register_remap``); without
+  one the keys are used as they are.
 * ``load_into(model, sd, spec)``: strict load whose error lists missing / unexpected keys and
   shape mismatches and, via ``identify``, names the registered model the file belongs to.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import pickle
 import re
@@ -28,6 +27,7 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 import torch
 
 from .errors import CheckpointError, InputError
+from .families import builder_for, remap_for
 from .specs import MODELS, ModelSpec, get_spec
 
 StateDict = Dict[str, torch.Tensor]
@@ -305,54 +305,44 @@ def _spec(spec: Union[str, ModelSpec]) -> ModelSpec:
     return get_spec(spec)  # raises KeyError listing the names
 
 
-def builder_module(spec: ModelSpec):
-    """Import the module named by ``spec.builder`` (``"pkg.mod:function"``)."""
-    module_name = spec.builder.split(":", 1)[0]
-    return importlib.import_module(module_name)
-
-
 def remap(state_dict: Mapping[str, torch.Tensor], spec: Union[str, ModelSpec]) -> StateDict:
-    """Upstream keys -> samkit keys with ``remap_<spec.checkpoint_format>`` of the builder module.
+    """Upstream keys -> samkit keys with the remap registered for ``spec.checkpoint_format``.
 
     ``spec`` is a ModelSpec, a model name or a checkpoint format name. The input is never
     modified (the remap function receives a copy); without a remap function the keys are
     returned unchanged in a new dict."""
     spec = _spec(spec)
-    fn = getattr(builder_module(spec), f"remap_{spec.checkpoint_format}", None)
+    fn = remap_for(spec)
     if fn is None:
         return dict(state_dict)
     out = fn(dict(state_dict))
     if not isinstance(out, Mapping):
-        raise TypeError(f"remap_{spec.checkpoint_format} of {spec.builder} returned "
-                        f"{type(out).__name__}, expected a dict of tensors")
+        raise TypeError(f"the remap of checkpoint format {spec.checkpoint_format!r} ({fn.__module__}."
+                        f"{fn.__qualname__}) returned {type(out).__name__}, expected a dict of tensors")
     return dict(out)
 
 
 # ----------------------------------------------------------------------------- identification
-_SIGNATURES: Dict[str, Optional[Signature]] = {}
-
-
-def clear_signature_cache() -> None:
-    """Forget the key/shape signatures computed by ``model_signature`` (tests, reloads)."""
-    _SIGNATURES.clear()
+_SIGNATURES: Dict[object, Optional[Signature]] = {}
 
 
 def model_signature(spec: Union[str, ModelSpec]) -> Optional[Signature]:
-    """``{key: shape}`` of the state dict of a spec's model, built on the meta device (cached).
-
-    None when the builder cannot be imported or built (e.g. a family still being written)."""
+    """``{key: shape}`` of the state dict of a spec's model, built on the meta device (cached
+    per builder). None when the family cannot be imported or built."""
     spec = _spec(spec)
-    if spec.builder not in _SIGNATURES:
+    try:
+        build = builder_for(spec)
+    except Exception:  # noqa: BLE001 - a broken or missing family must not break others
+        return None
+    if build not in _SIGNATURES:
         try:
-            module_name, fn_name = spec.builder.split(":", 1)
-            build = getattr(importlib.import_module(module_name), fn_name)
             with torch.device("meta"):
                 model = build()
             sig = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        except Exception:  # noqa: BLE001 - a broken or missing family must not break others
+        except Exception:  # noqa: BLE001
             sig = None
-        _SIGNATURES[spec.builder] = sig
-    return _SIGNATURES[spec.builder]
+        _SIGNATURES[build] = sig
+    return _SIGNATURES[build]
 
 
 def _shape_signature(sd: Mapping[str, torch.Tensor]) -> Signature:

@@ -1,11 +1,11 @@
 """From a model name to a ready model: spec -> builder -> checkpoint -> eval model.
 
-Builders are referenced in ``samkit.specs`` as ``"module:function"`` and imported only here,
-on first use, so ``import samkit`` never imports a model family.
+Each spec names its family's model file, which registers the builder
+(:mod:`samkit.families`); the file is imported on first use, so ``import samkit`` never
+imports a model family.
 """
 from __future__ import annotations
 
-import importlib
 import warnings
 from pathlib import Path
 from typing import Optional, Union
@@ -14,7 +14,8 @@ import torch
 
 from . import checkpoint as _ckpt
 from . import hub
-from .errors import InputError, MissingExtraError
+from .errors import InputError
+from .families import builder_for
 from .specs import ModelSpec, get_spec
 from .threads import configure_threads
 
@@ -32,29 +33,8 @@ def _spec(name_or_spec: Union[str, ModelSpec]) -> ModelSpec:
 
 
 def builder(name_or_spec: Union[str, ModelSpec]):
-    """The builder function of a spec, imported lazily from ``spec.builder``."""
-    spec = _spec(name_or_spec)
-    module_name, _, fn_name = spec.builder.partition(":")
-    if not fn_name:
-        raise ValueError(f"spec {spec.name!r} has builder {spec.builder!r}; expected 'module:function'")
-    try:
-        module = importlib.import_module(module_name)
-    except MissingExtraError:
-        raise  # an optional dependency: its message names the extra to install
-    except ImportError as exc:
-        missing = getattr(exc, "name", None) or ""
-        ours = missing.startswith("samkit") or missing == module_name or module_name.startswith(missing + ".")
-        if missing and not ours:
-            raise  # a third-party dependency of the builder is missing: its message says which
-        raise ImportError(
-            f"model {spec.name!r} needs {module_name}, which cannot be imported ({exc}). "
-            "Fix: update samkit; this family may not be available in this version.") from exc
-    try:
-        return getattr(module, fn_name)
-    except AttributeError:
-        raise ImportError(
-            f"{module_name} has no builder {fn_name!r} for model {spec.name!r}. "
-            "Fix: update samkit; the registry and the model code are out of step.") from None
+    """The builder function of a spec, registered by its model file (``samkit.families``)."""
+    return builder_for(_spec(name_or_spec))
 
 
 def build_model(name_or_spec: Union[str, ModelSpec]):

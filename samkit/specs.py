@@ -1,8 +1,9 @@
 """Released checkpoints: one ``ModelSpec`` per official file, in one plain dict.
 
 This module is the single place where the registry is filled (timm style). It holds facts
-only (names, URLs, hashes, licences, input geometry); builders are referenced by dotted
-path and imported lazily, so importing ``samkit`` never imports a model family.
+only (names, URLs, hashes, licences, input geometry) and, per entry, the family's model file
+(``module``), which registers the builder and key remap (``samkit.families``); it is imported
+on first use, so importing ``samkit`` never imports a model family.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ class ModelSpec:
     """One released checkpoint.
 
     ``name`` is samkit's name (``sam_vit_b``); ``tag`` the upstream release tag.
-    ``builder`` is ``"module:function"`` returning an un-initialised model.
+    ``module`` is the family's model file; it registers the builder of ``name`` and the key
+    remap of ``checkpoint_format`` with the decorators of :mod:`samkit.families`.
     ``sha256`` is the full digest when an official source publishes it; ``sha256_prefix`` a
     published prefix of it (verified as a prefix). Other digests live in ``extra``:
     ``md5_prefix`` is what SAM encodes in its file names (``_01ec64`` is the start of the file's
@@ -29,12 +31,12 @@ class ModelSpec:
     ``size`` the file size in bytes, both from a public source. ``samkit.hub`` checks every
     digest a spec records. ``digest_source`` names the public sources of the pinned digests
     (Hugging Face LFS pointers of the same file, other projects' pins); see ``_PINS`` below.
-    ``checkpoint_format`` names the pure key-remap function in ``samkit.checkpoint``.
+    ``checkpoint_format`` names the upstream key layout (its remap is registered by ``module``).
     """
 
     name: str
     family: str
-    builder: str
+    module: str
     url: Optional[str]
     filename: Optional[str]
     license: str
@@ -84,7 +86,7 @@ def _add(spec: ModelSpec) -> None:
 # --- SAM (segment-anything) -------------------------------------------------------------
 for _size, _digest in (("b", "01ec64"), ("l", "0b3195"), ("h", "4b8939")):
     _add(ModelSpec(
-        name=f"sam_vit_{_size}", family="sam", builder=f"samkit.models.sam:build_sam_vit_{_size}",
+        name=f"sam_vit_{_size}", family="sam", module="samkit.models.sam",
         url=f"{_SAM_URL}sam_vit_{_size}_{_digest}.pth", filename=f"sam_vit_{_size}_{_digest}.pth",
         license="Apache-2.0", paper=_P_SAM, checkpoint_format="sam",
         tag="2023-04", extra={"md5_prefix": _digest},
@@ -92,7 +94,7 @@ for _size, _digest in (("b", "01ec64"), ("l", "0b3195"), ("h", "4b8939")):
 
 # --- MobileSAM (TinyViT-5M) ---------------------------------------------------------------
 _add(ModelSpec(
-    name="mobile_sam", family="mobile_sam", builder="samkit.models.efficient_image:build_mobile_sam",
+    name="mobile_sam", family="mobile_sam", module="samkit.models.mobile_sam",
     url="https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
     filename="mobile_sam.pt", license="Apache-2.0", paper=_P_MOBILE, checkpoint_format="mobile_sam",
     extra={"git_blob_sha1": "7ef2d090979fd9853adf17b7a99c8b94a1c5a6a7"},
@@ -101,7 +103,7 @@ _add(ModelSpec(
 # --- EdgeSAM (RepViT-M1) ------------------------------------------------------------------
 for _name, _file in (("edge_sam", "edge_sam.pth"), ("edge_sam_3x", "edge_sam_3x.pth")):
     _add(ModelSpec(
-        name=_name, family="edge_sam", builder="samkit.models.efficient_image:build_edge_sam",
+        name=_name, family="edge_sam", module="samkit.models.edge_sam",
         url=_EDGESAM_URL + _file, filename=_file, license=_EDGESAM_LICENSE, commercial_use=False,
         paper=_P_EDGE, checkpoint_format="edge_sam",
         notes="IoU head was not distilled; masks are selected by stability score by default.",
@@ -110,14 +112,14 @@ for _name, _file in (("edge_sam", "edge_sam.pth"), ("edge_sam_3x", "edge_sam_3x.
 # --- EfficientSAM (yformer) ------------------------------------------------------------------
 _add(ModelSpec(
     name="efficient_sam_vitt", family="efficient_sam",
-    builder="samkit.models.efficient_image:build_efficient_sam_vitt",
+    module="samkit.models.efficient_sam",
     url=_ESAM_URL + "efficient_sam_vitt.pt", filename="efficient_sam_vitt.pt", license="Apache-2.0",
     paper=_P_ESAM, checkpoint_format="efficient_sam", pixel_mean=IMAGENET_MEAN, pixel_std=IMAGENET_STD,
     extra={"git_blob_sha1": "af883c49e33c68f01107be52df0ecad26a48355f"},
 ))
 _add(ModelSpec(
     name="efficient_sam_vits", family="efficient_sam",
-    builder="samkit.models.efficient_image:build_efficient_sam_vits",
+    module="samkit.models.efficient_sam",
     url=_ESAM_URL + "efficient_sam_vits.pt.zip", filename="efficient_sam_vits.pt.zip", license="Apache-2.0",
     paper=_P_ESAM, checkpoint_format="efficient_sam", pixel_mean=IMAGENET_MEAN, pixel_std=IMAGENET_STD,
     notes="Upstream ships this checkpoint zipped; samkit reads the .pt inside the zip.",
@@ -129,7 +131,7 @@ for _short, _long in (("t", "tiny"), ("s", "small"), ("b+", "base_plus"), ("l", 
     for _prefix, _base, _tag in (("sam2", _SAM2_URL, "2024-07-29"), ("sam2.1", _SAM21_URL, "2024-09-28")):
         _add(ModelSpec(
             name=f"{_prefix}_hiera_{_short}", family="sam2",
-            builder=f"samkit.models.sam2:build_{_prefix.replace('.', '')}_hiera_{_long}",
+            module="samkit.models.sam2",
             url=f"{_base}{_prefix}_hiera_{_long}.pt", filename=f"{_prefix}_hiera_{_long}.pt",
             license="Apache-2.0", paper=_P_SAM2, checkpoint_format="sam2", tag=_tag, video=True,
             pixel_mean=IMAGENET_MEAN, pixel_std=IMAGENET_STD,
@@ -137,7 +139,7 @@ for _short, _long in (("t", "tiny"), ("s", "small"), ("b+", "base_plus"), ("l", 
 
 # --- EdgeTAM ------------------------------------------------------------------------------
 _add(ModelSpec(
-    name="edgetam", family="edgetam", builder="samkit.models.edgetam:build_edgetam",
+    name="edgetam", family="edgetam", module="samkit.models.edgetam",
     url="https://github.com/facebookresearch/EdgeTAM/raw/main/checkpoints/edgetam.pt", filename="edgetam.pt",
     license="Apache-2.0", paper=_P_EDGETAM, checkpoint_format="edgetam", video=True,
     pixel_mean=IMAGENET_MEAN, pixel_std=IMAGENET_STD,
@@ -150,7 +152,7 @@ for _size in ("ti", "s"):
                                     ("_512", "_512x512", 512)):
         _add(ModelSpec(
             name=f"efficienttam_{_size}{_variant}", family="efficienttam",
-            builder=f"samkit.models.efficienttam:build_efficienttam_{_size}{_variant}",
+            module="samkit.models.efficienttam",
             url=f"{_ETAM_URL}efficienttam_{_size}{_suffix}.pt", filename=f"efficienttam_{_size}{_suffix}.pt",
             license="Apache-2.0", paper=_P_ETAM, checkpoint_format="efficienttam", video=True,
             input_size=_res, pixel_mean=IMAGENET_MEAN, pixel_std=IMAGENET_STD,
@@ -158,7 +160,7 @@ for _size in ("ti", "s"):
 
 # --- classic (no learned weights) ----------------------------------------------------------
 _add(ModelSpec(
-    name="classic", family="classic", builder="samkit.engines.classic:build_classic",
+    name="classic", family="classic", module="samkit.engines.classic",
     url=None, filename=None, license="Apache-2.0",
     paper="Rother et al., GrabCut, SIGGRAPH 2004; Farneback, Two-Frame Motion Estimation, SCIA 2003",
     checkpoint_format="none", neural=False, video=True,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from samkit import families, specs
+from samkit.families import register_remap
 from samkit.specs import ModelSpec
 
 
@@ -42,6 +44,7 @@ def build_classic_tiny() -> TinyClassic:
     return TinyClassic()
 
 
+@register_remap("tiny")
 def remap_tiny(sd: dict) -> dict:
     """Upstream ``backbone.*`` -> samkit ``encoder.*``; a pure function (returns a new dict)."""
     return {("encoder." + k[len("backbone."):] if k.startswith("backbone.") else k): v
@@ -56,10 +59,21 @@ def upstream_state_dict(dim: int = 4, seed: int = 0) -> dict:
             torch.randn(v.shape, generator=gen) for k, v in net.state_dict().items()}
 
 
-def spec(name: str, builder: str = "build_tiny", **kw) -> ModelSpec:
+def spec(name: str, **kw) -> ModelSpec:
+    """A spec of this family (its model file is this module)."""
     base = dict(
-        name=name, family="tiny", builder=f"_tiny_models:{builder}", url=None,
+        name=name, family="tiny", module="_tiny_models", url=None,
         filename=f"{name}.pt", license="Apache-2.0", paper="test", checkpoint_format="tiny",
     )
     base.update(kw)
     return ModelSpec(**base)
+
+
+def register(monkeypatch, name: str, build=build_tiny, **kw) -> ModelSpec:
+    """Add ``name`` to the registry for one test: its spec, and ``build`` as its builder
+    (``build=None``: a spec whose model file registers no builder)."""
+    s = spec(name, **kw)
+    monkeypatch.setitem(specs.MODELS, name, s)
+    if build is not None:
+        monkeypatch.setitem(families._BUILDERS, name, build)
+    return s

@@ -1,7 +1,6 @@
 """samkit.checkpoint: safe reading of every supported container, remap dispatch, strict loads."""
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import tracemalloc
@@ -26,9 +25,9 @@ class NotAllowed:
 
 @pytest.fixture(autouse=True)
 def _tiny_family(monkeypatch):
-    monkeypatch.setitem(specs.MODELS, "tiny_a", tiny.spec("tiny_a"))
-    monkeypatch.setitem(specs.MODELS, "tiny_wide", tiny.spec("tiny_wide", builder="build_tiny_wide"))
-    yield  # signatures are cached per builder string; tiny builders never collide with real ones
+    tiny.register(monkeypatch, "tiny_a")
+    tiny.register(monkeypatch, "tiny_wide", tiny.build_tiny_wide)
+    yield  # signatures are cached per builder function; tiny builders never collide with real ones
 
 
 def _equal(a: dict, b: dict) -> bool:
@@ -339,9 +338,8 @@ def test_non_strict_loads_fitting_subset():
 
 
 def test_identify_skips_unimportable_and_broken_builders(monkeypatch):
-    monkeypatch.setitem(specs.MODELS, "ghost", tiny.spec("ghost", builder="build_missing"))
-    monkeypatch.setitem(specs.MODELS, "ghost2", dataclasses.replace(
-        tiny.spec("ghost2"), builder="samkit_no_such_module:build"))
+    tiny.register(monkeypatch, "ghost", build=None)
+    monkeypatch.setitem(specs.MODELS, "ghost2", tiny.spec("ghost2", module="samkit_no_such_module"))
     assert ck.identify(tiny.upstream_state_dict(dim=8)) == ["tiny_wide"]
     assert ck.identify(tiny.upstream_state_dict(dim=4)) == ["tiny_a"]
     assert ck.model_signature("ghost") is None and ck.model_signature("ghost2") is None

@@ -107,7 +107,7 @@ def test_remapped_manifest_equals_state_dict(synth_checkpoint, name, manifest_na
 
 def test_remap_efficient_sam_prompt_embeddings(synth_checkpoint):
     from samkit.checkpoint import read_state_dict
-    from samkit.models.efficient_image import remap_efficient_sam
+    from samkit.models.efficient_sam import remap_efficient_sam
 
     sd = read_state_dict(synth_checkpoint("efficient_sam_vitt"))
     out = remap_efficient_sam(sd)
@@ -122,7 +122,7 @@ def test_remap_efficient_sam_prompt_embeddings(synth_checkpoint):
 
 def test_remap_mobile_sam_drops_imagenet_head(synth_checkpoint):
     from samkit.checkpoint import read_state_dict
-    from samkit.models.efficient_image import remap_mobile_sam
+    from samkit.models.mobile_sam import remap_mobile_sam
 
     out = remap_mobile_sam(read_state_dict(synth_checkpoint("mobile_sam")))
     assert not [k for k in out if k.startswith(("image_encoder.head.", "image_encoder.norm_head."))]
@@ -210,7 +210,7 @@ def test_end_to_end_image1(loaded, gold, embed1, name):
 def test_edge_sam_fuse_parity(loaded, gold):
     """fuse() folds every BatchNorm and RepVGG branch; the embedding still matches the golden
     (the unfused encoder is checked against the same golden in test_embedding_matches)."""
-    from samkit.models.efficient_image import build_edge_sam
+    from samkit.models.edge_sam import build_edge_sam
 
     g, meta = gold("edge_sam")
     model = build_edge_sam()
@@ -231,7 +231,7 @@ def test_edge_sam_fuse_parity(loaded, gold):
 
 
 def test_edge_sam_fuse_requires_eval():
-    from samkit.models.efficient_image import build_edge_sam
+    from samkit.models.edge_sam import build_edge_sam
 
     model = build_edge_sam().train()
     with pytest.raises(RuntimeError, match="eval"):

@@ -130,7 +130,7 @@ def test_edge_sam_fused_matches_official_fuse(pair):
     """samkit's fuse() against EdgeSAM's own Conv2d_BN / RepVGGDW fuse on one block of each kind."""
     import efficient_oracles as eo
 
-    from samkit.models.efficient_image import build_edge_sam, remap_edge_sam
+    from samkit.models.edge_sam import build_edge_sam, remap_edge_sam
 
     _, _, esam = _oracles()
     sd = synth_state_dict("edge_sam")

@@ -10,11 +10,19 @@ import torch.nn.functional as F
 
 from conftest import official_import_path
 from parity import manifest
-from samkit.memory import attach_memory, config_for
+from samkit.memory import attach_memory
 from samkit.memory.attention import RoPEAttention, RoPEAttentionV2, apply_rope, axial_rope_angles
 from samkit.memory.config import SAM21, build_memory_attention
 from samkit.memory.modules import MemoryEncoder, sine_encoding_1d, sine_encoding_2d
 from samkit.memory.perceiver import PerceiverResampler
+
+
+def config_for(name: str):
+    """The memory config the builder of ``name`` passes to its model (built on the meta device)."""
+    from samkit.registry import build_model
+
+    with torch.device("meta"):
+        return getattr(build_model(name), "memory_config", None)
 
 
 def _official(module: str):
@@ -218,7 +226,7 @@ def test_perceiver_batches_objects_and_shapes():
     assert changed.tolist() == [True] + [False] * 15
 
 
-def test_config_for_names():
+def test_builders_pass_their_memory_config():
     assert config_for("sam2.1_hiera_l").cross_attention == "rope" and config_for("sam2.1_hiera_l").no_obj_embed_spatial
     assert config_for("efficienttam_s_1").cross_attention == "pooled_v1"
     assert config_for("efficienttam_ti_2").cross_attention == "pooled_v2"
@@ -226,8 +234,8 @@ def test_config_for_names():
     assert config_for("efficienttam_ti").cross_attention == "rope"
     e = config_for("edgetam")
     assert e.cross_attention == "rope_v2" and e.attention_layers == 2 and e.prompted_frames_condition_all
-    with pytest.raises(KeyError):
-        config_for("sam_vit_b")
+    assert config_for("sam2_hiera_t").family == "sam2.0" and not config_for("sam2_hiera_t").no_obj_embed_spatial
+    assert config_for("sam_vit_b") is None
 
 
 def test_inplace_rope_matches_reference_on_strided_views():

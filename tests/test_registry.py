@@ -18,15 +18,13 @@ def _tiny_family(monkeypatch, tmp_path):
     monkeypatch.setenv("SAMKIT_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("SAMKIT_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setitem(specs.MODELS, "tiny_a", tiny.spec("tiny_a", url="http://127.0.0.1:9/tiny_a.pt"))
-    monkeypatch.setitem(specs.MODELS, "tiny_wide", tiny.spec("tiny_wide", builder="build_tiny_wide"))
-    monkeypatch.setitem(specs.MODELS, "tiny_nc", tiny.spec(
-        "tiny_nc", commercial_use=False, license="Test Licence (non-commercial use only)"))
-    monkeypatch.setitem(specs.MODELS, "tiny_classic", tiny.spec(
-        "tiny_classic", builder="build_classic_tiny", url=None, filename=None, neural=False,
-        checkpoint_format="none"))
+    tiny.register(monkeypatch, "tiny_a", url="http://127.0.0.1:9/tiny_a.pt")
+    tiny.register(monkeypatch, "tiny_wide", tiny.build_tiny_wide)
+    tiny.register(monkeypatch, "tiny_nc", commercial_use=False, license="Test Licence (non-commercial use only)")
+    tiny.register(monkeypatch, "tiny_classic", tiny.build_classic_tiny, url=None, filename=None, neural=False,
+                  checkpoint_format="none")
     monkeypatch.setattr(registry, "_LICENSE_WARNED", set())
-    yield  # signatures are cached per builder string; tiny builders never collide with real ones
+    yield  # signatures are cached per builder function; tiny builders never collide with real ones
 
 
 def test_load_model_from_file(tmp_path):
@@ -111,10 +109,10 @@ def test_edge_sam_specs_are_non_commercial():
 
 
 def test_build_model_errors(monkeypatch):
-    monkeypatch.setitem(specs.MODELS, "tiny_gone", tiny.spec("tiny_gone", builder="build_nothing"))
-    with pytest.raises(ImportError, match="no builder 'build_nothing'"):
+    tiny.register(monkeypatch, "tiny_gone", build=None)
+    with pytest.raises(ImportError, match="registers no builder for model 'tiny_gone'"):
         registry.build_model("tiny_gone")
-    spec = dataclasses.replace(tiny.spec("tiny_mod"), builder="samkit_missing_mod:build")
+    spec = dataclasses.replace(tiny.spec("tiny_mod"), module="samkit_missing_mod")
     with pytest.raises(ImportError, match="samkit_missing_mod"):
         registry.build_model(spec)
     model = registry.build_model("tiny_a")

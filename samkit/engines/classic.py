@@ -47,6 +47,7 @@ from typing import Optional
 import numpy as np
 
 from samkit.errors import InputError, require
+from samkit.families import register_builder
 
 LOW_RES = 256
 LOGIT_CLIP = 20.0
@@ -516,6 +517,7 @@ class ClassicEngine:
         return full, low
 
 
+@register_builder("classic")
 def build_classic(**kwargs) -> ClassicEngine:
-    """Builder referenced by ``samkit.specs`` (``samkit.engines.classic:build_classic``)."""
+    """The builder of the ``classic`` spec."""
     return ClassicEngine(**kwargs)

@@ -1,6 +1,8 @@
 """Video-memory configuration of each SAM 2-family checkpoint and the module builders.
 
-``MemoryConfig`` holds the upstream YAML facts that change the video computation.
+``MemoryConfig`` holds the upstream YAML facts that change the video computation; each
+family's builder passes its config to the model (``samkit.models.sam2``, ``edgetam``,
+``efficienttam``), so the wiring is visible next to the builder.
 ``attach_memory(model, cfg)`` adds every memory module/parameter to a model under the
 official state-dict names (``memory_attention``, ``memory_encoder``, ``obj_ptr_proj``,
 ``obj_ptr_tpos_proj``, ``mask_downsample``, ``maskmem_tpos_enc``, ``no_mem_embed``,
@@ -9,8 +11,6 @@ official state-dict names (``memory_attention``, ``memory_encoder``, ``obj_ptr_p
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Tuple
-
 import torch
 from torch import nn
 
@@ -86,26 +86,6 @@ EDGETAM = replace(SAM21, family="edgetam", attention_layers=2, cross_attention="
                   use_signed_tpos_enc_to_obj_ptrs=False, prompted_frames_condition_all=True)
 
 
-def config_for(name: str) -> MemoryConfig:
-    """Memory config for a samkit model name (``sam2.1_hiera_t``, ``efficienttam_ti_1``, ``edgetam``...)."""
-    if name.startswith("sam2.1"):
-        return SAM21
-    if name.startswith("sam2"):
-        return SAM2
-    if name.startswith("edgetam"):
-        return EDGETAM
-    if name.startswith("efficienttam"):
-        if name.endswith("_1"):
-            return EFFICIENTTAM_1
-        if name.endswith("_2"):
-            return EFFICIENTTAM_2
-        cfg = EFFICIENTTAM
-        if name.endswith("_512"):
-            cfg = replace(cfg, image_size=512)
-        return cfg
-    raise KeyError(f"no video memory configuration for model {name!r}")
-
-
 def build_memory_attention(cfg: MemoryConfig) -> MemoryAttention:
     """Memory attention with the family's cross-attention (official key layout)."""
     fs = cfg.feat_size
@@ -151,11 +131,3 @@ def attach_memory(model: nn.Module, cfg: MemoryConfig) -> nn.Module:
                                                      num_latents=cfg.perceiver_latents,
                                                      num_latents_2d=cfg.perceiver_latents_2d)
     return model
-
-
-def memory_state_dict_keys(model: nn.Module) -> Tuple[str, ...]:
-    """Names of the memory entries of ``model.state_dict()`` (for tests and loaders)."""
-    roots = ("memory_attention.", "memory_encoder.", "obj_ptr_proj.", "obj_ptr_tpos_proj.", "mask_downsample.",
-             "spatial_perceiver.", "maskmem_tpos_enc", "no_mem_embed", "no_mem_pos_enc", "no_obj_ptr",
-             "no_obj_embed_spatial")
-    return tuple(k for k in model.state_dict() if k.startswith(roots))

@@ -12,7 +12,9 @@ import torch
 
 from ..backbones.fpn_neck import FpnNeck, ImageEncoder
 from ..backbones.rep_vit_timm import build_repvit_m1_timm
-from .sam2 import Sam2Model, _memory_config, remap_sam2
+from ..families import register_builder, register_remap
+from ..memory.config import EDGETAM
+from .sam2 import Sam2Model, remap_sam2
 
 
 def edgetam_image_encoder() -> ImageEncoder:
@@ -21,11 +23,12 @@ def edgetam_image_encoder() -> ImageEncoder:
     return ImageEncoder(build_repvit_m1_timm(), neck, scalp=1)
 
 
+@register_builder("edgetam")
 def build_edgetam() -> Sam2Model:
-    return Sam2Model(edgetam_image_encoder(), image_size=1024, use_high_res_features=True,
-                     memory_config=_memory_config("edgetam"))
+    return Sam2Model(edgetam_image_encoder(), image_size=1024, use_high_res_features=True, memory_config=EDGETAM)
 
 
+@register_remap("edgetam")
 def remap_edgetam(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Official EdgeTAM keys -> samkit (same renames as SAM 2; the timm trunk keys, including
     BatchNorm ``num_batches_tracked``, and the perceiver keys are kept). Pure."""

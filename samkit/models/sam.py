@@ -15,6 +15,7 @@ from torch import nn
 
 from ..heads import MaskDecoder, PromptEncoder, TwoWayTransformer
 from ..backbones.vit_sam import ImageEncoderViT
+from ..families import register_builder, register_remap
 from ..specs import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 from .base import (DecoderOutput, ImageFeatures, ImageTransform, PromptableModel, postprocess_crop_upscale,
                    preprocess_longest_side)
@@ -88,18 +89,22 @@ def _build(embed_dim: int, depth: int, num_heads: int, global_attn_indexes: Sequ
     return SamModel(encoder, *sam_heads(prompt_dim, image_size // patch_size, image_size), image_size=image_size)
 
 
+@register_builder("sam_vit_b")
 def build_sam_vit_b() -> SamModel:
     return _build(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11))
 
 
+@register_builder("sam_vit_l")
 def build_sam_vit_l() -> SamModel:
     return _build(embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23))
 
 
+@register_builder("sam_vit_h")
 def build_sam_vit_h() -> SamModel:
     return _build(embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31))
 
 
+@register_remap("sam")
 def remap_sam(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Official segment-anything files use our names already; drop the non-persistent pixel
     statistics that some re-saved copies carry."""

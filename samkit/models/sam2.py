@@ -29,7 +29,9 @@ from torch import nn
 
 from ..backbones.fpn_neck import FpnNeck, ImageEncoder
 from ..backbones.hiera import build_hiera
+from ..families import register_builder, register_remap
 from ..heads import MaskDecoder, PromptEncoder, TwoWayTransformer
+from ..memory.config import SAM2, SAM21, MemoryConfig
 from ..specs import IMAGENET_MEAN, IMAGENET_STD
 from .base import (DecoderOutput, ImageFeatures, ImageTransform, PromptableModel, postprocess_direct,
                    preprocess_stretch)
@@ -54,15 +56,6 @@ def sam2_heads(embed_dim: int = 256, image_size: int = 1024, backbone_stride: in
         dynamic_multimask_stability_thresh=0.98,
     )
     return prompt_encoder, mask_decoder
-
-
-def _memory_config(name: str):
-    """``samkit.memory`` configuration for ``name`` or None when the memory package is absent."""
-    try:
-        from ..memory import config_for
-    except ImportError:
-        return None
-    return config_for(name)
 
 
 class Sam2Model(PromptableModel):
@@ -267,47 +260,55 @@ def hiera_image_encoder(size: str) -> ImageEncoder:
     return ImageEncoder(build_hiera(size), neck, scalp=1)
 
 
-def _build(size: str, name: str) -> Sam2Model:
-    return Sam2Model(hiera_image_encoder(size), image_size=1024, use_high_res_features=True,
-                     memory_config=_memory_config(name))
+def _build(size: str, memory: MemoryConfig) -> Sam2Model:
+    return Sam2Model(hiera_image_encoder(size), image_size=1024, use_high_res_features=True, memory_config=memory)
 
 
+@register_builder("sam2.1_hiera_t")
 def build_sam21_hiera_tiny() -> Sam2Model:
-    return _build("tiny", "sam2.1_hiera_t")
+    return _build("tiny", SAM21)
 
 
+@register_builder("sam2.1_hiera_s")
 def build_sam21_hiera_small() -> Sam2Model:
-    return _build("small", "sam2.1_hiera_s")
+    return _build("small", SAM21)
 
 
+@register_builder("sam2.1_hiera_b+")
 def build_sam21_hiera_base_plus() -> Sam2Model:
-    return _build("base_plus", "sam2.1_hiera_b+")
+    return _build("base_plus", SAM21)
 
 
+@register_builder("sam2.1_hiera_l")
 def build_sam21_hiera_large() -> Sam2Model:
-    return _build("large", "sam2.1_hiera_l")
+    return _build("large", SAM21)
 
 
+@register_builder("sam2_hiera_t")
 def build_sam2_hiera_tiny() -> Sam2Model:
-    return _build("tiny", "sam2_hiera_t")
+    return _build("tiny", SAM2)
 
 
+@register_builder("sam2_hiera_s")
 def build_sam2_hiera_small() -> Sam2Model:
-    return _build("small", "sam2_hiera_s")
+    return _build("small", SAM2)
 
 
+@register_builder("sam2_hiera_b+")
 def build_sam2_hiera_base_plus() -> Sam2Model:
-    return _build("base_plus", "sam2_hiera_b+")
+    return _build("base_plus", SAM2)
 
 
+@register_builder("sam2_hiera_l")
 def build_sam2_hiera_large() -> Sam2Model:
-    return _build("large", "sam2_hiera_l")
+    return _build("large", SAM2)
 
 
 # ----------------------------------------------------------------------------- key remap
 _DECODER_MLP = re.compile(r"^(mask_decoder\.transformer\.layers\.\d+\.mlp\.)layers\.([01])\.")
 
 
+@register_remap("sam2")
 def remap_sam2(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Official SAM 2-family keys -> samkit: ``sam_prompt_encoder.`` -> ``prompt_encoder.``,
     ``sam_mask_decoder.`` -> ``mask_decoder.``, the decoder transformer's ``mlp.layers.0/1`` ->

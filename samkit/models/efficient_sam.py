@@ -1,20 +1,8 @@
-"""Efficient image encoders behind SAM's heads: MobileSAM, EdgeSAM and EfficientSAM.
-
-* MobileSAM (Zhang et al., 2023): TinyViT-5M encoder (``backbones/tiny_vit.py``) + SAM's
-  prompt encoder and mask decoder, unchanged; SAM's pre/post-processing -> :class:`MobileSamModel`
-  (a :class:`SamModel` whose ``fuse()`` folds the encoder's BatchNorms for inference).
-* EdgeSAM (Zhou et al., 2023): RepViT-M1 with a two-level fusion neck (``backbones/rep_vit.py``)
-  + SAM's heads. The decoder has 4 mask tokens and EdgeSAM exposes all of them:
-  ``decode(..., multimask="all")`` returns the 4 masks (token 0 = single-mask output, tokens
-  1..3 = the usual 3 multimask outputs). The IoU head was not distilled, so single masks are
-  chosen by stability score (``default_selection = "stability"``, as the authors advise).
-  ``model.fuse()`` re-parameterises the encoder for inference (BN folding, RepVGG merging).
-  Licence: S-Lab License 1.0, non-commercial use only (the registry warns when loading).
-* EfficientSAM (Xiong et al., 2024): plain ViT-Ti / ViT-S (``backbones/vit_efficient_sam.py``)
-  + SAM-style heads configured for its differences (:class:`EfficientSamModel`).
-
-Each builder returns an un-initialised model in eval mode; ``samkit.checkpoint`` reads the
-official file, applies ``remap_<checkpoint_format>`` from this module and loads strictly.
+"""EfficientSAM (Xiong et al., CVPR 2024, arXiv:2312.00863): a plain ViT-Ti / ViT-S encoder
+(``backbones/vit_efficient_sam.py``) behind SAM-style heads configured for its differences
+(:class:`EfficientSamModel`). ``efficient_sam_vit{t,s}.pt`` wrap the state dict under
+``["model"]``; :func:`remap_efficient_sam` maps its prompt-encoder and decoder names to the
+shared heads'.
 """
 from __future__ import annotations
 
@@ -25,80 +13,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..backbones.rep_vit import RepViT
-from ..backbones.tiny_vit import TinyViT
 from ..backbones.vit_efficient_sam import EfficientSamViT
 from ..errors import InputError
+from ..families import register_builder, register_remap
 from ..heads import MaskDecoder, PromptEncoder, TwoWayTransformer
 from ..specs import IMAGENET_MEAN, IMAGENET_STD
-from .base import (DecoderOutput, ImageFeatures, ImageTransform, PromptableModel, postprocess_direct,
-                   preprocess_stretch)
-from .sam import SamModel, sam_heads
+from .base import DecoderOutput, ImageFeatures, ImageTransform, PromptableModel, postprocess_direct, preprocess_stretch
 
 StateDict = Dict[str, torch.Tensor]
-
-# ------------------------------------------------------------------------------- MobileSAM
-
-
-class MobileSamModel(SamModel):
-    """SamModel with MobileSAM's TinyViT encoder; ``fuse()`` folds the encoder's BatchNorms."""
-
-    @torch.no_grad()
-    def fuse(self) -> "MobileSamModel":
-        """Fold every BatchNorm of the TinyViT encoder into its convolution (in place; the model
-        must be in eval mode and loaded: the fused encoder no longer has the checkpoint's keys).
-        Outputs are unchanged up to float rounding. Returns self."""
-        self.image_encoder.fuse()
-        return self
-
-
-def build_mobile_sam() -> MobileSamModel:
-    """MobileSAM: TinyViT-5M (1024 -> 256 x 64 x 64) + SAM's prompt encoder and mask decoder."""
-    return MobileSamModel(TinyViT.mobile_sam(), *sam_heads(256, 64, 1024), image_size=1024).eval()
-
-
-def remap_mobile_sam(state_dict: StateDict) -> StateDict:
-    """``mobile_sam.pt`` -> samkit. Keys are SAM's except TinyViT's unused ImageNet head
-    (``image_encoder.norm_head.*``, ``image_encoder.head.*``), which is dropped."""
-    drop = ("image_encoder.norm_head.", "image_encoder.head.")
-    return {k: v for k, v in state_dict.items()
-            if not k.startswith(drop) and k not in ("pixel_mean", "pixel_std")}
-
-
-# ------------------------------------------------------------------------------- EdgeSAM
-
-
-class EdgeSamModel(SamModel):
-    """SamModel with EdgeSAM's RepViT encoder. ``default_selection = "stability"`` because the
-    IoU head of EdgeSAM was not distilled; ``decode(..., multimask="all")`` returns 4 masks."""
-
-    default_selection = "stability"
-
-    @torch.no_grad()
-    def fuse(self) -> "EdgeSamModel":
-        """Re-parameterise the RepViT encoder for inference (in place; the model must be in eval
-        mode and loaded: the fused encoder no longer has the checkpoint's keys). Returns self."""
-        self.image_encoder.fuse()
-        return self
-
-
-def build_edge_sam() -> EdgeSamModel:
-    """EdgeSAM (and EdgeSAM-3x, same architecture): RepViT-M1 with fusion neck + SAM's heads."""
-    return EdgeSamModel(RepViT.edge_sam(), *sam_heads(256, 64, 1024, num_multimask_outputs=3),
-                        image_size=1024).eval()
-
-
-_EDGE_SAM_PREFIXES = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
-
-
-def remap_edge_sam(state_dict: StateDict) -> StateDict:
-    """``edge_sam*.pth`` -> samkit. The module names are kept, so keys are unchanged; the official
-    loader is non-strict, so anything outside the three modules (e.g. training-only heads) is
-    dropped here and the rest is loaded strictly."""
-    return {k: v for k, v in state_dict.items() if k.startswith(_EDGE_SAM_PREFIXES)}
-
-
-# ------------------------------------------------------------------------------- EfficientSAM
 
 
 class EfficientSamModel(PromptableModel):
@@ -207,11 +129,13 @@ def efficient_sam_heads(embed_dim: int = 256, grid: int = 64, image_size: int = 
     return prompt_encoder, mask_decoder
 
 
+@register_builder("efficient_sam_vitt")
 def build_efficient_sam_vitt() -> EfficientSamModel:
     """EfficientSAM ViT-Ti (width 192, 3 heads)."""
     return EfficientSamModel(EfficientSamViT.vit_t(), *efficient_sam_heads()).eval()
 
 
+@register_builder("efficient_sam_vits")
 def build_efficient_sam_vits() -> EfficientSamModel:
     """EfficientSAM ViT-S (width 384, 6 heads)."""
     return EfficientSamModel(EfficientSamViT.vit_s(), *efficient_sam_heads()).eval()
@@ -231,6 +155,7 @@ _ESAM_RENAMES = (
 _ESAM_MLP = re.compile(r"^(mask_decoder\.(?:output_hypernetworks_mlps\.\d+|iou_prediction_head))\.(layers\.(\d+)\.0|fc)\.")
 
 
+@register_remap("efficient_sam")
 def remap_efficient_sam(state_dict: StateDict) -> StateDict:
     """``efficient_sam_vit{t,s}.pt`` (``["model"]`` already unwrapped) -> samkit.
 
