@@ -12,7 +12,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 import samkit.cli.eval_cmd as eval_cmd  # noqa: E402
 from samkit.eval.davis import write_index_png  # noqa: E402
-from samkit.eval.synthetic import SeeingPredictor, make_davis_tree, squares  # noqa: E402
+from _synthetic_davis import SeeingPredictor, make_davis_tree, squares  # noqa: E402
 
 runner = CliRunner()
 H, W = 24, 32

@@ -9,7 +9,7 @@ from PIL import Image
 from samkit.errors import InputError
 from samkit.eval.davis import DavisDataset, davis_palette, read_index_png, write_index_png
 from samkit.eval.interactive import count_samples, evaluate_interactive
-from samkit.eval.synthetic import SeeingPredictor, make_davis_tree, squares
+from _synthetic_davis import SeeingPredictor, make_davis_tree, squares
 from samkit.eval.vos import VosReport, evaluate_results_dir, evaluate_tracker, score_sequence
 
 H, W = 24, 32

@@ -150,12 +150,6 @@ def split_objects(index_map: np.ndarray, object_ids: Sequence[int]) -> Dict[int,
     return {int(i): index_map == i for i in object_ids}
 
 
-def sequence_names(root) -> List[str]:
-    """All sequence folders under JPEGImages/480p (for trees without ImageSets)."""
-    d = Path(root) / "JPEGImages" / "480p"
-    return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
-
-
 def write_index_png(path, index_map: np.ndarray) -> None:
     """Save an H x W object-index map as a palette PNG with the DAVIS colours (results format)."""
     os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)

@@ -1,4 +1,4 @@
-"""Tiny synthetic DAVIS trees for tests and examples (no real data needed).
+"""Tiny synthetic DAVIS trees for the eval tests (a test double; no real data needed).
 
 ``make_davis_tree(root, sequences={"name": [index_map, ...]})`` writes JPEG frames whose
 pixels are 255 inside objects and 0 elsewhere (so a fake model can "see" the objects),
@@ -12,7 +12,7 @@ from typing import Dict, List, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from .davis import write_index_png
+from samkit.eval.davis import write_index_png
 
 
 def squares(h: int, w: int, boxes: Sequence[tuple]) -> np.ndarray:
