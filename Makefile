@@ -56,8 +56,9 @@ demo: $(VENV)/.samkit-base
 	$(VENV)/bin/samkit segment $(DEMO_IMAGE) --box $(DEMO_BOX) --point $(DEMO_POINT) \
 		--out $(OUT) --format png,overlay,coco,polygons,yolo,labelme
 	@echo
-	@echo "Results are in $(OUT)/: truck_000.png (best mask), truck_index.png, truck_overlay.png,"
-	@echo "truck_coco.json, truck_polygons.json, truck.txt (YOLO), truck.json (LabelMe)."
+	@echo "Results are in $(OUT)/: truck_000.png ... (masks sorted by score, best first: truck_000.png"
+	@echo "is the best mask), truck_index.png, truck_overlay.png, truck_coco.json, truck_polygons.json,"
+	@echo "truck.txt (YOLO), truck.json (LabelMe); every format lists the masks in the same order."
 
 # make exits 2 on any failed recipe, so pytest's own exit code is also written to
 # $(PYTEST_RC) (5 = no tests collected, which .ci/run treats as a failure) and is make's

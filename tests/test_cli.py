@@ -233,7 +233,8 @@ def test_segment_single_all_formats(capsys, example, tmp_path):
     assert out == ""  # nothing but JSON ever goes to stdout
     names = sorted(p.name for p in out_dir.iterdir())
     assert names == sorted(["square_000.png", "square_index.png", "square_overlay.png", "square_coco.json",
-                            "square_polygons.json", "square.txt", "square.json"])
+                            "square_polygons.json", "square.txt", "square.json", ".samkit"])
+    assert [p.name for p in (out_dir / ".samkit").iterdir()] == ["segment-square.json"]  # the manifest only
     coco = json.loads((out_dir / "square_coco.json").read_text())
     assert len(coco["annotations"]) == 1 and coco["images"][0]["file_name"] == "square.png"
     assert 1200 <= coco["annotations"][0]["area"] <= 2000  # the 40 x 40 square
@@ -339,3 +340,197 @@ def test_segment_offline_flag_never_downloads(capsys, example, tmp_path, monkeyp
                          "--out", tmp_path / "o")
     assert rc == 4, err
     assert str(empty_cache / MODELS["sam_vit_b"].filename) in err and "Fix" in err
+
+
+# ----------------------------------------------------------------------------- --out checked first
+def _no_work(monkeypatch):
+    """Loading an image, a video or a model fails the test: the --out check must come first."""
+    import samkit.cli.eval_cmd as eval_cmd
+    import samkit.io.image
+    import samkit.io.video
+    import samkit.registry
+
+    def forbidden(*a, **k):
+        raise AssertionError("work started before --out was checked")
+
+    monkeypatch.setattr(samkit.registry, "load_model", forbidden)
+    monkeypatch.setattr(samkit.io.image, "load_image", forbidden)
+    monkeypatch.setattr(samkit.io.video, "open_frames", forbidden)
+    monkeypatch.setattr(eval_cmd, "build_predictor", forbidden)
+    monkeypatch.setattr(eval_cmd, "build_tracker", forbidden)
+
+
+def _commands(image, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir(exist_ok=True)
+    anns = tmp_path / "instances.json"
+    anns.write_text("{}")
+    return {
+        "segment": ["segment", image, "--point", "10,10"],
+        "everything": ["everything", image, "--model", "sam_vit_b"],
+        "everything-run": ["everything", "run", image, "--model", "sam_vit_b"],  # the older spelling
+        "track": ["track", frames, "--point", "0,10,10,1", "--model", "classic"],
+        "eval-interactive": ["eval", "interactive", "--data", tmp_path, "--model", "classic"],
+        "eval-vos": ["eval", "vos", "--data", tmp_path, "--model", "classic"],
+        "eval-coco": ["eval", "coco", "--annotations", anns, "--images", tmp_path, "--model", "classic"],
+        "eval-davis-results": ["eval", "davis-results", "--data", tmp_path, "--results", tmp_path],
+    }
+
+
+@pytest.mark.parametrize("below", [False, True], ids=["file", "file-sub"])
+@pytest.mark.parametrize("command", ["segment", "everything", "everything-run", "track", "eval-interactive",
+                                     "eval-vos", "eval-coco", "eval-davis-results"])
+def test_out_that_is_a_file_fails_before_any_work(capsys, example, tmp_path, monkeypatch, command, below):
+    _no_work(monkeypatch)
+    blocker = tmp_path / "taken.txt"
+    blocker.write_text("my notes")
+    out = blocker / "sub" if below else blocker
+    rc, stdout, err = run_cli(capsys, *_commands(example, tmp_path)[command], "--out", out)
+    assert rc == 2, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "is a file" in lines[0] and str(blocker) in lines[0] and "Fix:" in lines[0]
+    assert blocker.read_text() == "my notes"
+
+
+def test_check_out_dir(tmp_path):
+    assert common.check_out_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+    (tmp_path / "f").write_text("x")
+    for bad in (tmp_path / "f", tmp_path / "f" / "a" / "b"):
+        with pytest.raises(InputError, match="is a file"):
+            common.check_out_dir(bad)
+    (tmp_path / "link").symlink_to(tmp_path / "missing")
+    with pytest.raises(InputError, match="broken"):
+        common.check_out_dir(tmp_path / "link")
+
+
+# ----------------------------------------------------------------------------- score order
+def _unsorted_predict(monkeypatch):
+    """The predictor answers three masks of different sizes with scores not in order."""
+    from samkit.masks import Masks
+    from samkit.predict.image import ImagePredictor
+
+    def predict(self, points=None, labels=None, box=None, mask_input=None, multimask=True):
+        m = np.zeros((3, 80, 100), bool)
+        m[0, 10:20, 10:20] = True  # score 0.2
+        m[1, 20:60, 30:70] = True  # score 0.9: the best
+        m[2, 5:15, 60:90] = True   # score 0.5
+        return Masks(m, np.array([0.2, 0.9, 0.5], np.float32))
+
+    monkeypatch.setattr(ImagePredictor, "predict", predict)
+
+
+def test_segment_sorts_masks_best_first_in_every_output(capsys, example, tmp_path, monkeypatch):
+    from PIL import Image
+
+    _unsorted_predict(monkeypatch)
+    out_dir = tmp_path / "o"
+    rc, out, err = run_cli(capsys, "segment", example, "--point", "50,40", "--out", out_dir,
+                           "--format", "png,coco,polygons,json")
+    assert rc == 0, err
+    assert "scores 0.900, 0.500, 0.200 (best first)" in err
+    doc = json.loads(out)
+    assert [m["score"] for m in doc["masks"]] == pytest.approx([0.9, 0.5, 0.2])
+    best = np.asarray(Image.open(out_dir / "square_000.png")) > 0
+    assert best.sum() == 40 * 40 and best[40, 50]
+    assert (np.asarray(Image.open(out_dir / "square_002.png")) > 0).sum() == 100
+    coco = json.loads((out_dir / "square_coco.json").read_text())
+    assert [a["score"] for a in coco["annotations"]] == pytest.approx([0.9, 0.5, 0.2])
+    assert coco["annotations"][0]["area"] == 1600
+    polys = json.loads((out_dir / "square_polygons.json").read_text())
+    assert [m["score"] for m in polys["masks"]] == pytest.approx([0.9, 0.5, 0.2])
+
+
+def test_help_says_masks_are_sorted(capsys):
+    rc, out, _ = run_cli(capsys, "segment", "--help")
+    assert rc == 0 and "Masks are sorted by score, best first, in every output" in _flat(out)
+
+
+# ----------------------------------------------------------------------------- reruns: one set
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_segment_single_after_multimask_removes_the_stale_masks(capsys, example, tmp_path):
+    out_dir = tmp_path / "o"
+    out_dir.mkdir()
+    (out_dir / "square_notes.txt").write_text("mine")  # not samkit's: stays
+    rc, _, err = run_cli(capsys, "segment", example, "--point", "50,40", "--out", out_dir)
+    assert rc == 0, err
+    assert {"square_000.png", "square_001.png", "square_002.png"} <= set(_files(out_dir))
+    rc, _, err = run_cli(capsys, "segment", example, "--point", "50,40", "--out", out_dir, "--single")
+    assert rc == 0, err
+    assert sorted(_files(out_dir)) == [".samkit/segment-square.json", "square_000.png", "square_index.png",
+                                       "square_notes.txt"]
+
+
+@pytest.mark.parametrize("failure", ["disk-full", "bug", "ctrl-c"])
+def test_segment_failing_format_keeps_the_previous_set(capsys, example, tmp_path, monkeypatch, failure):
+    import errno
+
+    from samkit.masks import Masks
+
+    out_dir = tmp_path / "o"
+    rc, _, err = run_cli(capsys, "segment", example, "--point", "50,40", "--out", out_dir,
+                         "--format", "png,coco,yolo,labelme")
+    assert rc == 0, err
+    before = _files(out_dir)
+
+    def broken(self, path=None, **kw):
+        if failure == "disk-full":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        raise KeyboardInterrupt if failure == "ctrl-c" else RuntimeError("a bug in a writer")
+
+    monkeypatch.setattr(Masks, "to_yolo", broken)  # yolo comes after png and coco
+    args = ["segment", example, "--box", "25,15,75,65", "--single", "--out", out_dir, "--format", "png,coco,yolo"]
+    if failure == "bug":
+        with pytest.raises(RuntimeError, match="a bug"):
+            main([str(a) for a in args])
+        err = capsys.readouterr().err
+    else:
+        rc, _, err = run_cli(capsys, *args)
+        assert rc != 0, err  # 1 for the error, 130 (or 1 with older click) for Ctrl-C
+    assert _files(out_dir) == before  # same names, same bytes: nothing half-replaced, no temp file
+    assert sorted(p.name for p in (out_dir / ".samkit").iterdir()) == ["segment-square.json"]
+    if failure == "disk-full":
+        line = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+        assert len(line) == 1 and "No space left" in line[0] and "Fix:" in line[0]
+        assert ".samkit" not in line[0] and ".tmp" not in line[0] and "/tmp-" not in line[0]
+
+
+def test_segment_failure_in_a_new_folder_leaves_no_folder(capsys, example, tmp_path, monkeypatch):
+    from samkit.masks import Masks
+
+    monkeypatch.setattr(Masks, "to_yolo", lambda self, path=None, **kw: (_ for _ in ()).throw(OSError(28, "full")))
+    out_dir = tmp_path / "new" / "o"
+    rc, _, err = run_cli(capsys, "segment", example, "--point", "50,40", "--out", out_dir, "--format", "png,yolo")
+    assert rc == 1, err
+    assert not (tmp_path / "new").exists()
+
+
+# ----------------------------------------------------------------------------- one --format option
+def _flat(help_text: str) -> str:
+    """Help text as one line of words (rich's table borders removed)."""
+    import re
+
+    return " ".join(re.sub(r"[\u2500-\u257f]", " ", help_text).split())
+
+
+def test_every_command_reads_formats_the_same_way(capsys):
+    for command in ("segment", "everything", "track"):
+        rc, out, _ = run_cli(capsys, command, "--help")
+        assert rc == 0 and "Output format, repeatable or comma-separated:" in _flat(out), command
+
+
+@pytest.mark.parametrize("command,usage", [("segment", "IMAGE"), ("everything", "IMAGE"), ("track", "VIDEO")])
+def test_usage_lines_name_the_argument(capsys, command, usage):
+    rc, out, _ = run_cli(capsys, command, "--help")
+    assert rc == 0
+    assert f"Usage: samkit {command} [OPTIONS] {usage}" in out
+    assert "COMMAND [ARGS]" not in out and "{" not in out.split("Usage:")[1].splitlines()[0]
+
+
+def test_backend_help_shows_the_extra(capsys):
+    rc, out, _ = run_cli(capsys, "segment", "--help")
+    assert "samkit[onnx]" in _flat(out)  # rich markup must not eat "[onnx]"

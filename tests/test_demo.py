@@ -78,6 +78,7 @@ def test_demo_coco_decodes_to_the_same_mask(demo):
     assert coco["images"][0]["file_name"] == "truck.png"
     anns = coco["annotations"]
     assert len(anns) == 3 and all(a["image_id"] == 1 for a in anns)
+    assert [a["score"] for a in anns] == sorted((a["score"] for a in anns), reverse=True)  # best first
     decoded = Masks.from_coco_rle([a["segmentation"] for a in anns])
     best = np.asarray(Image.open(out / "truck_000.png")) > 0
     assert decoded.masks[0].sum() > 0
@@ -91,6 +92,15 @@ def test_demo_json_on_stdout(demo):
     assert doc["model"] == "classic" and doc["count"] == 3
     assert set(doc["files"]) == {"png", "coco"}
     assert doc["masks"][0]["score"] >= doc["masks"][-1]["score"]
+
+
+def test_demo_message_says_the_masks_are_sorted():
+    """`make demo` and the README say truck_000.png is the best mask; segment sorts by score."""
+    text = (ROOT / "Makefile").read_text()
+    recipe = text.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    assert "sorted by score, best first" in recipe and "truck_000.png" in recipe
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "sorted by score, best first" in readme
 
 
 def test_readme_quickstart_is_two_commands():

@@ -1,6 +1,7 @@
 """`samkit eval ...` sub-app on a synthetic DAVIS tree with fake models; and (when present)
 a quick check on the shared real DAVIS frames (one frame, well under a minute)."""
 import csv
+import os
 import json
 from pathlib import Path
 
@@ -149,3 +150,54 @@ def test_vos_end_to_end_with_the_classic_tracker(tmp_path):
     js = json.loads((out / "results.json").read_text())
     assert [row["Sequence"] for row in js["per_sequence"]] == ["syn_1", "syn_2"]
     assert js["global"]["J-Mean"] > 0.8 and js["global"]["F-Mean"] > 0.8
+
+
+@pytest.mark.parametrize("command", [["interactive", "--model", "fake"], ["vos", "--model", "fake"],
+                                     ["davis-results", "--results", "RES"]])
+def test_data_that_is_a_file_says_so(tmp_path, monkeypatch, command):
+    monkeypatch.setattr(eval_cmd, "build_predictor", lambda *a: SeeingPredictor())
+    monkeypatch.setattr(eval_cmd, "build_tracker", lambda *a: pytest.fail("no tracker without data"))
+    afile = tmp_path / "davis.zip"
+    afile.write_bytes(b"PK")
+    (tmp_path / "RES").mkdir()
+    args = [str(tmp_path / "RES") if a == "RES" else a for a in command]
+    r = runner.invoke(eval_cmd.app, [*args, "--data", str(afile), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2
+    text = " ".join(r.output.split())
+    assert "is a file; expected the DAVIS root folder" in text and "JPEGImages/" in text and "Fix:" in text
+    assert "does not exist" not in text
+
+
+def test_coco_inputs_of_the_wrong_kind(tmp_path, monkeypatch):
+    monkeypatch.setattr(eval_cmd, "build_predictor", lambda *a: pytest.fail("no model before the inputs are checked"))
+    anns = tmp_path / "instances.json"
+    anns.write_text("{}")
+    r = runner.invoke(eval_cmd.app, ["coco", "--annotations", str(tmp_path), "--images", str(tmp_path),
+                                     "--model", "fake"])
+    assert r.exit_code == 2 and "is a folder; expected a COCO instances JSON file" in " ".join(r.output.split())
+    r = runner.invoke(eval_cmd.app, ["coco", "--annotations", str(anns), "--images", str(anns), "--model", "fake"])
+    assert r.exit_code == 2 and "is a file; expected the folder of the COCO images" in " ".join(r.output.split())
+
+
+def test_help_points_to_models_ls():
+    r = runner.invoke(eval_cmd.app, ["interactive", "--help"])
+    assert r.exit_code == 0 and "samkit models ls" in r.output and "models list" not in r.output
+
+
+def test_rerun_publishes_results_as_a_set(tree, tmp_path, monkeypatch):
+    monkeypatch.setattr(eval_cmd, "build_predictor", lambda *a: SeeingPredictor())
+    out = tmp_path / "out"
+    args = ["interactive", "--data", str(tree), "--model", "fake", "--every", "2", "--out", str(out)]
+    assert runner.invoke(eval_cmd.app, args).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert set(before) == {"global_results.csv", "per-sequence_results.csv", "results.json", "per-sample_results.csv"}
+    import samkit.eval.report as report
+
+    def broken(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "write_csv", broken)
+    r = runner.invoke(eval_cmd.app, args)
+    assert r.exit_code == 1 and "No space left" in r.output and ".samkit" not in r.output
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert os.listdir(out / ".samkit") == ["eval-interactive.json"]

@@ -1,5 +1,7 @@
-"""Shared pieces of the ``samkit`` command line: prompt parsers, output formats, the default
-model, JSON output, and the mapping from samkit errors to one-line messages and exit codes.
+"""Shared pieces of the ``samkit`` command line: prompt parsers, the ``--format`` option and its
+parser (one for every command), the ``--out`` check that every command runs before any work,
+the default model, JSON output, and the mapping from samkit errors to one-line messages and exit
+codes. Commands write their files through ``samkit.io.outputs.OutputSet`` (published as a set).
 
 Nothing here imports torch: ``samkit --help`` and argument errors stay fast.
 """
@@ -7,7 +9,9 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import (CheckpointError, DownloadError, InputError, MissingExtraError, SamkitError, require)
@@ -20,6 +24,15 @@ EXIT_INPUT = 2  # bad arguments, prompts, images, unknown model (click also uses
 EXIT_CHECKPOINT = 3
 EXIT_DOWNLOAD = 4
 EXIT_MISSING_EXTRA = 5
+
+
+class Command(typer.core.TyperCommand):
+    """The class of every plain samkit command: its usage line names the arguments plainly,
+    ``Usage: samkit track [OPTIONS] VIDEO`` (recent typer versions write ``{VIDEO}``)."""
+
+    def collect_usage_pieces(self, ctx) -> List[str]:
+        pieces = super().collect_usage_pieces(ctx)
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") and "|" not in p else p for p in pieces]
 
 
 class Format(str, enum.Enum):
@@ -50,8 +63,9 @@ class Backend(str, enum.Enum):
 
 def backend_option():
     """``--backend {torch,onnxruntime}`` (shared by `segment` and `everything`)."""
+    # "\\[" keeps rich markup from eating "[onnx]"
     return typer.Option(Backend.torch, "--backend", help="Image-encoder runtime: torch, or onnxruntime (CPU; the "
-                        "encoder is exported to ONNX and cached on first use; needs samkit[onnx]).")
+                        "encoder is exported to ONNX and cached on first use; needs samkit\\[onnx]).")
 
 
 def compile_option():
@@ -60,7 +74,19 @@ def compile_option():
                         "which is slow; needs a C++ compiler on CPU).")
 
 
-FORMAT_HELP = "Output format, repeatable or comma-separated: " + ", ".join(f.value for f in Format) + "."
+def format_help(choices: type = Format, default: Sequence[enum.Enum] = (Format.png,)) -> str:
+    """The help of every ``--format`` option: the same wording in every command."""
+    return (f"Output format, repeatable or comma-separated: {', '.join(c.value for c in choices)}. "
+            f"Default: {','.join(d.value for d in default)}.")
+
+
+def format_option(choices: type = Format, default: Sequence[enum.Enum] = (Format.png,)):
+    """``--format/-f FORMAT``, repeatable and comma-separated; read it with ``parse_formats``."""
+    return typer.Option(None, "--format", "-f", metavar="FORMAT", show_default=False,
+                        help=format_help(choices, default))
+
+
+FORMAT_HELP = format_help()
 
 
 # ----------------------------------------------------------------------------- parsers
@@ -120,6 +146,29 @@ def parse_formats(values: Optional[Iterable[str]], default: Sequence[enum.Enum] 
             if f not in out:
                 out.append(f)
     return out or list(default)
+
+
+def check_out_dir(out: Path, option: str = "--out") -> Path:
+    """Refuse an output folder that cannot be created or written to, before any work is done:
+    an existing file, a path below a file (``file/sub``), a broken link, or a folder without
+    write permission. Creates nothing. Returns ``out``."""
+    out = Path(out)
+    if out.is_symlink() and not out.exists():
+        raise InputError(f"{option} {out} is a broken symbolic link. Fix: remove the link or pass another folder.")
+    if out.exists():
+        if not out.is_dir():
+            raise InputError(f"{option} {out} is a file, not a folder. Fix: pass a folder path (it is created "
+                             "when missing), or move the file away.")
+        target = out
+    else:
+        target = next((p for p in out.absolute().parents if p.exists()), None)
+        if target is None or not target.is_dir():
+            raise InputError(f"{option} {out} cannot be created: {target} is a file, not a folder. "
+                             "Fix: pass a folder path that is not below a file.")
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {out}: no permission to write in {target}. "
+                         "Fix: pass a folder you can write to.")
+    return out
 
 
 def resolve_model(model: Optional[str], checkpoint) -> str:
@@ -187,7 +236,7 @@ def error_exit_code(exc: BaseException) -> Optional[int]:
         return EXIT_INPUT
     if isinstance(exc, SamkitError):
         return EXIT_ERROR
-    if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError, PermissionError)):
         return EXIT_INPUT
     return None
 

@@ -7,7 +7,9 @@ samkit eval davis-results --data DAVIS_ROOT --results RESULTS_DIR
 samkit eval coco        --annotations instances.json --images DIR --model NAME
 ```
 Each command prints a table and writes ``*global_results.csv``, ``*per-sequence_results.csv``
-and ``*results.json`` into ``--out`` (default ``samkit_eval/<command>-<model>``).
+and ``*results.json`` into ``--out`` (default ``samkit_eval/<command>-<model>``). The input
+paths and ``--out`` are checked before any data or model is loaded, and the files of a run are
+published as one set (``samkit.io.outputs``, key ``eval-<command>``).
 """
 from __future__ import annotations
 
@@ -68,9 +70,35 @@ def build_tracker(model: str, checkpoint: Optional[str], device: str):
                          f"(SAM 2 family).") from exc
 
 
+def check_folder(path: Path, option: str, expected: str) -> Path:
+    """An input that must be an existing folder: a clear error for a file or a missing path."""
+    path = Path(path)
+    if path.is_file():
+        raise InputError(f"{option} {path} is a file; expected {expected}. Fix: pass that folder instead.")
+    if not path.is_dir():
+        raise InputError(f"{option} {path} does not exist; expected {expected}. Fix: check the path (it is "
+                         "relative to the current directory).")
+    return path
+
+
+def check_file(path: Path, option: str, expected: str) -> Path:
+    """An input that must be an existing file: a clear error for a folder or a missing path."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a folder; expected {expected}. Fix: pass that file instead.")
+    if not path.is_file():
+        raise InputError(f"{option} {path} does not exist; expected {expected}. Fix: check the path (it is "
+                         "relative to the current directory).")
+    return path
+
+
+DAVIS_ROOT = "the DAVIS root folder that holds JPEGImages/, Annotations/ and ImageSets/"
+
+
 def _dataset(data: Path, year: str, split: str, sequences: Optional[str]):
     from ..eval.davis import DavisDataset
 
+    check_folder(data, "--data", DAVIS_ROOT)
     names = [s for s in sequences.split(",") if s] if sequences else None
     return DavisDataset(data, year=year, split=split, sequences=names)
 
@@ -91,13 +119,21 @@ def _table(title: str, rows: List[dict]) -> None:
     console.print(t)
 
 
-def _finish(out: Path, prefix: str, glob: dict, per_seq: List[dict], settings: dict) -> None:
-    from ..eval.report import write_results
+def _finish(out: Path, key: str, glob: dict, per_seq: List[dict], settings: dict,
+            per_sample: Optional[List[dict]] = None) -> None:
+    """Print the tables and write the results (and ``per-sample_results.csv`` when given) into
+    ``out`` as one set."""
+    from ..eval.report import write_csv, write_results
+    from ..io.outputs import OutputSet
 
     _table("Global results", [glob])
     _table("Per-sequence results", per_seq)
-    paths = write_results(out, prefix, glob, per_seq, settings)
-    for p in paths.values():
+    with OutputSet(out, f"eval-{key}") as outs:
+        paths = list(write_results(outs.staging, "", glob, per_seq, settings).values())
+        if per_sample is not None:
+            paths.append(write_csv(outs.path("per-sample_results.csv"), per_sample))
+        paths = [outs.final(p) for p in paths]
+    for p in paths:
         console.print(f"wrote {p}")
 
 
@@ -112,14 +148,17 @@ def _fail(exc: Exception) -> None:
 
 
 def _out_dir(out: Optional[Path], command: str, model: str) -> Path:
-    return out if out is not None else Path("samkit_eval") / f"{command}-{model}"
+    """``--out``, or ``samkit_eval/<command>-<model>``; checked (not created) before any work."""
+    from .common import check_out_dir
+
+    return check_out_dir(out if out is not None else Path("samkit_eval") / f"{command}-{model}")
 
 
 # ----------------------------------------------------------------------------- commands
 @app.command("interactive")
 def interactive(
     data: Path = typer.Option(..., "--data", help="DAVIS root (JPEGImages/, Annotations/, ImageSets/)."),
-    model: str = typer.Option(..., "--model", help="Model name (samkit models list)."),
+    model: str = typer.Option(..., "--model", help="Model name (`samkit models ls`)."),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Checkpoint file (default: the model's)."),
     every: int = typer.Option(10, "--every", help="Use every N-th frame (0, N, 2N, ...)."),
     max_clicks: int = typer.Option(20, "--max-clicks", help="Click budget for NoC (failures count this many)."),
@@ -136,6 +175,7 @@ def interactive(
 
     try:
         report_clicks = [int(c) for c in clicks.split(",") if c.strip()]
+        out_dir = _out_dir(out, "interactive", model)
         ds = _dataset(data, year, split, sequences)
         total = count_samples(ds, every)
         predictor = build_predictor(model, checkpoint, device)
@@ -149,11 +189,7 @@ def interactive(
         settings = dict(command="interactive", model=model, checkpoint=checkpoint, data=str(data), year=year,
                         split=split, every=every, max_clicks=max_clicks, clicks=report_clicks, oracle=oracle,
                         device=device, seconds=round(time.time() - start, 1))
-        out_dir = _out_dir(out, "interactive", model)
-        _finish(out_dir, "", glob, report.per_sequence(), settings)
-        from ..eval.report import write_csv
-
-        console.print(f"wrote {write_csv(out_dir / 'per-sample_results.csv', report.rows())}")
+        _finish(out_dir, "interactive", glob, report.per_sequence(), settings, per_sample=report.rows())
     except Exception as exc:  # noqa: BLE001 - _fail re-raises what is not a samkit error
         _fail(exc)
 
@@ -173,6 +209,7 @@ def vos(
     from ..eval.vos import evaluate_tracker
 
     try:
+        out_dir = _out_dir(out, "vos", model)
         ds = _dataset(data, year, split, sequences)
         tracker = build_tracker(model, checkpoint, device)
         start = time.time()
@@ -181,7 +218,7 @@ def vos(
             report = evaluate_tracker(tracker, ds, progress=lambda s: bar.update(task, advance=1, item=s))
         settings = dict(command="vos", model=model, checkpoint=checkpoint, data=str(data), year=year, split=split,
                         device=device, seconds=round(time.time() - start, 1))
-        _finish(_out_dir(out, "vos", model), "", report.global_results(), report.per_sequence(), settings)
+        _finish(out_dir, "vos", report.global_results(), report.per_sequence(), settings)
     except Exception as exc:  # noqa: BLE001 - _fail re-raises what is not a samkit error
         _fail(exc)
 
@@ -199,12 +236,16 @@ def davis_results(
     from ..eval.vos import evaluate_results_dir
 
     try:
+        from .common import check_out_dir
+
+        check_folder(results, "--results", "the folder of <sequence>/<frame>.png result index maps")
+        out_dir = check_out_dir(out or results)
         ds = _dataset(data, year, split, sequences)
         with _progress() as bar:
             task = bar.add_task("davis", total=len(ds), item="")
             report = evaluate_results_dir(ds, results, progress=lambda s: bar.update(task, advance=1, item=s))
         settings = dict(command="davis-results", data=str(data), results=str(results), year=year, split=split)
-        _finish(out or results, "", report.global_results(), report.per_sequence(), settings)
+        _finish(out_dir, "davis-results", report.global_results(), report.per_sequence(), settings)
     except Exception as exc:  # noqa: BLE001 - _fail re-raises what is not a samkit error
         _fail(exc)
 
@@ -223,6 +264,9 @@ def coco(
     from ..eval.coco import CocoInstances, evaluate_box_prompts
 
     try:
+        out_dir = _out_dir(out, "coco", model)
+        check_file(annotations, "--annotations", "a COCO instances JSON file (instances_val2017.json)")
+        check_folder(images, "--images", "the folder of the COCO images")
         data = CocoInstances(annotations, images)
         ids = data.image_ids[:limit] if limit else data.image_ids
         predictor = build_predictor(model, checkpoint, device)
@@ -231,6 +275,6 @@ def coco(
             stats = evaluate_box_prompts(predictor, data, ids, progress=lambda s: bar.update(task, advance=1, item=s))
         settings = dict(command="coco", model=model, checkpoint=checkpoint, annotations=str(annotations),
                         images=str(images), limit=limit, device=device)
-        _finish(_out_dir(out, "coco", model), "", stats, [{"Sequence": "all", **stats}], settings)
+        _finish(out_dir, "coco", stats, [{"Sequence": "all", **stats}], settings)
     except Exception as exc:  # noqa: BLE001 - _fail re-raises what is not a samkit error
         _fail(exc)

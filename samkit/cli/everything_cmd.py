@@ -1,10 +1,12 @@
 """``samkit everything IMAGE``: segment everything in one image (automatic mask generation).
 
-The module defines the typer sub-app ``app`` (registered by ``samkit.cli.main`` as
-``everything``) with one command, ``run``, that is also the default: ``samkit everything IMAGE
---out DIR`` and ``samkit everything run IMAGE --out DIR`` are the same. The plain function
-``everything(...)`` can also be registered as a top-level command. Torch and the model are imported inside the command; the progress bar
-(rich) appears on stderr while the point batches are decoded.
+``COMMAND`` (the function ``everything``) is registered by ``samkit.cli.main`` as the plain
+command ``samkit everything [OPTIONS] IMAGE``; ``app`` is the same command as a one-command
+typer app. The older spelling ``samkit everything run IMAGE`` still works. The output folder is
+checked before any work, and the files of a run are published as one set
+(``samkit.io.outputs``, key ``everything-{stem}``): a failed run leaves the previous files as
+they were. Torch and the model are imported inside the command; the progress bar (rich)
+appears on stderr while the point batches are decoded.
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from .common import Backend, backend_option, compile_option, emit_json, info, parse_formats, resolve_model, typer
+from .common import (Backend, Command, backend_option, check_out_dir, compile_option, emit_json, format_option, info,
+                     parse_formats, resolve_model, typer)
 from ..errors import InputError, require
 
 
@@ -41,21 +44,15 @@ EPILOG = (
     "{stem}_everything_overlay.png."
 )
 
-class _DefaultCommandGroup(typer.core.TyperGroup):
-    """A group that runs its ``run`` command when the first word is not a command name, so
-    ``samkit everything IMAGE ...`` works as well as ``samkit everything run IMAGE ...``."""
 
-    def resolve_command(self, ctx, args):
-        if args and args[0] not in self.commands:
-            args = ["run", *args]
-        return super().resolve_command(ctx, args)
+class _Command(Command):
+    """Accepts the older ``samkit everything run IMAGE ...`` by dropping a leading ``run``
+    (unless a file named ``run`` exists, which is then the image)."""
 
-
-app = typer.Typer(name="everything", cls=_DefaultCommandGroup, add_completion=False, rich_markup_mode="rich",
-                  no_args_is_help=True, epilog=EPILOG,
-                  context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-                  help="Segment everything: prompt a grid of points and keep the good, distinct masks. "
-                       "Usage: samkit everything IMAGE [OPTIONS] (see `samkit everything run --help`).")
+    def parse_args(self, ctx, args):
+        if len(args) > 1 and args[0] == "run" and not os.path.exists("run"):
+            args = args[1:]
+        return super().parse_args(ctx, args)
 
 
 def parse_everything_formats(values: Optional[List[str]]) -> List[EverythingFormat]:
@@ -85,15 +82,15 @@ def _has_pycocotools() -> bool:
     return True
 
 
-@app.command("run", epilog=EPILOG)
 def everything(
-    image: Path = typer.Argument(..., help="Image file (JPEG, PNG, WebP, TIFF, ...).", show_default=False),
+    image: Path = typer.Argument(..., metavar="IMAGE", help="Image file (JPEG, PNG, WebP, TIFF, ...).",
+                                 show_default=False),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Neural model name (`samkit models ls`). "
                                         "Default: the first one whose weights are cached."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Weights file (default: the cache)."),
-    out: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder (created)."),
-    fmt: Optional[List[str]] = typer.Option(None, "--format", "-f", metavar="FORMAT",
-                                            help="coco, png, overlay; repeatable or comma-separated. Default: coco."),
+    out: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder (created). A rerun replaces the "
+                             "previous files of the same image there as a set."),
+    fmt: Optional[List[str]] = format_option(EverythingFormat, [EverythingFormat.coco]),
     points_per_side: int = typer.Option(32, "--points-per-side", help="Grid points per image side."),
     points_per_batch: int = typer.Option(64, "--points-per-batch", help="Points decoded at once (memory)."),
     pred_iou_thresh: float = typer.Option(0.88, "--pred-iou-thresh", help="Keep masks with predicted IoU above."),
@@ -115,6 +112,7 @@ def everything(
 ) -> None:
     """Segment everything in IMAGE and write the masks (COCO RLE JSON, PNGs, overlay)."""
     formats = parse_everything_formats(fmt)
+    check_out_dir(out)
     model = resolve_model(model, checkpoint)
     from ..specs import get_spec
 
@@ -122,15 +120,14 @@ def everything(
     if not getattr(spec, "neural", True):
         raise InputError(f"`samkit everything` needs a neural model; {model!r} is not one. "
                          "Fix: pass --model sam_vit_b (download it with `samkit models download sam_vit_b`).")
-    if offline:
-        os.environ["SAMKIT_OFFLINE"] = "1"
 
     from ..auto import AutoMaskGenerator
     from ..io.image import load_image
     from ..registry import load_model
 
     img = load_image(image)
-    net = load_model(model, checkpoint=checkpoint, device=device, backend=backend.value, compile=compile_)
+    net = load_model(model, checkpoint=checkpoint, device=device, download=not offline, backend=backend.value,
+                     compile=compile_)
     gen = AutoMaskGenerator(net, points_per_side=points_per_side, points_per_batch=points_per_batch,
                             pred_iou_thresh=pred_iou_thresh, stability_score_thresh=stability_thresh,
                             stability_score_offset=stability_offset, crop_n_layers=crop_layers,
@@ -152,25 +149,7 @@ def everything(
             masks, meta = gen.generate_with_info(img, progress=lambda d, t: bar.update(task, completed=d, total=t))
     elapsed = time.perf_counter() - t0
 
-    stem = f"{image.stem}_everything"
-    out.mkdir(parents=True, exist_ok=True)
-    written = {}
-    from ..io.atomic import atomic_write_bytes, atomic_write_text
-
-    for f in formats:
-        if f is EverythingFormat.coco:
-            doc = coco_everything(masks, meta, image)
-            written["coco"] = [str(atomic_write_text(out / f"{stem}_coco.json", json.dumps(doc)))]
-        elif f is EverythingFormat.png:
-            written["png"] = [str(p) for p in masks.save_png(out, stem)]
-        else:
-            import io
-
-            from PIL import Image
-
-            buf = io.BytesIO()
-            Image.fromarray(masks.overlay(img)).save(buf, format="PNG")
-            written["overlay"] = [str(atomic_write_bytes(out / f"{stem}_overlay.png", buf.getvalue()))]
+    written = write_everything(masks, meta, img, image, out, formats)
     info(f"{len(masks)} mask(s) from {meta.stats.get('point_batches', 0)} point batches in {elapsed:.1f} s")
     for name, paths in written.items():
         shown = paths if len(paths) <= 2 else [paths[0], "...", paths[-1]]
@@ -178,3 +157,35 @@ def everything(
     if json_out:
         emit_json({"image": str(image), "model": model, "count": len(masks), "seconds": round(elapsed, 3),
                    "files": written, "masks": meta.to_records()})
+
+
+def write_everything(masks, meta, img, image: Path, out: Path, formats: List[EverythingFormat]) -> dict:
+    """Write the chosen formats as one set (key ``everything-{stem}``); {format: [paths]}."""
+    from ..io.atomic import atomic_write_bytes, atomic_write_text
+    from ..io.outputs import OutputSet
+
+    stem = f"{image.stem}_everything"
+    written = {}
+    with OutputSet(out, f"everything-{image.stem}") as outs:
+        for f in formats:
+            if f is EverythingFormat.coco:
+                doc = coco_everything(masks, meta, image)
+                paths = [atomic_write_text(outs.path(f"{stem}_coco.json"), json.dumps(doc))]
+            elif f is EverythingFormat.png:
+                paths = masks.save_png(outs.staging, stem)
+            else:
+                import io
+
+                from PIL import Image
+
+                buf = io.BytesIO()
+                Image.fromarray(masks.overlay(img)).save(buf, format="PNG")
+                paths = [atomic_write_bytes(outs.path(f"{stem}_overlay.png"), buf.getvalue())]
+            written[f.value] = [str(outs.final(p)) for p in paths]
+    return written
+
+
+COMMAND = everything
+COMMAND_CLS = _Command
+app = typer.Typer(name="everything", add_completion=False, rich_markup_mode="rich", no_args_is_help=True)
+app.command("everything", epilog=EPILOG, cls=_Command)(everything)

@@ -1,9 +1,11 @@
 """The ``samkit`` command line: ``samkit <noun> <verb>``.
 
-``segment`` is a top-level command; command groups (``models``, and ``everything``, ``track``,
-``eval`` when their modules exist) are sub-apps registered from ``SUBCOMMANDS``. A sub-app
-module defines a ``typer.Typer`` named ``app``. Only the ImportError of that exact module
-(it does not exist yet) is tolerated; any other import error propagates.
+Commands are registered from ``SUBCOMMANDS`` (module path, name), in that order. A module
+that defines ``COMMAND`` (a function; optional ``EPILOG`` and ``COMMAND_CLS``) becomes a plain
+command (``samkit segment IMAGE``, ``samkit everything IMAGE``, ``samkit track VIDEO``); any
+other module defines a ``typer.Typer`` named ``app``, registered as a command group (``samkit
+models ls``, ``samkit eval vos``). Only the ImportError of that exact module (it does not exist
+yet) is tolerated; any other import error propagates.
 
 Errors that samkit raises on purpose (``samkit.errors`` types, ``KeyError`` for an unknown
 model) print ``error: <problem>. Fix: ...`` on one line and exit non-zero, without a traceback.
@@ -14,11 +16,12 @@ import importlib
 import sys
 from typing import List, Optional, Sequence
 
-from .common import (EXIT_CHECKPOINT, EXIT_DOWNLOAD, EXIT_ERROR, EXIT_INPUT, EXIT_MISSING_EXTRA, error_exit_code,
-                     report_error, typer)
+from .common import (EXIT_CHECKPOINT, EXIT_DOWNLOAD, EXIT_ERROR, EXIT_INPUT, EXIT_MISSING_EXTRA, Command,
+                     error_exit_code, report_error, typer)
 
 # (module path, group name): registered in this order when the module can be imported
 SUBCOMMANDS = [
+    ("samkit.cli.segment_cmd", "segment"),
     ("samkit.cli.models_cmd", "models"),
     ("samkit.cli.everything_cmd", "everything"),
     ("samkit.cli.track_cmd", "track"),
@@ -29,6 +32,8 @@ EPILOG = (
     "[bold]Examples[/bold]\n\n"
     "  samkit segment photo.jpg --box 75,275,1725,850 --out out/ --format png,overlay,coco\n\n"
     "  samkit segment photo.jpg --point 500,375 --point 1125,625,0 --format json\n\n"
+    "  samkit everything photo.jpg --model sam_vit_b --out out/\n\n"
+    "  samkit track clip.mp4 --point 0,500,375,1 --out tracks/ --format png,coco\n\n"
     "  samkit models ls\n\n"
     "  samkit models download sam_vit_b\n\n"
     f"Exit codes: 0 ok, {EXIT_ERROR} error, {EXIT_INPUT} bad input or unknown model, {EXIT_CHECKPOINT} bad checkpoint, "
@@ -48,9 +53,7 @@ def optional_module(path: str):
 
 
 def build_app(subcommands: Sequence = SUBCOMMANDS) -> "typer.Typer":
-    """The root app: ``segment`` plus every importable command group of ``subcommands``."""
-    from . import segment_cmd
-
+    """The root app: every importable command and command group of ``subcommands``."""
     root = typer.Typer(
         name="samkit", no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
         pretty_exceptions_enable=False, epilog=EPILOG,
@@ -58,14 +61,19 @@ def build_app(subcommands: Sequence = SUBCOMMANDS) -> "typer.Typer":
              "EfficientTAM, EdgeTAM) behind one CLI. Works offline: without weights it falls back "
              "to the classic GrabCut engine.",
     )
-    root.command("segment", epilog=segment_cmd.EPILOG)(segment_cmd.segment)
     for path, name in subcommands:
         module = optional_module(path)
         if module is None:
             continue
+        command = getattr(module, "COMMAND", None)
+        if command is not None:
+            root.command(name, epilog=getattr(module, "EPILOG", None), cls=getattr(module, "COMMAND_CLS", Command),
+                         no_args_is_help=True)(command)
+            continue
         sub = getattr(module, "app", None)
         if sub is None:
-            raise AttributeError(f"{path} defines no typer app named 'app'; every command group must.")
+            raise AttributeError(f"{path} defines neither COMMAND nor a typer app named 'app'; every command "
+                                 "module must define one.")
         root.add_typer(sub, name=name)
     return root
 

@@ -1,6 +1,11 @@
 """``samkit segment IMAGE``: promptable segmentation of one image from the command line.
 
-Heavy modules (torch, the model) are imported inside the command, not at import time.
+Masks are sorted by predicted score, best first, in everything the command writes and prints:
+``{stem}_000.png`` is the best mask, and the COCO, polygons, YOLO, LabelMe and JSON outputs
+list the masks in the same order. The files of a run are published as one set
+(``samkit.io.outputs``): a failed run leaves the previous files in ``--out`` as they were, and a
+successful one removes the files of the previous run of the same image that it did not write
+again. Heavy modules (torch, the model) are imported inside the command, not at import time.
 """
 from __future__ import annotations
 
@@ -10,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .common import (FORMAT_HELP, Backend, Format, backend_option, compile_option, emit_json, info, parse_box,
-                     parse_formats, parse_point, resolve_model, typer)
+from .common import (Backend, Format, backend_option, check_out_dir, compile_option, emit_json, format_option, info,
+                     parse_box, parse_formats, parse_point, resolve_model, typer)
 
 EPILOG = (
     "[bold]Examples[/bold]\n\n"
@@ -19,13 +24,17 @@ EPILOG = (
     "  samkit segment photo.jpg --point 500,375 --point 1125,625,0 --format overlay,coco\n\n"
     "  samkit segment photo.jpg --point 500,375 --model sam_vit_b --checkpoint sam_vit_b_01ec64.pth --single\n\n"
     "  samkit segment photo.jpg --box 75,275,1725,850 --format json > result.json\n\n"
+    "Masks are sorted by score, best first, in every output: {stem}_000.png is the best mask. "
+    "A rerun into the same --out replaces the previous files of that image as a set; a failed run "
+    "changes nothing there.\n\n"
     "Points are X,Y[,LABEL] in pixels of the image (LABEL 1 = object, the default; 0 = background); "
     "the box is X0,Y0,X1,Y1 (top-left, bottom-right). Without --model, the first neural model whose "
     "weights are in the cache is used, else the offline [italic]classic[/italic] GrabCut fallback."
 )
 
 OUTPUT_FILES = {
-    Format.png: "{stem}_000.png ... (one 0/255 PNG per mask) and {stem}_index.png (palette, k+1 = mask k)",
+    Format.png: "{stem}_000.png ... (one 0/255 PNG per mask, best first) and {stem}_index.png (palette, "
+                "k+1 = mask k)",
     Format.overlay: "{stem}_overlay.png (the image with the masks blended in)",
     Format.coco: "{stem}_coco.json (COCO dataset: images, annotations with RLE segmentation and score)",
     Format.polygons: "{stem}_polygons.json (per mask: score and rings of x, y pixel coordinates)",
@@ -36,46 +45,56 @@ OUTPUT_FILES = {
 
 
 def write_outputs(masks, image, image_path: Path, out_dir: Path, stem: str, formats: List[Format]) -> Dict[str, List[str]]:
-    """Write ``masks`` (samkit.masks.Masks) in every file format of ``formats`` into ``out_dir``.
+    """Write ``masks`` (samkit.masks.Masks, in the order given) in every file format of
+    ``formats`` into ``out_dir``, published as one set (``samkit.io.outputs.OutputSet``, key
+    ``segment-{stem}``): nothing changes in ``out_dir`` unless every format was written.
 
     Returns {format: [paths written]}; ``json`` writes no file (it goes to stdout)."""
+    from ..io.outputs import OutputSet
+
+    file_formats = [f for f in formats if f is not Format.json]
+    if not file_formats:
+        return {}
+    written: Dict[str, List[str]] = {}
+    with OutputSet(out_dir, f"segment-{stem}") as outs:
+        for fmt in file_formats:
+            written[fmt.value] = [str(outs.final(p)) for p in _write_format(fmt, masks, image, image_path, outs,
+                                                                             stem)]
+    return written
+
+
+def _write_format(fmt: Format, masks, image, image_path: Path, outs, stem: str) -> List[Path]:
+    """Write one format into the staging folder of ``outs``; return the staged paths."""
     from PIL import Image
 
     from ..io.atomic import atomic_write_bytes, atomic_write_text
 
-    written: Dict[str, List[str]] = {}
-    file_formats = [f for f in formats if f is not Format.json]
-    if file_formats:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    for fmt in file_formats:
-        if fmt is Format.png:
-            paths = masks.save_png(out_dir, stem)
-        elif fmt is Format.overlay:
-            import io
+    if fmt is Format.png:
+        return masks.save_png(outs.staging, stem)
+    if fmt is Format.overlay:
+        import io
 
-            buf = io.BytesIO()
-            Image.fromarray(masks.overlay(image)).save(buf, format="PNG")
-            paths = [atomic_write_bytes(out_dir / f"{stem}_overlay.png", buf.getvalue())]
-        elif fmt is Format.coco:
-            paths = [atomic_write_text(out_dir / f"{stem}_coco.json", json.dumps(coco_document(masks, image_path)))]
-        elif fmt is Format.polygons:
-            polys = [{"index": k, "score": float(masks.scores[k]), "polygons": [r.tolist() for r in rings]}
-                     for k, rings in enumerate(masks.to_polygons())]
-            doc = {"image": str(image_path), "height": masks.height, "width": masks.width, "masks": polys}
-            paths = [atomic_write_text(out_dir / f"{stem}_polygons.json", json.dumps(doc))]
-        elif fmt is Format.yolo:
-            path = out_dir / f"{stem}.txt"
-            masks.to_yolo(path)
-            paths = [path]
-        elif fmt is Format.labelme:
-            path = out_dir / f"{stem}.json"
-            rel = os.path.relpath(Path(image_path).resolve(), out_dir.resolve())
-            masks.to_labelme(rel, image_size=(masks.height, masks.width), path=path)
-            paths = [path]
-        else:  # pragma: no cover - Format is a closed enum
-            raise AssertionError(fmt)
-        written[fmt.value] = [str(p) for p in paths]
-    return written
+        buf = io.BytesIO()
+        Image.fromarray(masks.overlay(image)).save(buf, format="PNG")
+        return [atomic_write_bytes(outs.path(f"{stem}_overlay.png"), buf.getvalue())]
+    if fmt is Format.coco:
+        return [atomic_write_text(outs.path(f"{stem}_coco.json"), json.dumps(coco_document(masks, image_path)))]
+    if fmt is Format.polygons:
+        polys = [{"index": k, "score": float(masks.scores[k]), "polygons": [r.tolist() for r in rings]}
+                 for k, rings in enumerate(masks.to_polygons())]
+        doc = {"image": str(image_path), "height": masks.height, "width": masks.width, "masks": polys}
+        return [atomic_write_text(outs.path(f"{stem}_polygons.json"), json.dumps(doc))]
+    if fmt is Format.yolo:
+        path = outs.path(f"{stem}.txt")
+        masks.to_yolo(path)
+        return [path]
+    if fmt is Format.labelme:
+        path = outs.path(f"{stem}.json")
+        # imagePath is relative to where the file ends up, not to the staging folder
+        rel = os.path.relpath(Path(image_path).resolve(), outs.out.resolve())
+        masks.to_labelme(rel, image_size=(masks.height, masks.width), path=path)
+        return [path]
+    raise AssertionError(fmt)  # pragma: no cover - Format is a closed enum
 
 
 def coco_document(masks, image_path: Path) -> dict:
@@ -93,29 +112,34 @@ def coco_document(masks, image_path: Path) -> dict:
 
 
 def segment(
-    image: Path = typer.Argument(..., help="Image file (JPEG, PNG, WebP, TIFF, ...).", show_default=False),
+    image: Path = typer.Argument(..., metavar="IMAGE", help="Image file (JPEG, PNG, WebP, TIFF, ...).",
+                                 show_default=False),
     point: Optional[List[str]] = typer.Option(None, "--point", "-p", metavar="X,Y[,LABEL]",
                                               help="Prompt point; repeat for more. LABEL 1 = object (default), 0 = background."),
     box: Optional[str] = typer.Option(None, "--box", "-b", metavar="X0,Y0,X1,Y1", help="Prompt box in pixels."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (`samkit models ls`). "
                                         "Default: first neural model with cached weights, else classic."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Weights file (default: the cache)."),
-    out: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder (created)."),
-    fmt: Optional[List[str]] = typer.Option(None, "--format", "-f", metavar="FORMAT", help=FORMAT_HELP + " Default: png."),
-    multimask: bool = typer.Option(True, "--multimask/--single", help="Keep all candidate masks (best first) or only the best."),
+    out: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder (created). A rerun replaces the "
+                             "previous files of the same image there as a set."),
+    fmt: Optional[List[str]] = format_option(Format, [Format.png]),
+    multimask: bool = typer.Option(True, "--multimask/--single", help="Keep all candidate masks or only the best. "
+                                   "Masks are sorted by score, best first, in every output ({stem}_000.png is the best)."),
     device: str = typer.Option("cpu", "--device", help="torch device: cpu, cuda, cuda:0, mps."),
     offline: bool = typer.Option(False, "--offline", help="Never download; fail with the path to copy weights to."),
     backend: Backend = backend_option(),
     compile_: bool = compile_option(),
 ) -> None:
-    """Segment one image from point and/or box prompts and write masks in the chosen formats."""
-    formats = parse_formats(fmt)
+    """Segment one image from point and/or box prompts and write masks in the chosen formats, best first."""
+    formats = parse_formats(fmt, command="samkit segment")
     parsed = [parse_point(p) for p in point or []]
     bx = parse_box(box) if box else None
     if not parsed and bx is None:
         from ..errors import InputError
 
         raise InputError("no prompt given. Fix: add --point X,Y (repeatable) and/or --box X0,Y0,X1,Y1.")
+    if any(f is not Format.json for f in formats):
+        check_out_dir(out)
     model = resolve_model(model, checkpoint)
 
     from ..io.image import load_image
@@ -131,7 +155,7 @@ def segment(
     pts = [[x, y] for x, y, _ in parsed] or None
     labels = [lab for _, _, lab in parsed] or None
     masks = predictor.predict(points=pts, labels=labels, box=list(bx) if bx else None, mask_input=None,
-                              multimask=multimask)
+                              multimask=multimask).sorted("score")  # best first, everywhere below
     elapsed = time.perf_counter() - t0
     written = write_outputs(masks, img, image, out, image.stem, formats)
     if Format.json in formats:
@@ -145,3 +169,6 @@ def segment(
     for fmt_name, paths in written.items():
         shown = paths if len(paths) <= 2 else [paths[0], "...", paths[-1]]
         info(f"  {fmt_name:<9} {' '.join(shown)}")
+
+
+COMMAND = segment

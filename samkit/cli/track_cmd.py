@@ -1,13 +1,21 @@
 """``samkit track VIDEO``: track prompted objects through a video.
 
 Prompts name their frame and object: ``--point FRAME,X,Y,OBJ[,LABEL]`` and
-``--box FRAME,X0,Y0,X1,Y1,OBJ``. Outputs (``--format``):
+``--box FRAME,X0,Y0,X1,Y1,OBJ``. Outputs (``--format``, repeatable or comma-separated):
 * ``png``: ``OUT/masks/{frame:05d}_obj{id}.png`` (0/255) per frame and object,
 * ``coco``: ``OUT/tracks.jsonl``, one line per frame: ``{"frame", "objects": [{"id",
   "score", "segmentation": COCO RLE}]}`` (written and flushed frame by frame),
 * ``overlay``: ``OUT/overlay.mp4`` (PyAV, H.264 or MPEG-4) with the masks blended in.
-Results are written as frames are tracked, so a video that fails mid-way keeps every
-finished frame.
+
+Everything is checked before any file is written: ``--out``, the prompt syntax, and the prompt
+frames and coordinates against the video's frame count and size (the frame source is opened
+first, which is cheap), then the model is loaded and the prompts placed. Results are written
+frame by frame into a staging folder and published as one set when the video is done
+(``samkit.io.outputs``, key ``track``): the files of the previous run in ``OUT`` stay until
+then, and its frames that this run did not produce are removed afterwards. A video that fails
+mid-way (or Ctrl-C) keeps every finished frame: they are moved to ``OUT/track-partial/`` (with
+``partial.json``, the reason), which the error message names, while the previous complete
+output in ``OUT`` stays untouched; the next successful run removes ``track-partial/``.
 """
 from __future__ import annotations
 
@@ -17,14 +25,22 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from ..errors import InputError
-from .common import _numbers, emit_json, info, typer
+from ..errors import InputError, SamkitError, require
+from .common import Command, _numbers, check_out_dir, emit_json, format_option, info, parse_formats, typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
-                  help="Track prompted objects through a video (SAM 2 family, or the offline classic engine).")
+EPILOG = (
+    "[bold]Examples[/bold]\n\n"
+    "  samkit track clip.mp4 --point 0,500,375,1 --out tracks/\n\n"
+    "  samkit track frames/ --box 0,75,275,1725,850,1 --point 12,900,400,2 --format png,coco,overlay\n\n"
+    "Files: OUT/masks/{frame:05d}_obj{id}.png, OUT/tracks.jsonl (coco: one line per frame, COCO RLE), "
+    "OUT/overlay.mp4. A rerun replaces the previous files as a set once the video is done; a run that fails "
+    "mid-way keeps its finished frames in OUT/track-partial/ and leaves the previous output untouched."
+)
 
 
 class TrackFormat(str, enum.Enum):
+    """Output formats of ``samkit track``."""
+
     png = "png"
     coco = "coco"
     overlay = "overlay"
@@ -73,6 +89,24 @@ def collect_prompts(points: List[str], boxes: List[str]) -> Dict[Tuple[int, int]
     return out
 
 
+def check_prompts_fit(prompts: Dict[Tuple[int, int], dict], num_frames: Optional[int], height: int,
+                      width: int) -> None:
+    """Every prompt on an existing frame (0..num_frames-1; any frame when the length is unknown)
+    and inside the W x H frame ([0, W] x [0, H] pixels)."""
+    for (f, o), d in sorted(prompts.items()):
+        if num_frames is not None and f >= num_frames:
+            raise InputError(f"the prompt of object {o} is on frame {f}, but the video has {num_frames} frames "
+                             f"(0..{num_frames - 1}). Fix: prompt on an existing frame.")
+        coords = [("point", p) for p in d["points"]] + ([("box", d["box"])] if d["box"] is not None else [])
+        for kind, xy in coords:
+            xs, ys = xy[0::2], xy[1::2]
+            if min(xs) < 0 or min(ys) < 0 or max(xs) > width or max(ys) > height:
+                shown = ",".join(f"{v:g}" for v in xy)
+                raise InputError(f"{kind} {shown} of object {o} on frame {f} lies outside the {width}x{height} "
+                                 f"video. Fix: use pixels of the video frame, x in [0, {width}] and "
+                                 f"y in [0, {height}].")
+
+
 def default_video_model() -> Tuple[str, str]:
     """(name, reason): the first video model whose weights are cached, else ``classic``."""
     from .. import hub
@@ -119,79 +153,176 @@ class _OverlayWriter:
             self.container.mux(packet)
 
     def close(self) -> None:
-        if self.container is not None:
+        container, self.container = self.container, None
+        if container is not None:
             for packet in self.stream.encode():
-                self.container.mux(packet)
-            self.container.close()
+                container.mux(packet)
+            container.close()
 
 
-@app.callback(invoke_without_command=True, context_settings={"allow_interspersed_args": True})
+class _FrameWriters:
+    """The per-frame writers of the chosen formats, all writing into the staging folder of
+    ``outs`` (``samkit.io.outputs.OutputSet``)."""
+
+    def __init__(self, outs, formats: List[TrackFormat], fps: float) -> None:
+        self.outs = outs
+        self.png = TrackFormat.png in formats
+        self.jsonl = open(outs.path("tracks.jsonl"), "w") if TrackFormat.coco in formats else None
+        self.overlay = _OverlayWriter(outs.path("overlay.mp4"), fps) if TrackFormat.overlay in formats else None
+
+    def write(self, t: int, res, frame=None) -> None:
+        """Masks of frame ``t`` (a FrameResult); ``frame`` (H x W x 3) for the overlay, or None."""
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        from ..io.atomic import atomic_write_bytes
+        from ..masks import rle_encode
+
+        if self.png:
+            for oid, m in res.masks.items():
+                buf = io.BytesIO()
+                Image.fromarray((m * 255).astype(np.uint8)).save(buf, format="PNG")
+                atomic_write_bytes(self.outs.path(f"masks/{t:05d}_obj{oid}.png"), buf.getvalue())
+        if self.jsonl is not None:
+            objs = [{"id": oid, "score": res.scores[oid], "segmentation": rle_encode(m)}
+                    for oid, m in res.masks.items()]
+            self.jsonl.write(json.dumps({"frame": t, "objects": objs}) + "\n")
+            self.jsonl.flush()
+        if self.overlay is not None and frame is not None:
+            self.overlay.write(frame, res.masks)
+
+    def close(self) -> None:
+        """Close every file (the overlay video is finalised); the first error is raised."""
+        errors = []
+        for closer in (self.jsonl, self.overlay):
+            if closer is None:
+                continue
+            try:
+                closer.close()
+            except Exception as exc:  # noqa: BLE001 - close the others first
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+
+
 def track(
-    video: Path = typer.Argument(..., help="Video file or folder of frames."),
-    point: List[str] = typer.Option([], "--point", "-p", help="FRAME,X,Y,OBJ[,LABEL] (repeatable)."),
-    box: List[str] = typer.Option([], "--box", "-b", help="FRAME,X0,Y0,X1,Y1,OBJ (repeatable)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Video model (default: cached, else classic)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Weights file."),
-    out: Path = typer.Option(Path("track_out"), "--out", "-o", help="Output folder."),
-    fmt: List[TrackFormat] = typer.Option([TrackFormat.png], "--format", "-f", help="png, coco or overlay (repeatable)."),
+    video: Path = typer.Argument(..., metavar="VIDEO", help="Video file or folder of frames.", show_default=False),
+    point: Optional[List[str]] = typer.Option(None, "--point", "-p", metavar="FRAME,X,Y,OBJ[,LABEL]",
+                                              help="Prompt point on frame FRAME for object OBJ; repeatable. "
+                                                   "LABEL 1 = object (default), 0 = background."),
+    box: Optional[List[str]] = typer.Option(None, "--box", "-b", metavar="FRAME,X0,Y0,X1,Y1,OBJ",
+                                            help="Prompt box on frame FRAME for object OBJ; repeatable."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Video model (`samkit models ls`). "
+                                        "Default: the first one with cached weights, else classic."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Weights file (default: the cache)."),
+    out: Path = typer.Option(Path("track_out"), "--out", "-o", help="Output folder (created). A rerun replaces "
+                             "the previous files there as a set once the video is done."),
+    fmt: Optional[List[str]] = format_option(TrackFormat, [TrackFormat.png]),
     reverse: bool = typer.Option(False, "--reverse", help="Also track backwards from the earliest prompt."),
-    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after this many frames."),
-    fps: float = typer.Option(24.0, "--fps", help="Frame rate of the overlay video."),
-    device: str = typer.Option("cpu", "--device", help="torch device."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop after this many frames."),
+    fps: float = typer.Option(24.0, "--fps", min=0.001, help="Frame rate of the overlay video."),
+    device: str = typer.Option("cpu", "--device", help="torch device: cpu, cuda, cuda:0, mps."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
-    """Track objects prompted on any frame; writes per-frame masks, COCO RLE JSONL or an overlay video."""
-    import numpy as np
-
+    """Track objects prompted on any frame; writes per-frame mask PNGs, COCO RLE JSONL or an overlay video."""
+    formats = parse_formats(fmt, default=[TrackFormat.png], choices=TrackFormat, command="samkit track")
     prompts = collect_prompts(point, box)
-    if model is None:
-        model, why = default_video_model()
-        info(f"model: {model} ({why})")
-    from ..masks import rle_encode
-    from ..registry import load_model
-    from ..video import VideoTracker
+    check_out_dir(out)
+    if TrackFormat.overlay in formats:
+        require("av", "video", "The overlay video of `samkit track`")
+    from ..io.video import open_frames
 
-    net = load_model(model, checkpoint=checkpoint, device=device)
-    tracker = VideoTracker(net)
-    session = tracker.start(str(video))
-    formats = list(dict.fromkeys(fmt))
-    out.mkdir(parents=True, exist_ok=True)
-    for (f, o), d in sorted(prompts.items()):
-        tracker.add_prompt(session, frame=f, obj_id=o, points=d["points"] or None,
-                           labels=d["labels"] or None, box=d["box"])
-    jsonl = open(out / "tracks.jsonl", "w") if TrackFormat.coco in formats else None
-    overlay = _OverlayWriter(out / "overlay.mp4", fps) if TrackFormat.overlay in formats else None
-    if TrackFormat.png in formats:
-        (out / "masks").mkdir(exist_ok=True)
-    t0 = time.perf_counter()
-    frames = 0
+    source = open_frames(str(video))
     try:
-        passes = [False, True] if reverse else [False]
-        for rev in passes:
-            for t, res in tracker.propagate(session, reverse=rev, max_frames=max_frames):
-                frames += 1
-                if TrackFormat.png in formats:
-                    from PIL import Image
+        first = source.get(source.first_available())
+        check_prompts_fit(prompts, source.num_frames, int(first.shape[0]), int(first.shape[1]))
+        if model is None:
+            model, why = default_video_model()
+            info(f"model: {model} ({why})")
+        from ..registry import load_model
+        from ..video import VideoTracker
 
-                    for oid, m in res.masks.items():
-                        Image.fromarray((m * 255).astype(np.uint8)).save(out / "masks" / f"{t:05d}_obj{oid}.png")
-                if jsonl is not None:
-                    objs = [{"id": oid, "score": res.scores[oid], "segmentation": rle_encode(m)}
-                            for oid, m in res.masks.items()]
-                    jsonl.write(json.dumps({"frame": t, "objects": objs}) + "\n")
-                    jsonl.flush()
-                if overlay is not None and not rev:
-                    overlay.write(session.source.get(t), res.masks)
+        tracker = VideoTracker(load_model(model, checkpoint=checkpoint, device=device))
+        session = tracker.start(source)
+    except BaseException:
+        source.close()
+        raise
+    try:
+        for (f, o), d in sorted(prompts.items()):
+            tracker.add_prompt(session, frame=f, obj_id=o, points=d["points"] or None,
+                               labels=d["labels"] or None, box=d["box"])
+        t0 = time.perf_counter()
+        frames = track_into(out, formats, tracker, session, reverse=reverse, max_frames=max_frames, fps=fps)
+        dt = time.perf_counter() - t0
     finally:
-        if jsonl is not None:
-            jsonl.close()
-        if overlay is not None:
-            overlay.close()
         session.close()
-    dt = time.perf_counter() - t0
     summary = {"model": model, "video": str(video), "frames": frames, "objects": sorted({o for _, o in prompts}),
                "seconds": round(dt, 3), "out": str(out), "formats": [f.value for f in formats]}
     if as_json:
         emit_json(summary)
     else:
         info(f"tracked {frames} frames of {len(summary['objects'])} object(s) in {dt:.1f} s -> {out}")
+
+
+def track_into(out: Path, formats: List[TrackFormat], tracker, session, reverse: bool = False,
+               max_frames: Optional[int] = None, fps: float = 24.0) -> int:
+    """Propagate the prompted ``session`` and write every frame's masks in ``formats``; publish
+    them as one set in ``out`` when done; with ``reverse`` a backward pass from the earliest
+    prompt follows (each frame is written once). Returns the number of frames written. On any
+    failure the finished frames go to ``out/track-partial/`` (named in the error) and ``out``
+    keeps the previous run's files."""
+    from ..io.outputs import OutputSet
+
+    outs = OutputSet(out, "track").open()
+    done: set = set()
+    try:
+        writers = _FrameWriters(outs, formats, fps)
+        try:
+            for rev in ([False, True] if reverse else [False]):
+                for t, res in tracker.propagate(session, reverse=rev, max_frames=max_frames):
+                    if t in done:  # the backward pass starts on a prompted frame already written
+                        continue
+                    writers.write(t, res, None if rev or writers.overlay is None else session.source.get(t))
+                    done.add(t)
+        finally:
+            writers.close()
+    except BaseException as exc:
+        reported = _kept_partial(outs, exc, len(done), out)
+        if reported is exc:
+            raise
+        raise reported from exc
+    outs.commit()
+    return len(done)
+
+
+def _kept_partial(outs, exc: BaseException, frames: int, out: Path) -> BaseException:
+    """Keep the finished frames of a failed run in ``out/track-partial/``; return the exception to
+    raise: a samkit error that also names that folder, or ``exc`` itself (bugs, Ctrl-C) after a
+    note on stderr."""
+    from ..io.outputs import is_write_failure, write_error
+
+    if outs.staging is not None and is_write_failure(exc, outs.staging):
+        outs.discard()  # the disk refuses writes: nothing worth keeping, nothing changed in out
+        return write_error(out, exc)
+    folder = outs.keep_partial(reason=" ".join(str(exc).split()) or type(exc).__name__) if frames else None
+    if folder is None:
+        outs.discard()
+        return exc
+    note = (f"The {frames} finished frame(s) of this run are in {folder}/; the files of earlier runs in {out} "
+            "are unchanged.")
+    if isinstance(exc, SamkitError):
+        try:
+            return type(exc)(f"{exc} {note}")
+        except Exception:  # noqa: BLE001 - an error type with another signature: keep it, note aside
+            pass
+    info(note)
+    return exc
+
+
+COMMAND = track
+app = typer.Typer(name="track", add_completion=False, rich_markup_mode="rich", no_args_is_help=True)
+app.command("track", epilog=EPILOG, cls=Command)(track)
