@@ -14,10 +14,10 @@ Image path (as the official ``SAM2ImagePredictor``):
 
 Video hooks (used by ``samkit.video.memory_tracker``): :meth:`Sam2Model.forward_image`,
 :meth:`Sam2Model.forward_sam_heads` and :meth:`Sam2Model.use_mask_as_output` mirror the
-official ``forward_image`` / ``_forward_sam_heads`` / ``_use_mask_as_output``;
-:meth:`Sam2Model.prepare_backbone_features` mirrors ``_prepare_backbone_features`` for
-oracle comparisons. The memory modules are attached under their official names by
-``samkit.memory``.
+official ``forward_image`` / ``_forward_sam_heads`` / ``_use_mask_as_output``.
+:meth:`Sam2Model.prepare_backbone_features` mirrors ``_prepare_backbone_features`` (the
+flattened ``HW x B x C`` layout; samkit.video does not use it, only tests do). The memory
+modules are attached under their official names by ``samkit.memory``.
 """
 from __future__ import annotations
 
