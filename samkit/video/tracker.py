@@ -81,7 +81,8 @@ class VideoTracker:
     # ------------------------------------------------------------------ session
     def start(self, source: Any) -> TrackingSession:
         """Open ``source`` lazily (a folder, a video file, a T x H x W x 3 array or an
-        iterator of frames) and return an empty ``TrackingSession``."""
+        iterator of frames) and return an empty ``TrackingSession``. ``VideoError`` when the
+        first frame cannot be read, or (folders, frame lists) when frames differ in size."""
         src = open_frames(source, keep=self.stream_keep)
         first = src.get(src.first_available())
         h, w = first.shape[:2]
