@@ -12,7 +12,7 @@ import torch
 from samkit.errors import InputError, VideoError
 from samkit.io.video import ArraySource, FolderSource, IteratorSource, open_frames
 from samkit.video import FrameResult, TrackingSession, VideoTracker
-from samkit.video.tiny import build_tiny_video_model
+from _tiny_video import build_tiny_video_model
 
 
 @pytest.fixture(autouse=True)
@@ -196,7 +196,6 @@ def test_video_file_source_random_access(tmp_path):
     from fractions import Fraction
 
     path = tmp_path / "clip.mp4"
-    rng = np.random.default_rng(0)
     with av.open(str(path), "w") as c:
         st = c.add_stream("mpeg4", rate=Fraction(10))
         st.width, st.height, st.pix_fmt = 64, 48, "yuv420p"

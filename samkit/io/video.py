@@ -3,13 +3,25 @@
 Every source returns frames as ``H x W x 3`` uint8 RGB through ``get(index)`` and never
 holds more than a few decoded frames:
 
-* ``FolderSource``: files sorted by the number in their name (``00012.jpg``), read on demand.
+* ``FolderSource``: files sorted by the number in their name (``00012.jpg``), read on demand
+  with the image loader (``samkit.io.image.load_image``): the same pixel limit
+  (``SAMKIT_MAX_IMAGE_PIXELS``, decompression bombs), EXIF orientation and colour-mode
+  conversions as single images.
 * ``VideoFileSource``: PyAV; the packet index (pts of every video frame, demuxed without
   decoding) maps frame numbers to timestamps, so sequential reads decode forward and any
   other read seeks to the nearest keyframe and decodes up to the frame with that pts.
 * ``IteratorSource``: pulls from an iterator on demand (live streams that never end work);
   keeps the last ``keep`` frames so that a prompt can still be placed on the current frame.
 * ``ArraySource``: an in-memory ``T x H x W x 3`` array or list of frames.
+
+One frame size per video: ``FrameSource.get`` (the one read path of every source and every
+tracker) refuses a frame whose size differs from the video's with a ``VideoError`` naming that
+frame. The video's size is that of the first frame read, except where it is known up front:
+an array source checks every frame when it is opened, and a folder reads every file's header
+(about 1 ms per frame, EXIF-aware: orientations 5-8 swap width and height) when it is opened,
+so a mismatched frame is reported before any tracking. A file whose header cannot be read is
+reported when it is reached (results of the earlier frames are kept). Frames are never
+resized: masks would no longer match the pixels they were computed on.
 
 Errors are ``VideoError`` with the fix in the message.
 """
@@ -23,7 +35,8 @@ from typing import Any, Deque, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import VideoError
+from ..errors import ImageError, VideoError
+from .image import image_size, load_image, resolve_max_pixels
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif")
@@ -47,13 +60,26 @@ def _as_rgb(frame: Any, where: str) -> np.ndarray:
 
 class FrameSource:
     """Base class. ``num_frames`` is None while unknown (live streams); ``random_access``
-    tells whether earlier frames can be read again."""
+    tells whether earlier frames can be read again; ``ended`` becomes True when a live stream
+    runs out; ``size`` is ``(height, width)`` of every frame once known.
+
+    Subclasses implement ``_read(index)``; ``get`` adds the frame-size check."""
 
     num_frames: Optional[int] = None
     random_access: bool = True
+    ended: bool = False
     name: str = "<frames>"
+    size: Optional[Tuple[int, int]] = None
+    _size_frame: int = 0  # the frame that set ``size``
 
     def get(self, index: int) -> np.ndarray:
+        """Frame ``index`` as ``H x W x 3`` uint8 RGB; ``VideoError`` when it cannot be read or
+        its size differs from the video's."""
+        frame = self._read(index)
+        self._check_size(index, frame.shape[:2])
+        return frame
+
+    def _read(self, index: int) -> np.ndarray:
         raise NotImplementedError
 
     def can_read(self, index: int) -> bool:
@@ -64,6 +90,22 @@ class FrameSource:
 
     def close(self) -> None:
         pass
+
+    def describe(self, index: int) -> str:
+        """How errors name frame ``index``."""
+        return f"frame {index} of {self.name}"
+
+    def _check_size(self, index: int, hw: Tuple[int, int]) -> None:
+        """Record the video's size on the first frame seen; refuse any other size."""
+        hw = (int(hw[0]), int(hw[1]))
+        if self.size is None:
+            self.size, self._size_frame = hw, index
+        elif hw != self.size:
+            (h, w), (vh, vw) = hw, self.size
+            raise VideoError(f"{self.describe(index)} is {w} x {h} px but {self.describe(self._size_frame)} is "
+                             f"{vw} x {vh} px; all frames of a video must have the same size. Fix: resize the "
+                             f"frames to one size (e.g. ffmpeg -i INPUT -vf scale={vw}:{vh} OUTPUT) or remove "
+                             "the odd ones.")
 
     def _check_index(self, index: int) -> None:
         if index < 0:
@@ -80,9 +122,13 @@ def _natural_key(path: Path) -> Tuple:
 
 
 class FolderSource(FrameSource):
-    """Image files of a folder, in numeric order of their names."""
+    """Image files of a folder, in numeric order of their names, decoded by ``load_image``.
 
-    def __init__(self, folder: os.PathLike) -> None:
+    ``max_pixels``: the largest frame accepted (default: ``$SAMKIT_MAX_IMAGE_PIXELS``, else
+    the image loader's default). Every file's header is read when the folder is opened, so a
+    frame of another size is reported before any work."""
+
+    def __init__(self, folder: os.PathLike, max_pixels: Optional[int] = None) -> None:
         self.folder = Path(folder)
         self.name = str(self.folder)
         files = [p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file()]
@@ -91,18 +137,23 @@ class FolderSource(FrameSource):
                              "Fix: point to a folder of frames such as 00000.jpg, 00001.jpg, ...")
         self.files: List[Path] = sorted(files, key=_natural_key)
         self.num_frames = len(self.files)
+        self.max_pixels = resolve_max_pixels(max_pixels)
+        for i, path in enumerate(self.files):
+            try:
+                hw = image_size(path)
+            except ImageError:
+                continue  # unreadable header: reported with the fix when the frame is read
+            self._check_size(i, hw)
 
-    def get(self, index: int) -> np.ndarray:
+    def describe(self, index: int) -> str:
+        return f"frame {index} ({self.files[index]})"
+
+    def _read(self, index: int) -> np.ndarray:
         self._check_index(index)
-        from PIL import Image, UnidentifiedImageError
-
-        path = self.files[index]
         try:
-            with Image.open(path) as im:
-                return _as_rgb(np.asarray(im.convert("RGB")), str(path))
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise VideoError(f"frame {index} ({path}) cannot be read: {exc}. "
-                             "Fix: replace or remove the damaged file.") from exc
+            return load_image(self.files[index], max_pixels=self.max_pixels)
+        except ImageError as exc:
+            raise VideoError(f"frame {index} of {self.folder} cannot be used: {exc}") from exc
 
 
 class ArraySource(FrameSource):
@@ -112,8 +163,20 @@ class ArraySource(FrameSource):
         self.frames = frames
         self.num_frames = len(frames)
         self.name = "<array>"
+        if isinstance(frames, np.ndarray):
+            if len(frames):
+                self._check_size(0, frames.shape[1:3])
+        else:
+            for i, f in enumerate(frames):
+                shape = getattr(f, "shape", None)
+                shape = np.shape(f) if shape is None else shape
+                if len(shape) >= 2:  # anything else fails with the fix when it is read
+                    self._check_size(i, shape[:2])
 
-    def get(self, index: int) -> np.ndarray:
+    def describe(self, index: int) -> str:
+        return f"frame {index} of the array"
+
+    def _read(self, index: int) -> np.ndarray:
         self._check_index(index)
         return _as_rgb(self.frames[index], f"frame {index}")
 
@@ -135,17 +198,20 @@ class IteratorSource(FrameSource):
             pass
         if self.num_frames is not None and not isinstance(iterable, (list, tuple)):
             self.num_frames = None
-        self._ended = False
+        self.ended = False
 
     def first_available(self) -> int:
         return self._buf[0][0] if self._buf else self._next
 
+    def describe(self, index: int) -> str:
+        return f"frame {index} of the stream"
+
     def can_read(self, index: int) -> bool:
         if index < self.first_available():
             return False
-        return not (self._ended and index >= self._next)
+        return not (self.ended and index >= self._next)
 
-    def get(self, index: int) -> np.ndarray:
+    def _read(self, index: int) -> np.ndarray:
         if index < 0:
             self._check_index(index)
         for i, f in self._buf:
@@ -159,7 +225,7 @@ class IteratorSource(FrameSource):
             try:
                 raw = next(self._it)
             except StopIteration:
-                self._ended = True
+                self.ended = True
                 self.num_frames = self._next
                 raise VideoError(f"{self.name}: the stream ended after {self._next} frames; frame {index} "
                                  "does not exist. Fix: use a frame number below the frame count.") from None
@@ -217,7 +283,7 @@ class VideoFileSource(FrameSource):
         self._decoder = self._container.decode(self._stream)
         self._pos = None  # unknown until a frame with known pts is decoded
 
-    def get(self, index: int) -> np.ndarray:
+    def _read(self, index: int) -> np.ndarray:
         self._check_index(index)
         import av
 

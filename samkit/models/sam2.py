@@ -12,10 +12,12 @@ Image path (as the official ``SAM2ImagePredictor``):
   multimask fallback (stability delta 0.05, thresh 0.98); masks: bilinear straight to the
   original size.
 
-Video hooks (used by ``samkit.video``): :meth:`Sam2Model.forward_image`,
-:meth:`Sam2Model.prepare_backbone_features` and :meth:`Sam2Model.forward_sam_heads` mirror
-the official ``forward_image`` / ``_prepare_backbone_features`` / ``_forward_sam_heads``.
-The memory modules are attached under their official names by ``samkit.memory``.
+Video hooks (used by ``samkit.video.memory_tracker``): :meth:`Sam2Model.forward_image`,
+:meth:`Sam2Model.forward_sam_heads` and :meth:`Sam2Model.use_mask_as_output` mirror the
+official ``forward_image`` / ``_forward_sam_heads`` / ``_use_mask_as_output``.
+:meth:`Sam2Model.prepare_backbone_features` mirrors ``_prepare_backbone_features`` (the
+flattened ``HW x B x C`` layout; samkit.video does not use it, only tests do). The memory
+modules are attached under their official names by ``samkit.memory``.
 """
 from __future__ import annotations
 
@@ -75,11 +77,13 @@ class Sam2Model(PromptableModel):
 
     def __init__(self, image_encoder: nn.Module, *, image_size: int = 1024, backbone_stride: int = 16,
                  embed_dim: int = 256, use_high_res_features: bool = True, memory_config=None,
-                 pixel_mean: Sequence[float] = IMAGENET_MEAN, pixel_std: Sequence[float] = IMAGENET_STD) -> None:
+                 pixel_mean: Sequence[float] = IMAGENET_MEAN, pixel_std: Sequence[float] = IMAGENET_STD,
+                 heads: Optional[Tuple[PromptEncoder, MaskDecoder]] = None) -> None:
         super().__init__()
         self.image_encoder = image_encoder
-        self.prompt_encoder, self.mask_decoder = sam2_heads(embed_dim, image_size, backbone_stride,
-                                                            use_high_res_features)
+        if heads is None:  # ``heads``: another (prompt encoder, mask decoder), e.g. reduced ones in tests
+            heads = sam2_heads(embed_dim, image_size, backbone_stride, use_high_res_features)
+        self.prompt_encoder, self.mask_decoder = heads
         self.image_size = image_size
         self.backbone_stride = backbone_stride
         self.hidden_dim = embed_dim
@@ -235,11 +239,42 @@ class Sam2Model(PromptableModel):
         obj_ptr = self._object_pointer(token, obj)
         return low_multi, high_multi, ious, low_masks, high_masks, obj_ptr, obj
 
-    def _object_pointer(self, token: torch.Tensor, object_score_logits: torch.Tensor) -> torch.Tensor:
-        """``obj_ptr_proj(token)`` blended with ``no_obj_ptr`` by the object presence: B x 256."""
+    def use_mask_as_output(self, backbone_features: torch.Tensor,
+                           high_res_features: Optional[Sequence[torch.Tensor]], mask_inputs: torch.Tensor):
+        """Official ``_use_mask_as_output`` (``use_mask_input_as_output_without_sam``): a binary
+        mask prompt ``B x 1 x S x S`` is the output itself, as logits ``20 * mask - 10``; the
+        object pointer comes from the heads run on the downsampled mask (on the raw features
+        ``B x 256 x h x w``, without memory), the object score is +10 where the mask has a
+        pixel and -10 where it is empty. Returns the 7-tuple of :meth:`forward_sam_heads`
+        (ious all 1; the multimask entries are the single mask)."""
+        cfg = self._video_config()
+        mask = mask_inputs.float()
+        high = mask * 20.0 - 10.0
+        low = F.interpolate(high, size=(high.shape[-2] // 4, high.shape[-1] // 4), mode="bilinear",
+                            align_corners=False, antialias=True)
+        ious = mask.new_ones(mask.shape[0], 1)
+        if cfg.use_obj_ptrs_in_encoder:
+            obj_ptr = self.forward_sam_heads(backbone_features, None, self.mask_downsample(mask),
+                                             high_res_features)[5]
+        else:
+            obj_ptr = torch.zeros(mask.shape[0], self.hidden_dim, device=mask.device)
+        appearing = (mask.flatten(1) > 0).any(dim=1, keepdim=True).float()
+        score = 20.0 * appearing - 10.0
+        if cfg.pred_obj_scores:
+            if cfg.fixed_no_obj_ptr:
+                obj_ptr = appearing * obj_ptr
+            obj_ptr = obj_ptr + (1 - appearing) * self.no_obj_ptr
+        return low, high, ious, low, high, obj_ptr, score
+
+    def _video_config(self):
         cfg = self.memory_config
         if cfg is None:
             raise RuntimeError("this model was built without its video memory (samkit.memory is missing)")
+        return cfg
+
+    def _object_pointer(self, token: torch.Tensor, object_score_logits: torch.Tensor) -> torch.Tensor:
+        """``obj_ptr_proj(token)`` blended with ``no_obj_ptr`` by the object presence: B x 256."""
+        cfg = self._video_config()
         ptr = self.obj_ptr_proj(token)
         if cfg.pred_obj_scores:
             lam = object_score_logits.sigmoid() if cfg.soft_no_obj_ptr else (object_score_logits > 0).float()

@@ -1,4 +1,6 @@
-"""Typed tracking state: ``TrackingSession``, per-object ``ObjectTrack`` and ``FrameResult``.
+"""Typed tracking state: ``TrackingSession``, per-object ``ObjectTrack`` and its
+``FrameEntry`` records, cached ``FrameFeatures``, the flow tracker's ``FlowState`` and
+``FrameResult``.
 
 Memory is bounded by construction. Per object the session keeps
 * conditioning frames (prompted frames): at most ``max_cond_frames`` (the ones farthest
@@ -8,17 +10,60 @@ Memory is bounded by construction. Per object the session keeps
   direction of tracking; everything older is dropped,
 * the frames it has tracked as a short list of intervals (not one entry per frame).
 Decoded frames and backbone features live in a cache of ``feature_cache`` entries.
+
+Shapes (SAM 2.1 at 1024 px): image features ``1 x 256 x 64 x 64``; high-res features
+``1 x 32 x 256 x 256`` and ``1 x 64 x 128 x 128``; low-res mask logits ``1 x 1 x 256 x 256``;
+object pointer ``1 x 256``; object score ``1 x 1``; memory features as tokens
+``1 x 4096 x 64`` (EdgeTAM: ``1 x 512 x 64`` after its perceiver), stored bfloat16; memory
+position ``1 x 4096 x 64`` (one per session: it is the same for every frame).
 """
 from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import numpy as np
+import torch
 
 from ..io.video import FrameSource
-from .sam2_engine import FrameEntry, FrameFeatures
+
+
+@dataclass
+class FrameFeatures:
+    """Backbone output of one frame: ``feats`` finest first (high-res levels already
+    projected by ``conv_s0``/``conv_s1``), ``pos`` of the top level ``1 x C x h x w``."""
+
+    index: int
+    feats: List[torch.Tensor]
+    pos: torch.Tensor
+
+    @property
+    def top(self) -> torch.Tensor:
+        return self.feats[-1]
+
+    @property
+    def high_res(self) -> Optional[List[torch.Tensor]]:
+        return self.feats[:-1] if len(self.feats) > 1 else None
+
+
+@dataclass
+class FrameEntry:
+    """What one object keeps from one frame. ``maskmem`` (bfloat16) and ``low_res`` are
+    dropped once the frame is too old to be read as spatial memory; ``obj_ptr`` lives
+    longer (object pointers reach further back)."""
+
+    obj_ptr: torch.Tensor
+    object_score: torch.Tensor
+    low_res: Optional[torch.Tensor] = None
+    maskmem: Optional[torch.Tensor] = None
+
+    def strip(self) -> None:
+        self.low_res = None
+        self.maskmem = None
+
+    def tensors(self) -> int:
+        return sum(t is not None for t in (self.obj_ptr, self.object_score, self.low_res, self.maskmem))
 
 
 @dataclass
@@ -46,18 +91,6 @@ class TrackedFrames:
             if s[0] <= t <= s[1]:
                 return bool(s[2])
         return None
-
-    def discard(self, t: int) -> None:
-        out = []
-        for lo, hi, r in self.spans:
-            if lo <= t <= hi:
-                if lo < t:
-                    out.append([lo, t - 1, r])
-                if t < hi:
-                    out.append([t + 1, hi, r])
-            else:
-                out.append([lo, hi, r])
-        self.spans = out
 
 
 @dataclass
@@ -98,19 +131,35 @@ class FrameResult:
 
 
 @dataclass
-class SessionStats:
-    """Counters for tests and benchmarks."""
+class FlowState:
+    """State of the flow tracker (``classic``): per object its prompt masks
+    (frame -> ``H x W`` bool), the mask on the last frame tracked and that frame's grey image
+    (``h x w`` uint8, at most ``flow_side`` px on its longer side)."""
 
-    frames_processed: int = 0
+    prompts: Dict[int, Dict[int, np.ndarray]] = field(default_factory=dict)
+    masks: Dict[int, np.ndarray] = field(default_factory=dict)
+    prev_gray: Optional[np.ndarray] = None
+
+    def remove(self, obj_id: int) -> None:
+        self.prompts.pop(obj_id, None)
+        self.masks.pop(obj_id, None)
+
+
+@dataclass
+class SessionStats:
+    """Peak memory-bank size, for tests and benchmarks."""
+
     max_entries: int = 0
     max_tensors: int = 0
-    max_cached_features: int = 0
-    feature_computations: int = 0
 
 
 @dataclass
 class TrackingSession:
-    """State of tracking one video. Create with ``VideoTracker.start``."""
+    """State of tracking one video. Create with ``VideoTracker.start``.
+
+    ``features``: backbone features of the last ``feature_cache`` frames; ``maskmem_pos``:
+    position of the memory tokens (set by the first memory encoding); ``flow``: the flow
+    tracker's state (empty for SAM 2-family models); ``last_frame``: the last frame tracked."""
 
     source: FrameSource
     height: int
@@ -119,10 +168,10 @@ class TrackingSession:
     features: "collections.OrderedDict[int, FrameFeatures]" = field(default_factory=collections.OrderedDict)
     feature_cache: int = 2
     max_cond_frames: int = 16
+    maskmem_pos: Optional[torch.Tensor] = None
+    flow: FlowState = field(default_factory=FlowState)
     last_frame: Optional[int] = None
-    reverse: bool = False
     stats: SessionStats = field(default_factory=SessionStats)
-    classic_state: Optional[dict] = None
 
     @property
     def num_frames(self) -> Optional[int]:
@@ -145,7 +194,6 @@ class TrackingSession:
         s = self.stats
         s.max_entries = max(s.max_entries, self.memory_entries())
         s.max_tensors = max(s.max_tensors, self.memory_tensors())
-        s.max_cached_features = max(s.max_cached_features, len(self.features))
 
     def close(self) -> None:
         self.features.clear()
@@ -180,7 +228,3 @@ def cap_cond_frames(track: ObjectTrack, t: int, max_cond: int) -> None:
         for k in sorted(track.cond, key=lambda k: -abs(k - t))[: len(track.cond) - max_cond]:
             del track.cond[k]
 
-
-def frame_window(session: TrackingSession) -> Tuple[int, Optional[int]]:
-    """(first readable frame, frame count or None)."""
-    return session.source.first_available(), session.num_frames

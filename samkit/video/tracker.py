@@ -30,8 +30,8 @@ import torch.nn.functional as F
 
 from ..errors import InputError, VideoError
 from ..io.video import open_frames
-from .sam2_engine import FrameEntry, FrameFeatures, Sam2Engine, preprocess_video_frame
-from .session import FrameResult, ObjectTrack, TrackingSession, cap_cond_frames, evict
+from .memory_tracker import MemoryTracker, preprocess_video_frame
+from .session import FlowState, FrameFeatures, FrameResult, ObjectTrack, TrackingSession, cap_cond_frames, evict
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -44,7 +44,8 @@ def _is_classic(model: Any) -> bool:
 
 
 class VideoTracker:
-    """Track prompted objects through a video with a SAM 2-family model or ``classic``.
+    """Track prompted objects through a video with a SAM 2-family model (``engine``, a
+    ``MemoryTracker``) or ``classic`` (``flow``, a ``FlowTracker``).
 
     ``keep_logits``: also return video-resolution logits per object in ``FrameResult``.
     ``max_cond_frames``: conditioning frames kept per object. ``feature_cache``: frames whose
@@ -60,17 +61,17 @@ class VideoTracker:
         self.stream_keep = max(1, int(stream_keep))
         self.corrections_as_conditioning = corrections_as_conditioning
         if _is_classic(model):
-            from .classic_tracker import ClassicVideoEngine
+            from .flow_tracker import FlowTracker
 
-            self.classic = ClassicVideoEngine(model)
+            self.flow = FlowTracker(model)
             self.engine = None
         else:
             if getattr(model, "memory_config", None) is None:
                 name = getattr(getattr(model, "spec", None), "name", type(model).__name__)
                 raise InputError(f"model {name!r} has no video memory. Fix: use a video model "
                                  "(sam2.1_hiera_*, efficienttam_*, edgetam) or 'classic'.")
-            self.classic = None
-            self.engine = Sam2Engine(model)
+            self.flow = None
+            self.engine = MemoryTracker(model)
             spec = getattr(model, "spec", None)
             self.mean = tuple(getattr(spec, "pixel_mean", _IMAGENET_MEAN)) if spec is not None else _IMAGENET_MEAN
             self.std = tuple(getattr(spec, "pixel_std", _IMAGENET_STD)) if spec is not None else _IMAGENET_STD
@@ -80,7 +81,8 @@ class VideoTracker:
     # ------------------------------------------------------------------ session
     def start(self, source: Any) -> TrackingSession:
         """Open ``source`` lazily (a folder, a video file, a T x H x W x 3 array or an
-        iterator of frames) and return an empty ``TrackingSession``."""
+        iterator of frames) and return an empty ``TrackingSession``. ``VideoError`` when the
+        first frame cannot be read, or (folders, frame lists) when frames differ in size."""
         src = open_frames(source, keep=self.stream_keep)
         first = src.get(src.first_available())
         h, w = first.shape[:2]
@@ -91,7 +93,8 @@ class VideoTracker:
         """Forget every object and prompt (frames stay readable)."""
         session.objects.clear()
         session.features.clear()
-        session.classic_state = None
+        session.maskmem_pos = None
+        session.flow = FlowState()
 
     def remove_object(self, session: TrackingSession, obj_id: int) -> None:
         """Stop tracking ``obj_id`` and free its memory."""
@@ -99,8 +102,7 @@ class VideoTracker:
             raise InputError(f"object id {obj_id!r} was never prompted in this session (known ids: "
                              f"{session.obj_ids}). Fix: pass one of the known ids.")
         del session.objects[obj_id]
-        if self.classic is not None:
-            self.classic.remove(session, obj_id)
+        session.flow.remove(obj_id)
 
     # ------------------------------------------------------------------ prompts
     def _check_frame(self, session: TrackingSession, frame: Any) -> int:
@@ -125,9 +127,9 @@ class VideoTracker:
             raise InputError(f"obj_id must be an integer, got {obj_id!r}. Fix: pass e.g. obj_id=1.")
         obj_id = int(obj_id)
         coords, labs, mask_t = self._prompt_tensors(session, points, labels, box, mask)
-        if self.classic is not None:
+        if self.flow is not None:
             session.objects.setdefault(obj_id, ObjectTrack(obj_id))
-            return self.classic.add_prompt(session, frame, obj_id, points, labels, box, mask)
+            return self.flow.add_prompt(session, frame, obj_id, points, labels, box, mask)
         feats = self._features(session, frame)
         track = session.objects.get(obj_id) or ObjectTrack(obj_id)
         prev_dir = track.tracked.get(frame)
@@ -137,8 +139,8 @@ class VideoTracker:
         old = track.entry(frame)
         if mask_t is None and old is not None and old.low_res is not None:
             prev_logits = torch.clamp(old.low_res, -32.0, 32.0)
-        entry = self.engine.step(feats, frame, is_init, track.cond, track.non_cond, session.num_frames, reverse,
-                                 coords=coords, labels=labs, mask=mask_t, prev_logits=prev_logits)
+        entry = self.engine.step(session, track, feats, frame, is_init, reverse, coords=coords, labels=labs,
+                                 mask=mask_t, prev_logits=prev_logits)
         session.objects[obj_id] = track
         if is_init or self.corrections_as_conditioning:
             track.cond[frame] = entry
@@ -166,16 +168,7 @@ class VideoTracker:
             track = session.objects[oid]
             if t in track.cond or not session.source.can_read(t) and t not in session.features:
                 continue
-            feats = self._features(session, t)
-            size = self.engine.cfg.image_size
-            empty = torch.zeros(1, 1, size, size, device=self.engine.device)
-            with torch.inference_mode():
-                _, ptr, _ = self.engine._mask_as_output(feats, empty)
-                low = torch.full((1, 1, size // 4, size // 4), -1024.0, device=self.engine.device)
-                score = torch.full((1, 1), 10.0, device=self.engine.device)
-                entry = FrameEntry(obj_ptr=ptr, object_score=score, low_res=low)
-                entry.maskmem = self.engine.encode_memory(feats, low, score, True)
-            track.cond[t] = entry
+            track.cond[t] = self.engine.empty_entry(session, self._features(session, t))
             track.non_cond.pop(t, None)
 
     def _prompt_tensors(self, session: TrackingSession, points, labels, box, mask):
@@ -227,16 +220,12 @@ class VideoTracker:
         if t in cache:
             cache.move_to_end(t)
             return cache[t]
-        frame = session.source.get(t)
-        if frame.shape[:2] != (session.height, session.width):
-            raise VideoError(f"frame {t} is {frame.shape[1]}x{frame.shape[0]} but the video is "
-                             f"{session.width}x{session.height}. Fix: all frames must have the same size.")
+        frame = session.source.get(t)  # VideoError for a frame of another size than the video's
         x = preprocess_video_frame(frame, self.engine.cfg.image_size, self.mean, self.std, self.engine.device)
         feats = self.engine.features(x, t)
         cache[t] = feats
         while len(cache) > session.feature_cache:
             cache.popitem(last=False)
-        session.stats.feature_computations += 1
         return feats
 
     def propagate(self, session: TrackingSession, start: Optional[int] = None, reverse: bool = False,
@@ -248,12 +237,12 @@ class VideoTracker:
         stops."""
         if not session.objects:
             raise InputError("no object has a prompt in this session. Fix: call add_prompt first.")
-        empty = [oid for oid, o in session.objects.items() if not o.cond and self.classic is None]
+        empty = [oid for oid, o in session.objects.items() if not o.cond and self.flow is None]
         if empty:
             raise InputError(f"object ids {empty} have no prompt (their prompted frames were released). "
                              "Fix: prompt them again or remove_object.")
-        if self.classic is not None:
-            yield from self.classic.propagate(session, start, reverse, max_frames)
+        if self.flow is not None:
+            yield from self.flow.propagate(session, start, reverse, max_frames)
             return
         src = session.source
         if start is None:
@@ -271,7 +260,7 @@ class VideoTracker:
             try:
                 feats = self._features(session, t)
             except VideoError:
-                if not src.random_access and getattr(src, "_ended", False):
+                if src.ended:  # a live stream that ends just stops
                     return
                 raise
             n = session.num_frames
@@ -279,13 +268,12 @@ class VideoTracker:
             for oid, track in session.objects.items():
                 e = track.cond.get(t)
                 if e is None:
-                    e = self.engine.step(feats, t, False, track.cond, track.non_cond, n, reverse)
+                    e = self.engine.step(session, track, feats, t, False, reverse)
                     track.non_cond[t] = e
                 track.tracked.add(t, reverse)
                 entries[oid] = e
                 evict(track, t, reverse, keep_mem, keep_ptr, session.max_cond_frames)
-            session.last_frame, session.reverse = t, reverse
-            session.stats.frames_processed += 1
+            session.last_frame = t
             session.note_stats()
             result = self._result(session, t, entries)
             count += 1

@@ -1,12 +1,14 @@
-"""The offline ``classic`` video engine: masks from the classic image engine (GrabCut),
-carried from frame to frame by dense optical flow (OpenCV Farneback) and re-fitted.
+"""``FlowTracker``, the video back end of the offline ``classic`` engine: masks from the
+classic image engine (GrabCut), carried from frame to frame by dense optical flow (OpenCV
+Farneback) and re-fitted by GrabCut.
 
 Per frame and object: the previous mask is warped into the current frame with the
 backward flow (current -> previous, computed once per frame pair on a grey image of at
 most ``flow_side`` pixels), then GrabCut re-fits it inside the mask's box with a margin,
 seeded from the warped mask (eroded = sure foreground, dilated ring = probable, outside =
 background). If the re-fit collapses or explodes (area ratio outside [1/3, 3]) the warped
-mask is kept. Only the previous frame's grey image and one mask per object are stored.
+mask is kept. Only the previous frame's grey image and one mask per object are stored, in
+the session's ``FlowState``.
 """
 from __future__ import annotations
 
@@ -22,8 +24,9 @@ def _cv2():
     return require("cv2", "classic", "The classic video engine")
 
 
-class ClassicVideoEngine:
-    """``VideoTracker`` back end for non-neural models (``spec.neural`` False)."""
+class FlowTracker:
+    """``VideoTracker`` back end for non-neural models (``spec.neural`` False); its state is
+    the session's ``FlowState``."""
 
     def __init__(self, model, flow_side: int = 480, refit_iters: int = 2, margin: float = 0.15) -> None:
         self.model = model
@@ -31,18 +34,7 @@ class ClassicVideoEngine:
         self.refit_iters = int(refit_iters)
         self.margin = float(margin)
 
-    # ------------------------------------------------------------------ state
-    @staticmethod
-    def _state(session: TrackingSession) -> dict:
-        if session.classic_state is None:
-            session.classic_state = {"prompts": {}, "prev_idx": None, "prev_gray": None, "masks": {}}
-        return session.classic_state
-
-    def remove(self, session: TrackingSession, obj_id: int) -> None:
-        st = self._state(session)
-        st["prompts"].pop(obj_id, None)
-        st["masks"].pop(obj_id, None)
-
+    # ------------------------------------------------------------------ prompts
     def add_prompt(self, session: TrackingSession, frame: int, obj_id: int, points, labels, box, mask) -> FrameResult:
         image = session.source.get(frame)
         if mask is not None:
@@ -53,8 +45,7 @@ class ClassicVideoEngine:
         else:
             out = self.model.predict_image(image, points=points, labels=labels, box=box, multimask=False)
             m = np.asarray(out.masks[0]).astype(bool)
-        st = self._state(session)
-        prompts = st["prompts"].setdefault(obj_id, {})
+        prompts = session.flow.prompts.setdefault(obj_id, {})
         prompts[frame] = m
         if len(prompts) > session.max_cond_frames:
             far = max(prompts, key=lambda k: abs(k - frame))
@@ -79,7 +70,6 @@ class ClassicVideoEngine:
         """Warp the previous ``mask`` (H x W bool) into the current frame."""
         cv2 = _cv2()
         h, w = mask.shape
-        fh, fw = flow_back.shape[:2]
         fx = cv2.resize(flow_back[..., 0], (w, h), interpolation=cv2.INTER_LINEAR) / scale
         fy = cv2.resize(flow_back[..., 1], (w, h), interpolation=cv2.INTER_LINEAR) / scale
         gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
@@ -123,44 +113,42 @@ class ClassicVideoEngine:
     def propagate(self, session: TrackingSession, start: Optional[int], reverse: bool,
                   max_frames: Optional[int]) -> Iterator[Tuple[int, FrameResult]]:
         cv2 = _cv2()
-        st = self._state(session)
-        prompts: Dict[int, Dict[int, np.ndarray]] = st["prompts"]
+        st = session.flow
+        prompts: Dict[int, Dict[int, np.ndarray]] = st.prompts
         if not any(prompts.values()):
             raise InputError("no object has a prompt in this session. Fix: call add_prompt first.")
         src = session.source
         if start is None:
             start = min(t for p in prompts.values() for t in p)
         t = max(int(start), src.first_available())
-        st["prev_idx"], st["prev_gray"], st["masks"] = None, None, {}
+        st.prev_gray, st.masks = None, {}
         count = 0
         n = session.num_frames
         while (t >= 0 if reverse else (n is None or t < n)) and (max_frames is None or count < max_frames):
             try:
                 image = src.get(t)
             except VideoError:
-                if not src.random_access and getattr(src, "_ended", False):
+                if src.ended:  # a live stream that ends just stops
                     return
                 raise
             n = session.num_frames
             gray, scale = self._gray(image)
             flow_back = None
-            if st["prev_gray"] is not None:
-                flow_back = cv2.calcOpticalFlowFarneback(gray, st["prev_gray"], None, 0.5, 3, 15, 3, 5, 1.2, 0)
+            if st.prev_gray is not None:
+                flow_back = cv2.calcOpticalFlowFarneback(gray, st.prev_gray, None, 0.5, 3, 15, 3, 5, 1.2, 0)
             masks, scores = {}, {}
             for oid in session.objects:
                 p = prompts.get(oid, {})
                 if t in p:
                     m = p[t]
-                elif oid in st["masks"] and flow_back is not None:
-                    m = self._refit(image, self._warp(st["masks"][oid], flow_back, scale))
+                elif oid in st.masks and flow_back is not None:
+                    m = self._refit(image, self._warp(st.masks[oid], flow_back, scale))
                 else:
                     continue  # not started yet (its first prompt comes later)
                 masks[oid] = m
                 scores[oid] = 1.0 if m.any() else -1.0
-            st["masks"] = masks
-            st["prev_idx"], st["prev_gray"] = t, gray
-            session.last_frame, session.reverse = t, reverse
-            session.stats.frames_processed += 1
+            st.masks, st.prev_gray = masks, gray
+            session.last_frame = t
             count += 1
             yield t, FrameResult(frame=t, masks=dict(masks), scores=scores)
             t = t - 1 if reverse else t + 1

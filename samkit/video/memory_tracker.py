@@ -1,0 +1,233 @@
+"""The SAM 2-family memory step: stateless computations of one object on one frame over a
+``TrackingSession`` (its memory bank lives in the session's ``ObjectTrack`` entries).
+
+The model is a :class:`samkit.models.sam2.Sam2Model` with the memory modules of
+``samkit.memory.attach_memory`` (``memory_config``, ``memory_attention``, ``memory_encoder``,
+...). Its own methods compute the image features (``forward_image``) and the heads
+(``forward_sam_heads``, ``use_mask_as_output``); this module adds the memory: which
+frames are read (``select_cond_frames``, the temporal stride, object pointers), the
+memory-conditioned embedding and the memory encoding of a predicted mask. Shapes are listed
+in ``samkit.video.session``.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..memory.config import MemoryConfig
+from ..memory.modules import sine_encoding_1d
+from .session import FrameEntry, FrameFeatures, ObjectTrack, TrackingSession
+
+MEMORY_DTYPE = torch.bfloat16
+
+
+def preprocess_video_frame(frame: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float],
+                           device: torch.device) -> torch.Tensor:
+    """Upstream video loader rule: PIL ``resize((size, size))`` (bicubic) on uint8, /255,
+    normalise. ``H x W x 3`` uint8 -> ``1 x 3 x size x size`` float32."""
+    img = np.asarray(Image.fromarray(frame).resize((size, size)))
+    x = torch.from_numpy((img / 255.0).astype(np.float32)).permute(2, 0, 1)
+    m = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+    s = torch.tensor(std, dtype=torch.float32)[:, None, None]
+    return ((x - m) / s)[None].to(device)
+
+
+class MemoryTracker:
+    """Stateless memory step of a SAM 2-family model; all state lives in the session."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        cfg = getattr(model, "memory_config", None)
+        if not isinstance(cfg, MemoryConfig):
+            raise TypeError("the model has no memory_config; build it with samkit.memory.attach_memory")
+        self.model = model
+        self.cfg = cfg
+        self.device = next(model.parameters()).device
+
+    @torch.inference_mode()
+    def features(self, x: torch.Tensor, index: int) -> FrameFeatures:
+        """``x``: 1 x 3 x S x S normalised frame -> ``FrameFeatures`` (the model's
+        ``forward_image``, keeping the levels the heads read)."""
+        out = self.model.forward_image(x)
+        levels = self.model.num_feature_levels
+        return FrameFeatures(index, list(out["backbone_fpn"][-levels:]), out["vision_pos_enc"][-1])
+
+    # ----------------------------------------------------------------------- memory
+    @torch.inference_mode()
+    def encode_memory(self, session: TrackingSession, feats: FrameFeatures, low_res: torch.Tensor,
+                      score: torch.Tensor, from_points: bool) -> torch.Tensor:
+        """Memory tokens (bfloat16 1 x N x Cm) of a low-res mask 1 x 1 x 256 x 256; sets the
+        session's memory position (1 x N x Cm, the same for every frame) on first use."""
+        cfg = self.cfg
+        high = F.interpolate(low_res, size=(cfg.image_size, cfg.image_size), mode="bilinear", align_corners=False)
+        if cfg.binarize_mask_from_pts_for_mem_enc and from_points:
+            m = (high > 0).float()
+        else:
+            m = torch.sigmoid(high)
+        m = m * cfg.sigmoid_scale_for_mem_enc + cfg.sigmoid_bias_for_mem_enc
+        mem, pos = self.model.memory_encoder(feats.top, m)
+        if cfg.no_obj_embed_spatial:
+            absent = 1 - (score > 0).float()
+            mem = mem + absent[..., None, None] * self.model.no_obj_embed_spatial[..., None, None]
+        perceiver = getattr(self.model, "spatial_perceiver", None)
+        if perceiver is not None:  # EdgeTAM: B x 512 x Cm tokens
+            mem, pos = perceiver(mem, pos)
+        else:
+            mem, pos = mem.flatten(2).transpose(1, 2), pos.flatten(2).transpose(1, 2)
+        if session.maskmem_pos is None:
+            session.maskmem_pos = pos[:1].clone()
+        return mem.to(MEMORY_DTYPE)
+
+    def _memory_tokens(self, session: TrackingSession, track: ObjectTrack, frame_idx: int, reverse: bool):
+        """Gather memory tokens (B x M x Cm), their positions and the pointer-token count."""
+        cfg = self.cfg
+        c, cm = cfg.hidden_dim, cfg.mem_dim
+        non_cond, num_frames = track.non_cond, session.num_frames
+        selected, unselected = select_cond_frames(frame_idx, track.cond, cfg.max_cond_frames_in_attn)
+        t_pos_and_prev: List[Tuple[int, Optional[FrameEntry]]] = [(0, e) for e in selected.values()]
+        stride = cfg.memory_temporal_stride_for_eval
+        for t_pos in range(1, cfg.num_maskmem):
+            t_rel = cfg.num_maskmem - t_pos
+            if t_rel == 1:
+                prev = frame_idx + t_rel if reverse else frame_idx - t_rel
+            elif not reverse:
+                prev = ((frame_idx - 2) // stride) * stride - (t_rel - 2) * stride
+            else:
+                prev = -(-(frame_idx + 2) // stride) * stride + (t_rel - 2) * stride
+            e = non_cond.get(prev)
+            if e is None:
+                e = unselected.get(prev)
+            t_pos_and_prev.append((t_pos, e))
+        mems, poses = [], []
+        for t_pos, e in t_pos_and_prev:
+            if e is None or e.maskmem is None:
+                continue
+            mems.append(e.maskmem.float())
+            tpos = self.model.maskmem_tpos_enc[cfg.num_maskmem - t_pos - 1].reshape(1, 1, cm)
+            poses.append(session.maskmem_pos + tpos)
+        n_spatial = len(mems)
+        n_ptr_tokens = 0
+        if cfg.use_obj_ptrs_in_encoder:
+            max_ptrs = cfg.max_obj_ptrs_in_encoder if num_frames is None else min(num_frames, cfg.max_obj_ptrs_in_encoder)
+            if cfg.only_obj_ptrs_in_the_past_for_eval:
+                ptr_cond = {t: e for t, e in selected.items() if (t >= frame_idx if reverse else t <= frame_idx)}
+            else:
+                ptr_cond = selected
+            sign = -1 if reverse else 1
+            pos_ptrs = [((frame_idx - t) * sign if cfg.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t), e.obj_ptr)
+                        for t, e in ptr_cond.items()]
+            for t_diff in range(1, max_ptrs):
+                t = frame_idx + t_diff if reverse else frame_idx - t_diff
+                if t < 0 or (num_frames is not None and t >= num_frames):
+                    break
+                e = non_cond.get(t, unselected.get(t))
+                if e is not None:
+                    pos_ptrs.append((t_diff, e.obj_ptr))
+            if pos_ptrs:
+                ptrs = torch.stack([p for _, p in pos_ptrs], dim=0)  # P x B x C
+                b = ptrs.shape[1]
+                if cfg.add_tpos_enc_to_obj_ptrs:
+                    t_max = max_ptrs - 1
+                    dim = c if cfg.proj_tpos_enc_in_obj_ptrs else cm
+                    rel = torch.tensor([float(p) for p, _ in pos_ptrs], device=ptrs.device)
+                    ppos = self.model.obj_ptr_tpos_proj(sine_encoding_1d(rel / t_max, dim))
+                    ppos = ppos.unsqueeze(1).expand(-1, b, cm)
+                else:
+                    ppos = ptrs.new_zeros(len(pos_ptrs), b, cm)
+                if cm < c:
+                    k = c // cm
+                    ptrs = ptrs.reshape(-1, b, k, cm).permute(0, 2, 1, 3).flatten(0, 1)
+                    ppos = ppos.repeat_interleave(k, dim=0)
+                mems.append(ptrs.transpose(0, 1))
+                poses.append(ppos.transpose(0, 1))
+                n_ptr_tokens = ptrs.shape[0]
+        return mems, poses, n_ptr_tokens, n_spatial
+
+    def _with_memory(self, session: TrackingSession, track: ObjectTrack, feats: FrameFeatures, frame_idx: int,
+                     is_init_cond: bool, reverse: bool) -> torch.Tensor:
+        """Image embedding conditioned on the memory bank: 1 x C x h x w."""
+        top = feats.top
+        b, c, h, w = top.shape
+        if is_init_cond:
+            if self.cfg.directly_add_no_mem_embed:
+                return top + self.model.no_mem_embed.reshape(1, c, 1, 1)
+            mems = [self.model.no_mem_embed.expand(b, 1, c)]
+            poses = [self.model.no_mem_pos_enc.expand(b, 1, c)]
+            n_ptr, n_spatial = 0, 0
+        else:
+            if not track.cond:
+                raise RuntimeError("tracking an object without a conditioning frame")
+            mems, poses, n_ptr, n_spatial = self._memory_tokens(session, track, frame_idx, reverse)
+        memory = torch.cat(mems, dim=1)
+        memory_pos = torch.cat(poses, dim=1)
+        curr = top.flatten(2).transpose(1, 2)
+        curr_pos = feats.pos.flatten(2).transpose(1, 2)
+        out = self.model.memory_attention(curr, curr_pos, memory, memory_pos, num_obj_ptr_tokens=n_ptr,
+                                          num_spatial_frames=n_spatial)
+        return out.transpose(1, 2).reshape(b, c, h, w)
+
+    # ----------------------------------------------------------------------- step
+    @torch.inference_mode()
+    def step(self, session: TrackingSession, track: ObjectTrack, feats: FrameFeatures, frame_idx: int,
+             is_init_cond: bool, reverse: bool, coords: Optional[torch.Tensor] = None,
+             labels: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None,
+             prev_logits: Optional[torch.Tensor] = None) -> FrameEntry:
+        """Track ``track``'s object on one frame (upstream ``track_step``). Prompts in
+        model-frame pixels (coords 1 x N x 2, labels 1 x N int32, box corners as labels 2/3)
+        or ``mask`` 1 x 1 x S x S binary; ``prev_logits`` 1 x 1 x 256 x 256 replace the
+        mask input (a correction on a tracked frame). Reads the memory of ``track``; stores
+        nothing."""
+        cfg = self.cfg
+        if mask is not None and cfg.use_mask_input_as_output_without_sam:
+            out = self.model.use_mask_as_output(feats.top, feats.high_res, mask)
+            from_points = True
+        else:
+            embed = self._with_memory(session, track, feats, frame_idx, is_init_cond, reverse)
+            mask_input = mask
+            if prev_logits is not None:
+                mask_input = prev_logits
+            point_inputs = None if coords is None else {"point_coords": coords, "point_labels": labels}
+            n_pts = 0 if labels is None else labels.shape[1]
+            multimask = (cfg.multimask_output_in_sam and (is_init_cond or cfg.multimask_output_for_tracking)
+                         and cfg.multimask_min_pt_num <= n_pts <= cfg.multimask_max_pt_num)
+            out = self.model.forward_sam_heads(embed, point_inputs, mask_input, feats.high_res, multimask)
+            from_points = coords is not None
+        _, _, _, low, _, obj_ptr, score = out
+        entry = FrameEntry(obj_ptr=obj_ptr, object_score=score, low_res=low)
+        if cfg.num_maskmem > 0:
+            entry.maskmem = self.encode_memory(session, feats, low, score, from_points)
+        return entry
+
+    @torch.inference_mode()
+    def empty_entry(self, session: TrackingSession, feats: FrameFeatures) -> FrameEntry:
+        """EdgeTAM's placeholder for an object without a prompt on a prompted frame: the
+        pointer of an empty mask prompt, logits -1024, object score 10 and the memory of that
+        empty mask."""
+        size = self.cfg.image_size
+        empty = torch.zeros(1, 1, size, size, device=self.device)
+        ptr = self.model.use_mask_as_output(feats.top, feats.high_res, empty)[5]
+        low = torch.full((1, 1, size // 4, size // 4), -1024.0, device=self.device)
+        score = torch.full((1, 1), 10.0, device=self.device)
+        entry = FrameEntry(obj_ptr=ptr, object_score=score, low_res=low)
+        entry.maskmem = self.encode_memory(session, feats, low, score, True)
+        return entry
+
+
+def select_cond_frames(frame_idx: int, cond: Dict[int, FrameEntry], max_num: int):
+    """Upstream ``select_closest_cond_frames``: all when ``max_num`` is -1, else the closest
+    before, the closest at/after and the temporally nearest others."""
+    if max_num == -1 or len(cond) <= max_num:
+        return dict(cond), {}
+    sel: Dict[int, FrameEntry] = {}
+    before = max((t for t in cond if t < frame_idx), default=None)
+    if before is not None:
+        sel[before] = cond[before]
+    after = min((t for t in cond if t >= frame_idx), default=None)
+    if after is not None:
+        sel[after] = cond[after]
+    rest = sorted((t for t in cond if t not in sel), key=lambda t: abs(t - frame_idx))[: max_num - len(sel)]
+    sel.update((t, cond[t]) for t in rest)
+    return sel, {t: e for t, e in cond.items() if t not in sel}
