@@ -155,7 +155,7 @@ for _size in ("ti", "s"):
 
 # --- classic (no learned weights) ----------------------------------------------------------
 _add(ModelSpec(
-    name="classic", family="classic", builder="samkit.engines.classic:build_classic",
+    name="classic", family="classic", builder="samkit.models.classic:build_classic",
     url=None, filename=None, license="Apache-2.0",
     paper="Rother et al., GrabCut, SIGGRAPH 2004; Farneback, Two-Frame Motion Estimation, SCIA 2003",
     checkpoint_format="none", neural=False, video=True,
