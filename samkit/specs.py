@@ -160,7 +160,7 @@ for _size in ("ti", "s"):
 
 # --- classic (no learned weights) ----------------------------------------------------------
 _add(ModelSpec(
-    name="classic", family="classic", module="samkit.engines.classic",
+    name="classic", family="classic", module="samkit.models.classic",
     url=None, filename=None, license="Apache-2.0",
     paper="Rother et al., GrabCut, SIGGRAPH 2004; Farneback, Two-Frame Motion Estimation, SCIA 2003",
     checkpoint_format="none", neural=False, video=True,

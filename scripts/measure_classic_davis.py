@@ -45,7 +45,7 @@ def sequences(root: Path, names=None):
 def main(argv=None) -> int:
     import cv2
 
-    from samkit.engines.classic import ClassicEngine
+    from samkit.models.classic import GrabCutModel
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, type=Path, help="DAVIS root (JPEGImages/480p, Annotations/480p)")
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", action="store_true", help="print the tables as markdown")
     args = ap.parse_args(argv)
 
-    engine = ClassicEngine()
+    engine = GrabCutModel()
     rows = []
     t0 = time.perf_counter()
     for seq, frames, ann_dir in sequences(args.data, args.seq):

@@ -1,5 +1,6 @@
-"""The offline ``classic`` engine (GrabCut): quality on synthetic scenes, output contract,
-refinement through ``low_res_logits``, and prompt validation."""
+"""The offline ``classic`` model (``GrabCutModel``): quality on synthetic scenes, output
+contract, refinement through ``low_res_logits``, prompt validation (``samkit.prompts`` rules)
+and numerical hygiene (no numpy warnings)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from samkit.engines.classic import ClassicEngine, build_classic, validate_prompts  # noqa: E402
+from samkit.models.classic import GrabCutModel, build_classic  # noqa: E402
 from samkit.errors import InputError  # noqa: E402
 
 H, W = 240, 320
@@ -93,8 +94,8 @@ def test_output_contract(engine, scene):
 
 def test_deterministic(engine, scene):
     img, gt = scene
-    a = engine.segment(img, points=[[DISC[0], DISC[1]]])
-    b = engine.segment(img, points=[[DISC[0], DISC[1]]])
+    a = engine.segment(img, points=[[DISC[0], DISC[1]]], labels=[1])
+    b = engine.segment(img, points=[[DISC[0], DISC[1]]], labels=[1])
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
@@ -137,21 +138,28 @@ def test_through_registry_and_predictor(scene):
 
 
 BAD_PROMPTS = [
-    (dict(points=[[400, 10]]), "outside"),
-    (dict(points=[[-1, 10]]), "outside"),
-    (dict(points=[[10, 10], [20, 20]], labels=[1]), "labels"),
+    (dict(points=[[400, 10]], labels=[1]), "outside the image"),
+    (dict(points=[[-1, 10]], labels=[1]), "outside the image"),
+    (dict(points=[[10, W + 0.5]], labels=[1]), "outside the image"),
+    (dict(points=[[10, 10], [20, 20]], labels=[1]), "one label per point"),
+    (dict(points=[[10, 10]]), "without labels"),
     (dict(points=[[10, 10]], labels=[2]), "labels must be 1"),
-    (dict(points=[[10, 10, 1]]), "N x 2"),
-    (dict(points=[[np.nan, 10]]), "NaN"),
+    (dict(points=[[10, 10], [5, 5]], labels=[1, -1]), "padding label -1"),
+    (dict(points=[[10, 10, 1]], labels=[1]), "N x 2"),
+    (dict(points=[10, 10], labels=[1]), "N x 2"),
+    (dict(points=[[np.nan, 10]], labels=[1]), "NaN"),
     (dict(box=[100, 100, 50, 150]), "inverted"),
     (dict(box=[100, 100, 150, 100]), "inverted"),
-    (dict(box=[500, 300, 600, 400]), "outside"),
+    (dict(box=[500, 300, 600, 400]), "outside the image"),
+    (dict(box=[-10, -5, 250, 80]), "box=[0, 0, 250, 80]"),
     (dict(box=[1, 2, 3]), "4 numbers"),
     (dict(labels=[1]), "without points"),
-    (dict(), "needs a box"),
+    (dict(), "no prompt given"),
+    (dict(points=np.zeros((0, 2)), labels=[]), "no prompt given"),
     (dict(points=[[10, 10]], labels=[0]), "needs a box"),
     (dict(box=[10, 10, 50, 50], mask_input=np.zeros((3, 7, 7))), "mask_input"),
     (dict(box=[10, 10, 50, 50], mask_input=np.zeros((100, 100))), "mask_input"),
+    (dict(box=[10, 10, 50, 50], mask_input=np.full((256, 256), np.nan)), "NaN"),
 ]
 
 
@@ -168,15 +176,46 @@ def test_bad_prompts_raise_input_error(engine, scene, kwargs, needle):
                                    np.zeros((20, 20, 4), np.uint8), "photo.jpg"])
 def test_bad_images_raise_input_error(engine, image):
     with pytest.raises(InputError, match="Fix:"):
-        engine.segment(image, points=[[5, 5]])
+        engine.segment(image, points=[[5, 5]], labels=[1])
 
 
-def test_validate_prompts_clips_box_and_drops_padding():
-    pts, lab, box = validate_prompts((100, 200), points=[[5, 5], [0, 0]], labels=[1, -1], box=[-10, -5, 250, 80])
-    assert pts.tolist() == [[5.0, 5.0]] and lab.tolist() == [1]
-    assert box.tolist() == [0.0, 0.0, 199.0, 80.0]
+@pytest.mark.parametrize("kwargs", [
+    dict(points=[[W, H]], labels=[1]),  # the far corner: valid continuous coordinates
+    dict(points=[[W, H], [0, 0]], labels=[1, 0]),
+    dict(box=[0, 0, W, H]),  # the whole image
+    dict(box=[W - 0.5, H - 0.5, W, H]),  # inside the last pixel: clipped to a one-pixel ROI
+])
+def test_image_edges_are_valid(engine, scene, kwargs):
+    img, _ = scene
+    masks, scores, low = engine.segment(img, **kwargs)
+    assert masks.shape == (3, H, W) and np.isfinite(scores).all() and np.isfinite(low).all()
 
 
-def test_default_engine_settings_are_documented():
-    e = ClassicEngine()
-    assert e.work_side == 512 and e.neural is False and "GrabCut" in (ClassicEngine.__doc__ or "")
+def test_empty_points_with_a_box_is_a_box_prompt(engine, scene):
+    img, gt = scene
+    a = engine.segment(img, box=_box_of(gt))
+    b = engine.segment(img, points=np.zeros((0, 2)), labels=np.zeros(0), box=_box_of(gt))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_many_points_give_no_numpy_warning(engine):
+    """Regression: a mask that fills its whole crop (here from a grid of foreground clicks) had no
+    boundary; OpenCV's distance of FLT_MAX overflowed when rescaled ("overflow encountered in
+    multiply")."""
+    import warnings
+
+    img = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    ys, xs = np.mgrid[2:48:8, 2:64:8]
+    pts = np.stack([xs.ravel(), ys.ravel()], 1).astype(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        masks, scores, low = engine.segment(img, points=pts, labels=np.ones(len(pts), int))
+    assert masks.all(axis=(1, 2)).any(), "the case under test: a candidate covers the whole image"
+    assert np.isfinite(low).all() and low.max() == 20.0 and low.min() == -20.0  # clipped, padding is -20
+    assert np.isfinite(scores).all()
+
+
+def test_default_model_settings_are_documented():
+    e = GrabCutModel()
+    assert e.work_side == 512 and e.neural is False and "GrabCut" in (GrabCutModel.__doc__ or "")
+    assert repr(e) == "GrabCutModel(work_side=512, iters=5)"

@@ -44,7 +44,12 @@ def test_stability_score_values():
     logits = torch.tensor([[[3.0, 0.5], [-0.5, -3.0]]])
     # > +1: one pixel; > -1: three pixels
     assert float(stability_score(logits, 0.0, 1.0)) == pytest.approx(1 / 3)
-    assert torch.isnan(stability_score(torch.full((1, 2, 2), -9.0), 0.0, 1.0)).all()
+    # an empty low mask (no logit above threshold - offset): 0.0, the one documented answer
+    empty = stability_score(torch.full((3, 2, 2), -9.0), 0.0, 1.0)
+    assert empty.dtype == torch.float32 and torch.equal(empty, torch.zeros(3))
+    # only the empty masks of a batch get 0
+    mixed = stability_score(torch.stack([logits[0], torch.full((2, 2), -1.0)]), 0.0, 0.75)
+    assert mixed.tolist() == [pytest.approx(1 / 3), 0.0]
 
 
 @pytest.mark.oracle

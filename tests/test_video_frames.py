@@ -33,9 +33,9 @@ def tiny():
 def _tracker(kind, tiny):
     if kind == "classic":
         pytest.importorskip("cv2")
-        from samkit.engines.classic import ClassicEngine
+        from samkit.models.classic import GrabCutModel
 
-        return VideoTracker(ClassicEngine())
+        return VideoTracker(GrabCutModel())
     return VideoTracker(tiny)
 
 

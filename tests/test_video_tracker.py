@@ -235,10 +235,10 @@ def _moving_square(n=10, h=72, w=96):
 
 def test_classic_flow_tracker_follows_a_moving_object():
     pytest.importorskip("cv2")
-    from samkit.engines.classic import ClassicEngine
+    from samkit.models.classic import GrabCutModel
 
     vid, gts = _moving_square()
-    tr = VideoTracker(ClassicEngine())
+    tr = VideoTracker(GrabCutModel())
     s = tr.start(vid)
     tr.add_prompt(s, 0, 1, box=[8, 18, 36, 46])
     ious = []

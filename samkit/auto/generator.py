@@ -7,9 +7,11 @@ Algorithm (SAM's automatic mask generation, Kirillov et al. 2023, as released):
 2. Per crop, an n x n grid of points (cell centres) is decoded in batches of
    ``points_per_batch`` single-point prompts with three masks each.
 3. Per batch: keep masks with predicted IoU ``> pred_iou_thresh``, stability score (IoU of
-   the masks thresholded at ``mask_threshold +- stability_score_offset``) ``>=
-   stability_score_thresh``; binarise at ``mask_threshold``; drop masks whose box lies within
-   20 px of a crop border that is not an image border.
+   the masks thresholded at ``mask_threshold +- stability_score_offset``,
+   ``samkit.ops.stability_score``) ``>= stability_score_thresh``; binarise at
+   ``mask_threshold``; drop masks whose box lies within 20 px of a crop border that is not an
+   image border. An empty mask has stability 0, so any threshold > 0 drops it, as the official
+   filter drops its NaN (0 / 0) score.
 4. Per crop: NMS by predicted IoU (``nms`` kind, ``nms_thresh``).
 5. Across crops: NMS preferring masks from smaller crops (score ``1 / crop area``).
 6. Optionally (``min_mask_region_area > 0``): fill small holes, drop small islands (OpenCV
@@ -290,7 +292,7 @@ class AutoMaskGenerator:
         masks = logits > self.mask_threshold
         del logits
         kept = torch.arange(n, device=stab.device)
-        if self.stability_score_thresh > 0.0:
+        if self.stability_score_thresh > 0.0:  # drops empty masks (stability 0; NaN upstream, dropped too)
             ok = torch.where(stab >= self.stability_score_thresh)[0]
             if len(ok) < n:
                 kept, stab, masks = ok, stab[ok], masks[ok]

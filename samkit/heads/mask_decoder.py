@@ -9,16 +9,8 @@ from torch import nn
 
 from ..layers import MLP, LayerNorm2d
 from ..layers.conv import conv1x1
+from ..ops.mask_ops import stability_score
 from .upscale import upscale_masks
-
-
-def stability_scores(mask_logits: torch.Tensor, delta: float) -> torch.Tensor:
-    """IoU between the masks thresholded at +delta and -delta. ``... x H x W -> ...``
-    (1.0 where both are empty)."""
-    flat = mask_logits.flatten(-2)
-    inter = (flat > delta).sum(-1).float()
-    union = (flat > -delta).sum(-1).float()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter))
 
 
 class MaskDecoder(nn.Module):
@@ -201,8 +193,10 @@ class MaskDecoder(nn.Module):
         best_masks = multi[rows, best].unsqueeze(1)
         best_iou = multi_iou[rows, best].unsqueeze(1)
         single, single_iou = masks[:, 0:1], iou[:, 0:1]
-        stable = stability_scores(single, self.dynamic_multimask_stability_delta) >= \
-            self.dynamic_multimask_stability_thresh
+        delta = self.dynamic_multimask_stability_delta
+        stable = stability_score(single, 0.0, delta) >= self.dynamic_multimask_stability_thresh
+        # SAM 2 scores an empty single mask (no logit above -delta) 1.0, i.e. stable: keep it
+        stable |= ~(single > -delta).flatten(-2).any(-1)
         out_masks = torch.where(stable[..., None, None].expand_as(single), single, best_masks)
         out_iou = torch.where(stable.expand_as(single_iou), single_iou, best_iou)
         return out_masks, out_iou

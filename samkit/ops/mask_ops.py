@@ -42,12 +42,25 @@ def mask_iou(masks1: torch.Tensor, masks2: torch.Tensor, chunk_pixels: int = 0) 
 
 
 def stability_score(logits: torch.Tensor, mask_threshold: float, offset: float) -> torch.Tensor:
-    """``... x H x W`` logits -> ``...`` stability: IoU of the masks thresholded at
-    ``mask_threshold + offset`` and ``mask_threshold - offset`` (the first lies inside the
-    second, so IoU = count_high / count_low). An empty low mask gives NaN, as in SAM."""
+    """``... x H x W`` logits -> ``...`` float32 stability: IoU of the masks thresholded at
+    ``mask_threshold + offset`` (high) and ``mask_threshold - offset`` (low); the first lies inside
+    the second, so IoU = count_high / count_low.
+
+    The one stability score of samkit (``ImagePredictor``, ``AutoMaskGenerator``, the SAM 2
+    decoder's dynamic multimask). Where the low mask is empty (no logit above
+    ``mask_threshold - offset``, so the mask itself is empty) the score is 0.0: an empty mask is
+    never "stable". The official codes differ only in that case:
+
+    * segment-anything's and EdgeSAM's ``calculate_stability_score`` give NaN (0 / 0), which
+      the automatic generators' ``>= stability_score_thresh`` filter drops, as it drops 0.0 for
+      any threshold > 0 (with the filter off, the reported score is 0.0 instead of NaN);
+    * EdgeSAM's predictor returns that NaN as the candidate's score, where an argmax would pick
+      the empty mask; ``ImagePredictor(selection="stability")`` ranks it last;
+    * SAM 2's decoder gives 1.0, so ``MaskDecoder`` treats an empty single mask as stable itself.
+    """
     high = _count_above(logits, mask_threshold + offset)
     low = _count_above(logits, mask_threshold - offset)
-    return high.float() / low.float()
+    return torch.where(low > 0, high.float() / low.clamp(min=1).float(), 0.0)
 
 
 def _count_above(logits: torch.Tensor, threshold: float) -> torch.Tensor:

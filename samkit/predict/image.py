@@ -8,12 +8,13 @@ out = predictor.predict(points=[[x, y]], labels=[1], multimask=True)
 out.masks, out.scores, out.low_res_logits    # K x H x W bool, (K,), K x 256 x 256
 ```
 All prompt coordinates are (x, y) pixels of the original (upright) image; boxes are
-x0, y0, x1, y1 in pixels.
+x0, y0, x1, y1 in pixels. The prompt rules (ranges, labels, shapes, errors) are those of
+``samkit.prompts``; the stability score is ``samkit.ops.stability_score``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -22,15 +23,10 @@ from ..errors import InputError
 from ..io.image import load_image
 from ..masks import Masks
 from ..models.base import ImageFeatures, ImageTransform
+from ..ops.mask_ops import stability_score
+from ..prompts import check_mask_input, check_prompt, require_prompt
 
 SELECTIONS = ("native", "iou", "stability")
-
-
-def stability_score(logits: torch.Tensor, threshold: float = 0.0, offset: float = 1.0) -> torch.Tensor:
-    """IoU of the masks at ``threshold + offset`` and ``threshold - offset``. ``... x H x W -> ...``."""
-    inter = (logits > threshold + offset).flatten(-2).sum(-1, dtype=torch.int32).float()
-    union = (logits > threshold - offset).flatten(-2).sum(-1, dtype=torch.int32).float()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
 
 
 @dataclass
@@ -38,58 +34,6 @@ class _Encoded:
     image: np.ndarray
     features: Optional[ImageFeatures]
     transform: Optional[ImageTransform]
-
-
-def _as_array(value: Any, name: str, dtype) -> np.ndarray:
-    try:
-        return np.asarray(value, dtype=dtype)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{name} must be numeric, got {value!r}. Fix: pass a list or array of numbers.") from exc
-
-
-def validate_prompts(points, labels, box, size_hw, *, batched: bool = False):
-    """Check and convert prompts. Returns (points N x 2 float32 | None, labels N int32 | None,
-    box 4 float32 | None); with ``batched`` the leading axis is the prompt batch."""
-    h, w = size_hw
-    lead = (-1,) if batched else ()
-    pts = lab = bx = None
-    if points is not None:
-        pts = _as_array(points, "points", np.float32)
-        if pts.ndim != len(lead) + 2 or pts.shape[-1] != 2:
-            want = "N x P x 2" if batched else "N x 2 ([[x, y], ...])"
-            raise InputError(f"points must have shape {want}, got {pts.shape}. Fix: give (x, y) pixel pairs.")
-        if labels is None:
-            raise InputError("points were given without labels. Fix: pass labels=[1, ...] (1 foreground, 0 background).")
-        lab = _as_array(labels, "labels", np.float64)
-        if lab.shape != pts.shape[:-1]:
-            raise InputError(f"labels shape {lab.shape} does not match points {pts.shape[:-1]}. "
-                             "Fix: give one label per point.")
-        if not np.all(np.isin(lab, (0, 1))):
-            raise InputError("labels must be 1 (foreground) or 0 (background). Fix: use only 0 and 1.")
-        lab = lab.astype(np.int32)
-        if not np.all(np.isfinite(pts)):
-            raise InputError("points contain NaN or infinity. Fix: pass finite pixel coordinates.")
-        bad = (pts[..., 0] < 0) | (pts[..., 0] > w) | (pts[..., 1] < 0) | (pts[..., 1] > h)
-        if bad.any():
-            first = pts[bad][0].tolist()
-            raise InputError(f"point {first} lies outside the image ({w} x {h}, width x height). "
-                             "Fix: points are (x, y) pixels of the original image, x in [0, W], y in [0, H].")
-    elif labels is not None:
-        raise InputError("labels were given without points. Fix: pass points=[[x, y], ...] too.")
-    if box is not None:
-        bx = _as_array(box, "box", np.float32)
-        if bx.shape[-1:] != (4,) or bx.ndim != len(lead) + 1:
-            want = "N x 4" if batched else "(4,) [x0, y0, x1, y1]"
-            raise InputError(f"box must have shape {want}, got {bx.shape}. Fix: give x0, y0, x1, y1 in pixels.")
-        if not np.all(np.isfinite(bx)):
-            raise InputError("box contains NaN or infinity. Fix: pass finite pixel coordinates.")
-        if np.any(bx[..., 2] <= bx[..., 0]) or np.any(bx[..., 3] <= bx[..., 1]):
-            raise InputError(f"box {bx.tolist()} is inverted or empty: x1 must exceed x0 and y1 must exceed y0. "
-                             "Fix: order it as x0, y0, x1, y1 (top-left, bottom-right).")
-        if np.any(bx[..., :2] < 0) or np.any(bx[..., 2] > w) or np.any(bx[..., 3] > h):
-            raise InputError(f"box {bx.tolist()} extends outside the image ({w} x {h}). "
-                             "Fix: clip the box to [0, W] x [0, H] in pixels of the original image.")
-    return pts, lab, bx
 
 
 class ImagePredictor:
@@ -144,20 +88,13 @@ class ImagePredictor:
 
     # ------------------------------------------------------------------ prompts
     def _mask_input(self, mask_input, batch: int) -> Optional[torch.Tensor]:
+        """``mask_input`` (see ``samkit.prompts``) -> ``batch`` x 1 x h x w tensor on the model's device."""
         if mask_input is None:
             return None
         if not getattr(self.model, "supports_mask_input", True):
             raise InputError(f"{type(self.model).__name__} takes no mask_input. Fix: prompt with points/boxes only.")
-        m = torch.as_tensor(np.asarray(mask_input, dtype=np.float32))
-        if m.ndim == 2:
-            m = m[None]
-        if m.ndim == 3:
-            m = m[:, None]
         size = tuple(getattr(self.model, "mask_input_size", (256, 256)))
-        if m.ndim != 4 or tuple(m.shape[1:]) != (1, *size) or m.shape[0] not in (1, batch):
-            raise InputError(f"mask_input must be 1 x {size[0]} x {size[1]} low-res logits (as returned in "
-                             f"out.low_res_logits), got shape {tuple(np.shape(mask_input))}. "
-                             "Fix: pass out.low_res_logits[best][None] from a previous predict().")
+        m = torch.from_numpy(check_mask_input(mask_input, size, batch=batch))
         return m.expand(batch, -1, -1, -1).to(self.model.device)
 
     def predict(self, points: Optional[Sequence] = None, labels: Optional[Sequence] = None,
@@ -165,9 +102,9 @@ class ImagePredictor:
         """Points N x 2 (x, y) with labels N (1 fg / 0 bg), box (4,) xyxy pixels, mask_input
         1 x 256 x 256 logits from a previous call. Returns ``Masks`` with K = 3 (multimask) or 1."""
         state = self._require()
-        pts, lab, bx = validate_prompts(points, labels, box, state.image.shape[:2])
-        if pts is None and bx is None and mask_input is None:
-            raise InputError("no prompt given. Fix: pass points=[[x, y]] with labels=[1], or box=[x0, y0, x1, y1].")
+        prompt = check_prompt(points, labels, box, state.image.shape[:2])
+        require_prompt(prompt, mask_input)
+        pts, lab, bx = prompt.points, prompt.labels, prompt.box
         if not self.neural:
             return self.model.predict_image(state.image, pts, lab, bx, mask_input, multimask)
         return self._decode(pts[None] if pts is not None else None, lab[None] if lab is not None else None,
@@ -178,7 +115,8 @@ class ImagePredictor:
         """Many prompts in one decoder call: boxes N x 4, points N x P x 2, labels N x P
         (either or both; equal N). Returns N ``Masks``."""
         state = self._require()
-        pts, lab, bx = validate_prompts(points, labels, boxes, state.image.shape[:2], batched=True)
+        prompt = check_prompt(points, labels, boxes, state.image.shape[:2], batched=True)
+        pts, lab, bx = prompt.points, prompt.labels, prompt.box
         sizes = {a.shape[0] for a in (pts, bx) if a is not None}
         if not sizes:
             raise InputError("predict_batch needs boxes and/or points. Fix: pass boxes=N x 4 or points=N x P x 2.")
@@ -212,6 +150,7 @@ class ImagePredictor:
         low, iou = self.predict_torch(p, lb, b, mask_input, "all" if select else multimask)
         stab = stability_score(low, self.model.mask_threshold, self.stability_offset)
         if select:
+            # an empty candidate has stability 0, so "stability" picks a non-empty mask when there is one
             key = stab if select == "stability" else iou
             idx = key.argmax(dim=1, keepdim=True)
             low = torch.gather(low, 1, idx[..., None, None].expand(-1, -1, *low.shape[-2:]))

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError, VideoError
 from ..io.video import open_frames
+from ..prompts import check_video_prompt
 from .memory_tracker import MemoryTracker, preprocess_video_frame
 from .session import FlowState, FrameFeatures, FrameResult, ObjectTrack, TrackingSession, cap_cond_frames, evict
 
@@ -172,47 +173,27 @@ class VideoTracker:
             track.non_cond.pop(t, None)
 
     def _prompt_tensors(self, session: TrackingSession, points, labels, box, mask):
-        if points is None and box is None and mask is None:
-            raise InputError("a prompt needs points, a box or a mask. Fix: pass points=[[x, y]], labels=[1] "
-                             "or box=[x0, y0, x1, y1] or mask=array.")
-        if mask is not None and (points is not None or box is not None):
-            raise InputError("a mask prompt cannot be combined with points or a box. Fix: pass one of them.")
-        size = self.engine.cfg.image_size if self.engine is not None else None
-        if mask is not None:
-            m = np.asarray(mask)
-            if m.ndim != 2:
-                raise InputError(f"mask must be H x W, got shape {m.shape}. Fix: pass one 2-D mask per object.")
+        """Check a prompt against the video's frame size (``samkit.prompts`` rules, as for images)
+        and convert it for the SAM 2 engine: ``(coords 1 x N x 2, labels 1 x N, None)`` in the
+        model's frame, a box first as two corner points (labels 2, 3), or ``(None, None, mask
+        1 x 1 x S x S)``. The classic engine takes the prompts as given: ``(None, None, None)``."""
+        prompt, m = check_video_prompt(points, labels, box, mask, (session.height, session.width))
+        if self.engine is None:
+            return None, None, None
+        size = self.engine.cfg.image_size
+        if m is not None:
             t = torch.from_numpy(m.astype(np.float32))[None, None]
-            if size is not None and tuple(t.shape[-2:]) != (size, size):
+            if tuple(t.shape[-2:]) != (size, size):
                 t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
                 t = (t >= 0.5).float()
-            dev = self.engine.device if self.engine is not None else "cpu"
-            return None, None, t.to(dev)
-        pts = np.zeros((0, 2), np.float32)
-        lab = np.zeros((0,), np.int32)
-        if points is not None:
-            pts = np.asarray(points, dtype=np.float32).reshape(-1, 2)
-            if labels is None:
-                raise InputError("points need labels (1 foreground, 0 background). Fix: pass labels=[1, ...].")
-            lab = np.asarray(labels, dtype=np.int32).reshape(-1)
-            if len(lab) != len(pts):
-                raise InputError(f"{len(pts)} points but {len(lab)} labels. Fix: one label per point.")
-            if not np.isin(lab, (0, 1)).all():
-                raise InputError(f"labels must be 0 or 1, got {lab.tolist()}. Fix: 1 foreground, 0 background.")
-        if not np.isfinite(pts).all():
-            raise InputError("points contain NaN or inf. Fix: pass finite pixel coordinates.")
-        if box is not None:
-            b = np.asarray(box, dtype=np.float32).reshape(-1)
-            if b.shape != (4,) or not np.isfinite(b).all() or b[2] < b[0] or b[3] < b[1]:
-                raise InputError(f"box must be [x0, y0, x1, y1] with x1 >= x0 and y1 >= y0, got {box!r}.")
-            pts = np.concatenate([b.reshape(2, 2), pts], 0)
+            return None, None, t.to(self.engine.device)
+        pts = np.zeros((0, 2), np.float32) if prompt.points is None else prompt.points
+        lab = np.zeros((0,), np.int32) if prompt.labels is None else prompt.labels
+        if prompt.box is not None:
+            pts = np.concatenate([prompt.box.reshape(2, 2), pts], 0)
             lab = np.concatenate([np.array([2, 3], np.int32), lab], 0)
-        coords = torch.from_numpy(pts)[None]
-        labs = torch.from_numpy(lab)[None]
-        if size is not None:
-            coords = coords / torch.tensor([session.width, session.height], dtype=torch.float32) * size
-            return coords.to(self.engine.device), labs.to(self.engine.device), None
-        return coords, labs, None
+        coords = torch.from_numpy(pts)[None] / torch.tensor([session.width, session.height], dtype=torch.float32) * size
+        return coords.to(self.engine.device), torch.from_numpy(lab)[None].to(self.engine.device), None
 
     # ------------------------------------------------------------------ tracking
     def _features(self, session: TrackingSession, t: int) -> FrameFeatures:

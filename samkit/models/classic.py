@@ -1,11 +1,15 @@
-"""``classic``: an offline, weight-free promptable segmenter (OpenCV GrabCut).
+"""``classic``: ``GrabCutModel``, an offline, weight-free promptable segmenter (OpenCV GrabCut).
 
-This engine exists so that samkit does something useful on a machine that has no
+This model exists so that samkit does something useful on a machine that has no
 checkpoint at all. It is a *fallback*: it has no learned notion of objects and is far below
 every neural model in quality (see docs/results.md for its measured DAVIS figures).
 
 How a prompt becomes a mask
 ---------------------------
+Prompts follow ``samkit.prompts`` (continuous pixel coordinates, x in [0, W], y in [0, H]);
+GrabCut works on pixel indices, so points and boxes are clipped to the last pixel (W - 1, H - 1)
+here. Besides SAM-frame low-res logits, ``mask_input`` may be an H x W mask of the image.
+
 * A region of interest (ROI) is taken from the box; with points only, from square windows
   of growing size around the points (one candidate per window: 25 %, 45 % and 75 % of the
   shorter image side, and one larger window while the mask still fills the window's border
@@ -48,13 +52,14 @@ import numpy as np
 
 from samkit.errors import InputError, require
 from samkit.families import register_builder
+from samkit.prompts import Prompt, check_mask_input, check_prompt, require_prompt
 
 LOW_RES = 256
 LOGIT_CLIP = 20.0
 
 
 def _cv2():
-    return require("cv2", "cv", "The classic (GrabCut) engine")
+    return require("cv2", "cv", "The classic (GrabCut) model")
 
 
 # ----------------------------------------------------------------------------- validation
@@ -62,12 +67,12 @@ def _check_image(image) -> np.ndarray:
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
         shape = getattr(image, "shape", type(image).__name__)
         raise InputError(
-            f"the classic engine needs an H x W x 3 RGB array, got {shape}. "
+            f"the classic model needs an H x W x 3 RGB array, got {shape}. "
             "Fix: load the picture with samkit.io.image.load_image(path) first."
         )
     if image.dtype != np.uint8:
         raise InputError(
-            f"the classic engine needs a uint8 image, got dtype {image.dtype}. "
+            f"the classic model needs a uint8 image, got dtype {image.dtype}. "
             "Fix: convert with np.clip(img, 0, 255).astype(np.uint8) (values in 0..255)."
         )
     if min(image.shape[:2]) < 2:
@@ -75,77 +80,17 @@ def _check_image(image) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def validate_prompts(hw, points=None, labels=None, box=None):
-    """Check prompts against an image of size ``hw`` = (H, W).
-
-    Returns ``(points N x 2 float64 or None, labels N int or None, box (4,) float64 or None)``
-    with the box clipped to the image. Raises ``InputError`` naming the fix.
-    """
+def _pixel_prompts(hw, points=None, labels=None, box=None):
+    """Check prompts (``samkit.prompts`` rules) against an image of size ``hw`` = (H, W) and clip
+    them to pixel indices. Returns ``(points N x 2 float64 or None, labels N int32 or None,
+    box (4,) float64 or None)``."""
     h, w = hw
-    pts = lab = bx = None
-    if points is not None:
-        pts = np.asarray(points, dtype=np.float64)
-        if pts.size == 0:
-            pts = None
-        else:
-            if pts.ndim == 1 and pts.shape[0] == 2:
-                pts = pts[None]
-            if pts.ndim == 3 and pts.shape[0] == 1:
-                pts = pts[0]
-            if pts.ndim != 2 or pts.shape[1] != 2:
-                raise InputError(
-                    f"points must be N x 2 (x, y) pixel coordinates, got shape {pts.shape}. "
-                    "Fix: pass points=[[x, y], ...]."
-                )
-            if not np.all(np.isfinite(pts)):
-                raise InputError("points contain NaN or infinity. Fix: pass finite pixel coordinates.")
-            bad = (pts[:, 0] < 0) | (pts[:, 0] > w - 1) | (pts[:, 1] < 0) | (pts[:, 1] > h - 1)
-            if bad.any():
-                x, y = pts[np.argmax(bad)]
-                raise InputError(
-                    f"point ({x:g}, {y:g}) lies outside the {w}x{h} image. "
-                    f"Fix: use x in [0, {w - 1}] and y in [0, {h - 1}] (pixels of the original image)."
-                )
-    if labels is not None and pts is None and np.asarray(labels).size > 0:
-        raise InputError("labels were given without points. Fix: pass points=[[x, y], ...] with the labels.")
+    prompt = check_prompt(points, labels, box, hw, dtype=np.float64)
+    pts, lab, bx = prompt.points, prompt.labels, prompt.box
     if pts is not None:
-        if labels is None:
-            lab = np.ones(len(pts), dtype=np.int64)
-        else:
-            lab = np.asarray(labels).reshape(-1)
-            if lab.shape[0] != pts.shape[0]:
-                raise InputError(
-                    f"{pts.shape[0]} points but {lab.shape[0]} labels. "
-                    "Fix: give one label per point (1 = foreground, 0 = background)."
-                )
-            if not np.all(np.isin(lab, (0, 1, -1))):
-                raise InputError(
-                    f"labels must be 1 (foreground) or 0 (background), got {sorted(set(lab.tolist()))}. "
-                    "Fix: use 1 for object points and 0 for background points."
-                )
-            lab = lab.astype(np.int64)
-            keep = lab >= 0  # -1 is SAM's padding label
-            pts, lab = pts[keep], lab[keep]
-            if len(pts) == 0:
-                pts = lab = None
-    if box is not None:
-        bx = np.asarray(box, dtype=np.float64).reshape(-1)
-        if bx.shape[0] != 4:
-            raise InputError(f"box must be 4 numbers x0, y0, x1, y1, got {bx.shape[0]}. Fix: pass box=[x0, y0, x1, y1].")
-        if not np.all(np.isfinite(bx)):
-            raise InputError("box contains NaN or infinity. Fix: pass finite pixel coordinates.")
-        x0, y0, x1, y1 = bx
-        if x1 <= x0 or y1 <= y0:
-            raise InputError(
-                f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is inverted or empty. "
-                "Fix: order it as x0, y0, x1, y1 with x1 > x0 and y1 > y0 (top-left, then bottom-right)."
-            )
-        if x1 < 0 or y1 < 0 or x0 > w - 1 or y0 > h - 1:
-            raise InputError(
-                f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside the {w}x{h} image. "
-                "Fix: give the box in pixels of the original image."
-            )
-        bx = np.array([max(x0, 0), max(y0, 0), min(x1, w - 1), min(y1, h - 1)])
+        pts = np.clip(pts, 0, [w - 1, h - 1])
+    if bx is not None:
+        bx = np.clip(bx, 0, [w - 1, h - 1, w - 1, h - 1])
     return pts, lab, bx
 
 
@@ -154,27 +99,12 @@ def _mask_from_input(mask_input, hw) -> Optional[np.ndarray]:
     or an image-size mask / logit map (> 0 is foreground)."""
     if mask_input is None:
         return None
-    cv2 = _cv2()
-    m = np.asarray(mask_input.detach().cpu() if hasattr(mask_input, "detach") else mask_input)
-    while m.ndim > 2 and m.shape[0] == 1:
-        m = m[0]
-    h, w = hw
-    if m.ndim != 2:
-        raise InputError(
-            f"mask_input must be 256 x 256 low-res logits or an {h} x {w} mask, got shape {m.shape}. "
-            "Fix: pass out.low_res_logits[i] from a previous prediction."
-        )
-    m = m.astype(np.float32)
-    if m.shape == (h, w):
+    m = check_mask_input(mask_input, (LOW_RES, LOW_RES), image_hw=hw)[0, 0]
+    if m.shape == tuple(hw):
         return m > 0
-    if m.shape == (LOW_RES, LOW_RES):
-        nh, nw = _low_res_size(hw)
-        crop = np.ascontiguousarray(m[:nh, :nw])
-        return cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR) > 0
-    raise InputError(
-        f"mask_input of shape {m.shape} matches neither 256 x 256 nor the image ({h} x {w}). "
-        "Fix: pass out.low_res_logits[i] from a previous prediction on the same image."
-    )
+    nh, nw = _low_res_size(hw)
+    crop = np.ascontiguousarray(m[:nh, :nw])
+    return _cv2().resize(crop, (hw[1], hw[0]), interpolation=_cv2().INTER_LINEAR) > 0
 
 
 def _low_res_size(hw):
@@ -284,12 +214,17 @@ def _clean(mask: np.ndarray, seeds, negatives=(), neg_radius: float = 2.0) -> np
     return out | holes
 
 
-def _sdf(mask: np.ndarray) -> np.ndarray:
-    """Signed distance (pixels, positive inside) of a boolean mask."""
+def _sdf(mask: np.ndarray, cap: float) -> np.ndarray:
+    """Signed distance (pixels, positive inside) of a boolean mask, clipped to [-cap, cap].
+
+    A mask without inside (or outside) pixels has no boundary, and OpenCV then returns
+    FLT_MAX, which overflows when rescaled: hence the cap. With ``cap`` >= 3 the clipping never
+    changes the sign of a bilinear mix of neighbouring pixels (neighbours differ by at most
+    1.37 in OpenCV's 3 x 3 L2 metric), so the upscaled mask is unchanged."""
     cv2 = _cv2()
     m = mask.astype(np.uint8)
-    inside = cv2.distanceTransform(m, cv2.DIST_L2, 3)
-    outside = cv2.distanceTransform(1 - m, cv2.DIST_L2, 3)
+    inside = np.minimum(cv2.distanceTransform(m, cv2.DIST_L2, 3), cap + 0.5)
+    outside = np.minimum(cv2.distanceTransform(1 - m, cv2.DIST_L2, 3), cap + 0.5)
     return np.where(mask, inside - 0.5, 0.5 - outside).astype(np.float32)
 
 
@@ -372,8 +307,8 @@ def _window_touch(mask, crop: _Crop, roi, hw) -> float:
     return float(np.concatenate(sides).mean())
 
 
-class ClassicEngine:
-    """Weight-free promptable segmentation (GrabCut). ``neural = False``.
+class GrabCutModel:
+    """Weight-free promptable segmentation (GrabCut), the ``classic`` model. ``neural = False``.
 
     ``work_side``: longest side of the working crop (pixels); ``iters``: GrabCut iterations.
     ``spec`` is set by ``samkit.registry.load_model``.
@@ -388,7 +323,7 @@ class ClassicEngine:
         self.spec = None
 
     def __repr__(self) -> str:
-        return f"ClassicEngine(work_side={self.work_side}, iters={self.iters})"
+        return f"GrabCutModel(work_side={self.work_side}, iters={self.iters})"
 
     # ------------------------------------------------------------------ public
     def predict_image(self, image, points=None, labels=None, box=None, mask_input=None, multimask=True):
@@ -409,18 +344,20 @@ class ClassicEngine:
         K x 256 x 256 float32)``."""
         image = _check_image(image)
         hw = image.shape[:2]
-        pts, lab, bx = validate_prompts(hw, points, labels, box)
+        pts, lab, bx = _pixel_prompts(hw, points, labels, box)
+        require_prompt(Prompt(pts, lab, bx), mask_input)
         prev = _mask_from_input(mask_input, hw)
         if prev is not None and not prev.any():
             prev = None
         has_pos = pts is not None and bool((lab == 1).any())
         if bx is None and not has_pos and prev is None:
             raise InputError(
-                "the classic engine needs a box, at least one foreground point (label 1) or a mask_input. "
+                "the classic model needs a box, at least one foreground point (label 1) or a non-empty "
+                "mask_input: background points alone do not say where the object is. "
                 "Fix: add --point X,Y (or points=[[x, y]], labels=[1]) or --box X0,Y0,X1,Y1."
             )
         if pts is None:
-            pts, lab = np.zeros((0, 2)), np.zeros((0,), np.int64)
+            pts, lab = np.zeros((0, 2)), np.zeros((0,), np.int32)
 
         cands = []  # (score, H x W mask, 256 x 256 logits, window touch)
         if bx is not None or prev is not None:
@@ -497,27 +434,29 @@ class ClassicEngine:
         cv2 = _cv2()
         h, w = hw
         x0, y0, x1, y1 = crop.ctx
-        d = _sdf(m)
+        nh, nw = _low_res_size(hw)
+        s = nw / w
+        ratio = s / crop.s  # low-res pixels per work pixel
+        # the cap keeps every low-res logit that it touches beyond LOGIT_CLIP (so clipped as before)
+        d = _sdf(m, cap=max(3.0, LOGIT_CLIP / ratio + 2.0))
         full = np.zeros((h, w), bool)
         if (x1 - x0, y1 - y0) != (d.shape[1], d.shape[0]):
             up = cv2.resize(d, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
         else:
             up = d
         full[y0:y1, x0:x1] = up > 0
-        nh, nw = _low_res_size(hw)
         low = np.full((LOW_RES, LOW_RES), -LOGIT_CLIP, np.float32)
-        s = nw / w
         lx0, ly0 = int(np.floor(x0 * s)), int(np.floor(y0 * s))
         lx1, ly1 = min(nw, int(np.ceil(x1 * s))), min(nh, int(np.ceil(y1 * s)))
         if lx1 > lx0 and ly1 > ly0:
             # signed distance in low-res pixels: rescale the work-pixel distance by the size ratio
             part = cv2.resize(d, (lx1 - lx0, ly1 - ly0), interpolation=cv2.INTER_LINEAR)
-            part = part * (s / crop.s)
+            part = part * ratio
             low[ly0:ly1, lx0:lx1] = np.clip(part, -LOGIT_CLIP, LOGIT_CLIP)
         return full, low
 
 
 @register_builder("classic")
-def build_classic(**kwargs) -> ClassicEngine:
+def build_classic(**kwargs) -> GrabCutModel:
     """The builder of the ``classic`` spec."""
-    return ClassicEngine(**kwargs)
+    return GrabCutModel(**kwargs)
