@@ -7,7 +7,6 @@ sam_vit_b parity through the onnxruntime backend.
 from __future__ import annotations
 
 import builtins
-import os
 
 import numpy as np
 import pytest

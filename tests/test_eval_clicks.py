@@ -184,3 +184,28 @@ def test_box_prompt_iou():
     p = BoxFill()
     assert box_iou_sample(p, gt) == pytest.approx(72 / 120)
     assert p.box == [2.0, 2.0, 13.0, 11.0]
+
+
+@pytest.mark.parametrize("gt_box, prompt", [
+    ((3, 4, 2, 9), [2.0, 3.0, 8.0, 4.0]),     # one row high: the box gets 1 px of height
+    ((0, 6, 19, 20), [19.0, 0.0, 20.0, 5.0]),  # one column wide at the right edge: ends at x = W
+])
+def test_box_prompt_of_a_one_pixel_thin_object_is_a_valid_prompt(gt_box, prompt):
+    """A 1-px thin object's inclusive tight box has zero width or height, which the prompt
+    contract refuses; the evaluation makes that side 1 px long, inside the image."""
+    from samkit import ImagePredictor
+    from samkit.models.classic import GrabCutModel
+
+    pytest.importorskip("cv2")
+    gt = sq(20, 20, *gt_box)
+    image = np.where(gt[..., None], 255, 0).astype(np.uint8).repeat(3, axis=2)
+    seen = {}
+
+    class Spy(ImagePredictor):
+        def predict(self, **kw):
+            seen["box"] = list(kw["box"])
+            return super().predict(**kw)
+
+    predictor = Spy(GrabCutModel()).set_image(image)
+    iou = box_iou_sample(predictor, gt)
+    assert seen["box"] == prompt and 0.0 <= iou <= 1.0

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from samkit.models.base import (ImageTransform, postprocess_crop_upscale, preprocess_longest_side,
                                 resize_longest_side_pil)

@@ -13,7 +13,6 @@ def official_propagation(name, vid, pts, labs):
     ``jpeg_roundtrip(vid)`` gives the exact pixels it sees."""
     import tempfile
 
-    from PIL import Image
 
     from conftest import official_import_path
     from parity import synth_state_dict

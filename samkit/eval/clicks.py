@@ -162,11 +162,16 @@ def run_clicks(predictor, gt, max_clicks: int = 20, thresholds: Sequence[float] 
 
 
 def box_iou_sample(predictor, gt, multimask: bool = False, oracle: bool = False) -> float:
-    """IoU of the prediction from the tight box of ``gt`` (image already set on the predictor)."""
+    """IoU of the prediction from the tight box of ``gt`` (image already set on the predictor).
+
+    The box is SAM's inclusive tight box; an object one pixel wide or high would give a box of
+    zero width or height, which the prompt contract refuses, so such a side ends 1 px later
+    (still inside the image: coordinates are continuous, x in [0, W])."""
     g = _as_mask(gt, "gt")
     box = mask_to_box(g)
     if box is None:
         raise InputError("The ground-truth mask is empty, so it has no box. Fix: skip absent objects.")
+    box[2], box[3] = max(box[2], box[0] + 1), max(box[3], box[1] + 1)  # x1 <= W - 1, so x1 + 1 <= W
     result = predictor.predict(points=None, labels=None, box=box, mask_input=None, multimask=multimask)
     i = _pick(result, g, oracle)
     return mask_iou(g, np.asarray(result.masks[i], dtype=bool))
