@@ -38,16 +38,21 @@ def report():
 
 
 def test_model_layout(model):
-    from samkit.backbones.rep_vit_timm import RepVitTimmTrunk
+    from samkit.backbones.rep_vit import RepViTBlock, RepViTTrunk
     from samkit.models.sam2 import Sam2Model
 
-    assert isinstance(model, Sam2Model) and isinstance(model.image_encoder.trunk, RepVitTimmTrunk)
-    assert model.image_encoder.trunk.channel_list == [384, 192, 96, 48]
+    trunk = model.image_encoder.trunk
+    assert isinstance(model, Sam2Model) and isinstance(trunk, RepViTTrunk)
+    assert trunk.channel_list == [384, 192, 96, 48]
     assert model.use_high_res_features and model.image_encoder.scalp == 1
     assert model.memory_config is not None and model.memory_config.family == "edgetam"
+    # timm's stage outputs: stem + 2 blocks, + downsample (pre_block, stride-2 block) + 2, ...
+    assert trunk.out_indices == (2, 6, 22, 26) and len(trunk.features) == 27
     # timm RepViT: squeeze-excite on every other block, starting with the first of each stage
-    stage2 = model.image_encoder.trunk.body.stages_2.blocks
-    assert [not isinstance(b.se, torch.nn.Identity) for b in stage2[:4]] == [True, False, True, False]
+    # (stages_2.blocks.0..3 are features.9..12)
+    stage2 = trunk.features[9:13]
+    assert all(isinstance(b, RepViTBlock) for b in stage2)
+    assert [not isinstance(b.token_mixer[1], torch.nn.Identity) for b in stage2] == [True, False, True, False]
 
 
 def test_trunk_strides(model):

@@ -1,4 +1,4 @@
-"""fuse() of the conv encoders (MobileSAM's TinyViT, EdgeSAM's RepViT, EdgeTAM's timm RepViT):
+"""fuse() of the conv encoders (MobileSAM's TinyViT, EdgeSAM's RepViT, EdgeTAM's RepViT trunk):
 BatchNorm folded into the convolutions (and RepVGG branches merged) changes outputs only by float
 rounding; the unfused model keeps the official checkpoint's keys; fusing needs eval mode and is
 idempotent. Weights are the synthesized official-layout ones when the parity data is present,
@@ -93,11 +93,11 @@ def test_fuse_requires_eval(name, target):
         obj.fuse()
 
 
-def test_fused_repvgg_timm_single_depthwise_conv():
-    """EdgeTAM's RepVggDw (3x3 dw + 1x1 dw + identity, each with BN) becomes one 3x3 dw conv."""
-    from samkit.backbones.rep_vit_timm import RepVggDw
+def test_fused_repvgg_single_depthwise_conv():
+    """RepViT's RepVGGDW (3x3 dw + 1x1 dw + identity, each with BN) becomes one 3x3 dw conv."""
+    from samkit.backbones.rep_vit import RepVGGDW
 
-    m = RepVggDw(16).eval()
+    m = RepVGGDW(16).eval()
     _randomise_bn(m, seed=3)
     x = torch.randn(2, 16, 9, 11)
     with torch.no_grad():

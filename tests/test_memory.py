@@ -160,8 +160,8 @@ def test_pooled_v1_v2_formulas():
     att2.load_state_dict(att.state_dict())
     q, k, v = _pooled_inputs()
     with torch.no_grad():
-        qq = att._heads(att.q_proj(q))
-        kk, vv = att._heads(att.k_proj(k)), att._heads(att.v_proj(v))
+        qq = att._split(att.q_proj(q))
+        kk, vv = att._split(att.k_proj(k)), att._split(att.v_proj(v))
         cos, sin = axial_rope_angles(32, 8, 8)
         qq = apply_rope(qq, cos, sin)
         ks = apply_rope(kk[:, :, :192], cos, sin)
@@ -192,7 +192,7 @@ def test_rope_v2_leaves_global_latents_and_pointers_unrotated():
     k = torch.randn(1, 2 * (5 + 16) + 4, 16)
     v = torch.randn_like(k)
     with torch.no_grad():
-        kk = att._heads(att.k_proj(k))
+        kk = att._split(att.k_proj(k))
         cos, sin = axial_rope_angles(32, 4, 4)
         parts = []
         for f in range(2):
@@ -201,8 +201,8 @@ def test_rope_v2_leaves_global_latents_and_pointers_unrotated():
         parts.append(kk[:, :, 42:])
         kr = torch.cat(parts, 2)
         qc, qs = axial_rope_angles(32, 8, 8)
-        qq = apply_rope(att._heads(att.q_proj(q)), qc, qs)
-        want = att.out_proj(att._merge(F.scaled_dot_product_attention(qq, kr, att._heads(att.v_proj(v)))))
+        qq = apply_rope(att._split(att.q_proj(q)), qc, qs)
+        want = att.out_proj(att._merge(F.scaled_dot_product_attention(qq, kr, att._split(att.v_proj(v)))))
         assert torch.allclose(att(q, k, v, num_k_exclude_rope=4, rope_k_repeat=2), want, atol=1e-5)
 
 

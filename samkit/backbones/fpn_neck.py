@@ -1,7 +1,7 @@
 """FPN neck and image-encoder wrapper of the SAM 2 family (SAM 2, EdgeTAM).
 
-* :class:`PositionEmbeddingSine` — DETR-style normalised sine encoding of a feature grid
-  (also used by the SAM 2 memory encoder with 64 channels).
+* position encodings: :class:`samkit.layers.PositionEmbeddingSine` (DETR-style normalised
+  sine encoding of each level's grid; the same cached encoding as the memory encoder's).
 * :class:`FpnNeck` — 1x1 lateral convs to ``d_model`` and a top-down pass (nearest 2x
   upsampling, sum) on the levels listed in ``fpn_top_down_levels``; no output convs.
 * :class:`ImageEncoder` — ``trunk`` + ``neck``; drops the ``scalp`` coarsest levels.
@@ -11,64 +11,14 @@ Key names follow the official checkpoint: ``image_encoder.neck.convs.{i}.conv.*`
 """
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class PositionEmbeddingSine(nn.Module):
-    """Sine/cosine encoding of the (row, column) of each cell, rows and columns normalised to
-    ``(0, scale]``. ``forward(x: B x * x H x W) -> B x num_pos_feats x H x W`` (first half
-    encodes y, second half x; within each half channels alternate sin, cos)."""
-
-    def __init__(self, num_pos_feats: int, temperature: float = 10000, normalize: bool = True,
-                 scale: Optional[float] = None) -> None:
-        super().__init__()
-        if num_pos_feats % 2:
-            raise ValueError("num_pos_feats must be even")
-        if scale is not None and not normalize:
-            raise ValueError("scale needs normalize=True")
-        self.num_pos_feats = num_pos_feats // 2
-        self.temperature = temperature
-        self.normalize = normalize
-        self.scale = 2 * math.pi if scale is None else scale
-        self._cache: Dict[Tuple[int, int, str, bool], torch.Tensor] = {}
-
-    def _freqs(self, device: torch.device) -> torch.Tensor:
-        i = torch.arange(self.num_pos_feats, dtype=torch.float32, device=device)
-        return self.temperature ** (2 * torch.div(i, 2, rounding_mode="floor") / self.num_pos_feats)
-
-    @staticmethod
-    def _sin_cos(p: torch.Tensor) -> torch.Tensor:
-        """``... x F`` phases -> ``... x F`` with sin on even and cos on odd channels (interleaved)."""
-        return torch.stack((p[..., 0::2].sin(), p[..., 1::2].cos()), dim=-1).flatten(-2)
-
-    @torch.no_grad()
-    def grid(self, h: int, w: int, device: torch.device) -> torch.Tensor:
-        """Encoding of an ``h x w`` grid: ``num_pos_feats x h x w`` (float32, cached per device;
-        tensors made under inference mode are cached apart so they never reach autograd)."""
-        key = (h, w, str(device), torch.is_inference_mode_enabled())
-        if key not in self._cache:
-            y = torch.arange(1, h + 1, dtype=torch.float32, device=device)
-            x = torch.arange(1, w + 1, dtype=torch.float32, device=device)
-            if self.normalize:
-                eps = 1e-6
-                y = y / (y[-1:] + eps) * self.scale
-                x = x / (x[-1:] + eps) * self.scale
-            dim_t = self._freqs(device)
-            pos_y = self._sin_cos(y[:, None] / dim_t)  # h x F
-            pos_x = self._sin_cos(x[:, None] / dim_t)  # w x F
-            pos = torch.cat([pos_y[:, None, :].expand(h, w, -1), pos_x[None, :, :].expand(h, w, -1)], dim=-1)
-            self._cache[key] = pos.permute(2, 0, 1).contiguous()
-        return self._cache[key]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pos = self.grid(x.shape[-2], x.shape[-1], x.device)
-        return pos[None].expand(x.shape[0], -1, -1, -1).to(x.dtype)
+from ..layers.position import PositionEmbeddingSine
 
 
 class FpnNeck(nn.Module):

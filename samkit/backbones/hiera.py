@@ -23,20 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import MLP
+from ..layers import MLP, PatchEmbed
 from ..layers.windows import window_partition, window_unpartition
 from ..layers.inplace import add_
-
-
-class PatchEmbed(nn.Module):
-    """Conv patchifier: ``B x 3 x H x W`` -> ``B x H/s x W/s x C`` (channels last). Key ``proj``."""
-
-    def __init__(self, kernel: int, stride: int, padding: int, in_chans: int = 3, embed_dim: int = 96) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=kernel, stride=stride, padding=padding)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).permute(0, 2, 3, 1)
 
 
 def _maxpool_tokens(x: torch.Tensor, pool: nn.Module) -> torch.Tensor:
@@ -127,7 +116,7 @@ class Hiera(nn.Module):
         depth = sum(stages)
         self.stage_ends = [sum(stages[: i + 1]) - 1 for i in range(len(stages))]
         q_pool_blocks = [end + 1 for end in self.stage_ends[:-1]][:q_pool]
-        self.patch_embed = PatchEmbed(kernel=7, stride=4, padding=3, embed_dim=embed_dim)
+        self.patch_embed = PatchEmbed(3, embed_dim, kernel=7, stride=4, padding=3)
         self.pos_embed = nn.Parameter(torch.zeros(1, embed_dim, *window_pos_embed_bkg_spatial_size))
         self.pos_embed_window = nn.Parameter(torch.zeros(1, embed_dim, window_spec[0], window_spec[0]))
 

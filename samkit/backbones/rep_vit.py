@@ -1,36 +1,54 @@
-"""RepViT image encoder as used by EdgeSAM (RepViT-M1 with the multi-scale fusion neck).
+"""RepViT (Wang et al., RepViT: Revisiting Mobile CNN From ViT Perspective, CVPR 2024): one
+implementation for EdgeSAM's encoder (Zhou et al., arXiv:2312.06660) and EdgeTAM's trunk
+(Zhou et al., arXiv:2501.07256).
 
-References: Wang et al., RepViT: Revisiting Mobile CNN From ViT Perspective (CVPR 2024);
-Zhou et al., EdgeSAM (arXiv:2312.06660). Module names follow EdgeSAM's checkpoint
-(``features.{i}.token_mixer``, ``features.{i}.channel_mixer.m``, ``fuse_stage2``,
-``fuse_stage3.op_list.0``, ``neck``), so the key remap is the identity.
+The network is a flat list ``features``: ``features.0`` is the stem (two stride-2 3x3 ConvBN
+with GELU, :class:`samkit.layers.ConvStem`), then one :class:`RepViTBlock` per entry of
+``cfgs`` = ``(kernel, expansion, channels, squeeze-excite, hard-swish flag, stride)`` (the
+hard-swish flag is unused: both models use GELU). A stride-1 block is token mixer (RepVGG
+depth-wise ``conv + conv1 + identity``, then SE when flagged) and residual channel mixer (1x1
+ConvBN x2 width, GELU, 1x1 ConvBN); a stride-2 block mixes tokens with a depth-wise stride-2
+ConvBN and a 1x1 ConvBN to the new width. RepViT-M1 (``M1_CFGS``): widths 48 / 96 / 192 / 384
+at strides 4 / 8 / 16 / 32, 26 blocks.
 
-Input ``B x 3 x 1024 x 1024``. ``features.0`` (stem, two stride-2 3x3 ConvBN with GELU) gives
-``B x 48 x 256 x 256``; 26 RepViT blocks follow (M1 widths 48 / 96 / 192 / 384 at strides 4 / 8 /
-16 / 32). With EdgeSAM's fusion neck the last block of the 192 stage (``B x 192 x 64 x 64``) and of
-the 384 stage (``B x 384 x 32 x 32``) are projected to 256 channels by 1x1 convolutions, the
-latter upsampled 2x (bicubic, align_corners=False), summed, and passed through the SAM neck
-(1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d). Output ``B x 256 x 64 x 64``.
+Two official key layouts, one module tree:
 
-``RepViT.fuse()`` re-parameterises for inference: every Conv+BN pair becomes one convolution
-with bias, and each ``RepVGGDW`` (3x3 depthwise + 1x1 depthwise + identity, all with BN) becomes
-a single 3x3 depthwise convolution. Outputs are unchanged up to float rounding; the fused model
-no longer has the checkpoint's keys, so load weights before fusing.
+* EdgeSAM keeps this layout (``features.{i}.token_mixer.0.conv``, ``...channel_mixer.m.0``,
+  ``fuse_stage2``, ``fuse_stage3.op_list.0``, ``neck``): its remap is the identity.
+* EdgeTAM stores timm's ``features_only`` RepViT (``stem.conv1``, ``stages_{s}.downsample.
+  {pre_block, spatial_downsample, channel_downsample, ffn}``, ``stages_{s}.blocks.{j}``, legacy
+  M1). It is the same flat sequence: a timm downsample is the block before a stride-2 block
+  (``pre_block``) plus that stride-2 block; :func:`remap_timm_repvit` renames the keys and
+  :func:`timm_layout` gives the flat ``cfgs`` and timm's stage outputs.
+
+Weights: :class:`RepViT` (EdgeSAM, ``B x 3 x 1024 x 1024 -> B x 256 x 64 x 64``): the outputs of
+the last 192 block (``B x 192 x 64 x 64``) and of the last block (``B x 384 x 32 x 32``) are
+projected to 256 channels by bias-free 1x1 convolutions, the latter upsampled 2x (bicubic,
+align_corners=False), summed and passed through the SAM neck. :class:`RepViTTrunk` (EdgeTAM)
+returns timm's four stage outputs, finest first.
+
+``fuse()`` re-parameterises for inference: every ConvBN becomes one convolution with bias and
+every :class:`RepVGGDW` a single depth-wise 3x3 convolution. Outputs are unchanged up to float
+rounding; the fused model no longer has the checkpoint's keys, so load weights before fusing.
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+import re
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samkit.layers import LayerNorm2d
-from samkit.layers.inplace import add_, gelu_
+from samkit.layers import ConvGeluConv, ConvStem, sam_neck
+from samkit.layers.inplace import add_
 from samkit.layers.reparam import ConvBN, depthwise_1x1, fuse_children, merge_repvgg_dw
 
-# (kernel, expansion, channels, squeeze-excite, hard-swish flag (EdgeSAM uses GELU either way), stride)
-M1_CFGS: Tuple[Tuple[int, int, int, int, int, int], ...] = (
+Cfg = Tuple[int, int, int, int, int, int]
+
+# (kernel, expansion, channels, squeeze-excite, hard-swish flag (unused), stride): EdgeSAM's
+# RepViT-M1, which is also timm's legacy repvit_m1 flattened (see timm_layout)
+M1_CFGS: Tuple[Cfg, ...] = (
     (3, 2, 48, 1, 0, 1), (3, 2, 48, 0, 0, 1), (3, 2, 48, 0, 0, 1),
     (3, 2, 96, 0, 0, 2), (3, 2, 96, 1, 0, 1), (3, 2, 96, 0, 0, 1), (3, 2, 96, 0, 0, 1),
     (3, 2, 192, 0, 1, 2),
@@ -40,13 +58,33 @@ M1_CFGS: Tuple[Tuple[int, int, int, int, int, int], ...] = (
 )
 
 
-def make_divisible(v: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
+def make_divisible(v: float, divisor: int = 8, min_value: Optional[int] = None, round_limit: float = 0.9) -> int:
     """Round ``v`` to the nearest multiple of ``divisor`` without dropping below ``round_limit * v``."""
     min_value = min_value or divisor
     new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
     if new_v < round_limit * v:
         new_v += divisor
     return new_v
+
+
+def timm_layout(embed_dim: Sequence[int], depth: Sequence[int], mlp_ratio: int = 2,
+                kernel: int = 3) -> Tuple[Tuple[Cfg, ...], Tuple[int, ...]]:
+    """timm's legacy RepViT (``embed_dim``, ``depth`` per stage) as (flat ``cfgs``, indices into
+    ``features`` of the stage outputs). Stage ``s > 0`` starts with timm's downsample: its
+    ``pre_block`` (a block without SE at the previous width) and a stride-2 block; then ``depth[s]``
+    blocks with SE on blocks 0, 2, 4, ... ``mlp_ratio`` must be 2 (EdgeSAM's stride-2 blocks
+    use twice the width)."""
+    if mlp_ratio != 2:
+        raise ValueError(f"only mlp_ratio 2 is supported, got {mlp_ratio}")
+    cfgs: List[Cfg] = []
+    outs: List[int] = []
+    for s, (c, d) in enumerate(zip(embed_dim, depth)):
+        if s > 0:
+            cfgs.append((kernel, mlp_ratio, embed_dim[s - 1], 0, 0, 1))  # pre_block
+            cfgs.append((kernel, mlp_ratio, c, 0, 0, 2))  # spatial + channel downsample, ffn
+        cfgs.extend((kernel, mlp_ratio, c, int(j % 2 == 0), 0, 1) for j in range(d))
+        outs.append(len(cfgs))  # features.0 is the stem, so block i is features.{i + 1}
+    return tuple(cfgs), tuple(outs)
 
 
 class SqueezeExcite(nn.Module):
@@ -65,12 +103,12 @@ class SqueezeExcite(nn.Module):
 
 
 class RepVGGDW(nn.Module):
-    """``conv`` (3x3 depthwise + BN) + ``conv1`` (1x1 depthwise + BN) + identity.
+    """``conv`` (k x k depthwise + BN) + ``conv1`` (1x1 depthwise + BN) + identity.
     ``B x C x H x W`` in and out."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, kernel: int = 3) -> None:
         super().__init__()
-        self.conv = ConvBN(dim, dim, 3, 1, 1, groups=dim)
+        self.conv = ConvBN(dim, dim, kernel, 1, (kernel - 1) // 2, groups=dim)
         self.conv1 = ConvBN(dim, dim, 1, 1, 0, groups=dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -78,14 +116,8 @@ class RepVGGDW(nn.Module):
 
     @torch.no_grad()
     def fuse(self) -> nn.Conv2d:
+        """One depth-wise ``k x k`` convolution equal to ``conv + conv1 + identity`` in eval mode."""
         return merge_repvgg_dw(self.conv, self.conv1)
-
-
-class ConvGeluConv(nn.Sequential):
-    """``[conv, GELU, conv]`` (keys ``0``, ``2``) with the GELU applied in place to the temporary."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self[2](gelu_(self[0](x)))
 
 
 class Residual(nn.Module):
@@ -100,11 +132,11 @@ class Residual(nn.Module):
 
 
 class RepViTBlock(nn.Module):
-    """Token mixer then residual channel mixer (1x1 expand x2, GELU, 1x1 project).
+    """Token mixer then residual channel mixer (1x1 expand, GELU, 1x1 project).
 
-    Stride 1: token mixer = RepVGGDW (+ SE). Stride 2: depthwise 3x3 stride-2 ConvBN (+ SE) and a
-    1x1 ConvBN to the new width. ``B x inp x H x W -> B x oup x H/s x W/s``.
-    """
+    Stride 1: token mixer = RepVGGDW (+ SE). Stride 2: depthwise k x k stride-2 ConvBN (+ SE) and
+    a 1x1 ConvBN to the new width; the channel mixer then expands to ``2 * oup``.
+    ``B x inp x H x W -> B x oup x H/s x W/s``."""
 
     def __init__(self, inp: int, hidden: int, oup: int, kernel: int, stride: int, use_se: bool) -> None:
         super().__init__()
@@ -116,11 +148,83 @@ class RepViTBlock(nn.Module):
         else:
             if inp != oup:
                 raise ValueError("a stride-1 RepViT block keeps its width")
-            self.token_mixer = nn.Sequential(RepVGGDW(inp), se)
+            self.token_mixer = nn.Sequential(RepVGGDW(inp, kernel), se)
         self.channel_mixer = Residual(ConvGeluConv(ConvBN(oup, hidden, 1), nn.GELU(), ConvBN(hidden, oup, 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.channel_mixer(self.token_mixer(x))
+
+
+class RepViTTrunk(nn.Module):
+    """RepViT without a neck: ``B x 3 x S x S`` -> the outputs of ``features[i]`` for ``i`` in
+    ``out_indices`` (finest first, contiguous), default timm's four stage outputs (EdgeTAM's
+    trunk). ``channel_list``: their widths, coarsest first (FPN order)."""
+
+    def __init__(self, cfgs: Sequence[Cfg] = M1_CFGS, out_indices: Optional[Sequence[int]] = None) -> None:
+        super().__init__()
+        c0 = cfgs[0][2]
+        layers: List[nn.Module] = [ConvStem(3, c0)]
+        widths = [c0]
+        cin = c0
+        for k, t, c, se, _hs, s in cfgs:
+            cout = make_divisible(c, 8)
+            layers.append(RepViTBlock(cin, make_divisible(cin * t, 8), cout, k, s, bool(se)))
+            widths.append(cout)
+            cin = cout
+        self.features = nn.ModuleList(layers)
+        if out_indices is None:
+            out_indices = _stage_outputs(cfgs)
+        if not out_indices or list(out_indices) != sorted(set(out_indices)) or not 0 <= out_indices[0] \
+                or out_indices[-1] >= len(layers):
+            raise ValueError(f"out_indices {list(out_indices)} must be increasing indices of the {len(layers)} features")
+        self.out_indices = tuple(out_indices)
+        self.channel_list = [widths[i] for i in self.out_indices][::-1]
+        self.fused = False
+
+    @classmethod
+    def timm_m1(cls) -> "RepViTTrunk":
+        """EdgeTAM's trunk: timm ``repvit_m1`` features_only (widths 48/96/192/384, depths 2/2/14/2);
+        load the official keys through :func:`remap_timm_repvit`."""
+        cfgs, outs = timm_layout((48, 96, 192, 384), (2, 2, 14, 2))
+        return cls(cfgs, outs)
+
+    def taps(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """Outputs of ``features[out_indices]`` in channels-last memory format (the convolutions
+        run faster on CPU that way); the network stops after the last tap."""
+        x = x.contiguous(memory_format=torch.channels_last)
+        outs = []
+        for i in range(self.out_indices[-1] + 1):
+            x = self.features[i](x)
+            if i in self.out_indices:
+                outs.append(x)
+        return outs
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return [o.contiguous() for o in self.taps(x)]
+
+    @torch.no_grad()
+    def fuse(self) -> "RepViTTrunk":
+        """Fold every BatchNorm into its convolution and every RepVGGDW into one depthwise
+        convolution, in place (inference only). Returns ``self``."""
+        if self.training:
+            raise RuntimeError("fuse() folds BatchNorm running statistics; call .eval() first")
+        if not self.fused:
+            fuse_children(self.features, (ConvBN, RepVGGDW))
+            self.fused = True
+        return self
+
+
+def _stage_outputs(cfgs: Sequence[Cfg]) -> Tuple[int, ...]:
+    """timm's stage outputs: the block two before each stride-2 block (before the pre_block), and
+    the last block (indices into ``features``)."""
+    strided = [i + 1 for i, c in enumerate(cfgs) if c[5] == 2]
+    return tuple(i - 2 for i in strided) + (len(cfgs),)
+
+
+def _width_ends(cfgs: Sequence[Cfg]) -> List[int]:
+    """Indices into ``features`` of the last block of each width (EdgeSAM's stages)."""
+    ends = [i for i in range(1, len(cfgs)) if cfgs[i][2] != cfgs[i - 1][2]]
+    return ends + [len(cfgs)]
 
 
 class UpsampleConv(nn.Module):
@@ -136,35 +240,19 @@ class UpsampleConv(nn.Module):
         return F.interpolate(self.op_list[0](x), scale_factor=self.factor, mode=self.mode, align_corners=False)
 
 
-class RepViT(nn.Module):
-    """RepViT trunk with EdgeSAM's two-level fusion neck. ``B x 3 x S x S -> B x 256 x S/16 x S/16``."""
+class RepViT(RepViTTrunk):
+    """EdgeSAM's encoder: RepViT with the two-level fusion neck and the SAM neck.
+    ``B x 3 x S x S -> B x out_chans x S/16 x S/16``. ``cfgs`` must have four widths."""
 
-    def __init__(self, cfgs: Sequence[Tuple[int, int, int, int, int, int]] = M1_CFGS, out_chans: int = 256,
-                 upsample_mode: str = "bicubic") -> None:
-        super().__init__()
-        c0 = cfgs[0][2]
-        layers: List[nn.Module] = [ConvGeluConv(ConvBN(3, c0 // 2, 3, 2, 1), nn.GELU(), ConvBN(c0 // 2, c0, 3, 2, 1))]
-        self.stage_ends: List[int] = []  # block indices (into cfgs) that end a stage
-        cin, prev_c = c0, c0
-        for idx, (k, t, c, se, _hs, s) in enumerate(cfgs):
-            if c != prev_c:
-                self.stage_ends.append(idx - 1)
-                prev_c = c
-            cout = make_divisible(c, 8)
-            layers.append(RepViTBlock(cin, make_divisible(cin * t, 8), cout, k, s, bool(se)))
-            cin = cout
-        self.stage_ends.append(len(cfgs) - 1)
-        self.features = nn.ModuleList(layers)
-        c2, c3 = make_divisible(cfgs[self.stage_ends[2]][2], 8), make_divisible(cfgs[self.stage_ends[3]][2], 8)
+    def __init__(self, cfgs: Sequence[Cfg] = M1_CFGS, out_chans: int = 256, upsample_mode: str = "bicubic") -> None:
+        ends = _width_ends(cfgs)
+        if len(ends) != 4:
+            raise ValueError(f"EdgeSAM's fusion neck needs 4 widths, cfgs have {len(ends)}")
+        super().__init__(cfgs, out_indices=ends[2:])
+        c2, c3 = reversed(self.channel_list)
         self.fuse_stage2 = nn.Conv2d(c2, out_chans, kernel_size=1, bias=False)
         self.fuse_stage3 = UpsampleConv(c3, out_chans, 2, upsample_mode)
-        self.neck = nn.Sequential(
-            nn.Conv2d(out_chans, out_chans, kernel_size=1, bias=False),
-            LayerNorm2d(out_chans),
-            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
-            LayerNorm2d(out_chans),
-        )
-        self.fused = False
+        self.neck = sam_neck(out_chans, out_chans)
 
     @classmethod
     def edge_sam(cls) -> "RepViT":
@@ -172,29 +260,66 @@ class RepViT(nn.Module):
         return cls(M1_CFGS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``B x 3 x 1024 x 1024`` normalised image -> ``B x 256 x 64 x 64`` embedding (contiguous).
-        The convolutions run in channels-last memory format (faster on CPU)."""
-        x = self.features[0](x.contiguous(memory_format=torch.channels_last))
-        stage2 = None
-        s2_end, s3_end = self.stage_ends[2] + 1, self.stage_ends[3] + 1
-        for i in range(1, len(self.features)):
-            x = self.features[i](x)
-            if i == s2_end:
-                stage2 = x
-        if s3_end != len(self.features) - 1:
-            raise RuntimeError("the last stage must end the network")
-        x = add_(self.fuse_stage2(stage2), self.fuse_stage3(x))
+        """``B x 3 x 1024 x 1024`` normalised image -> ``B x 256 x 64 x 64`` embedding (contiguous)."""
+        stage2, stage3 = self.taps(x)
+        x = add_(self.fuse_stage2(stage2), self.fuse_stage3(stage3))
         return self.neck(x).contiguous()
 
-    @torch.no_grad()
-    def fuse(self) -> "RepViT":
-        """Fold every BatchNorm into its convolution and every RepVGGDW into one depthwise 3x3
-        convolution, in place (inference only). Returns ``self``."""
-        if self.training:
-            raise RuntimeError("fuse() folds BatchNorm running statistics; call .eval() first")
-        if self.fused:
-            return self
 
-        fuse_children(self.features, (ConvBN, RepVGGDW))
-        self.fused = True
-        return self
+# --------------------------------------------------------------------------- timm key layout
+_TIMM_KEY = re.compile(r"^(?:stem\.conv(?P<stem>[12])|stages_(?P<s>\d+)\.(?:blocks\.(?P<j>\d+)|downsample\.(?P<d>"
+                       r"pre_block|spatial_downsample|channel_downsample|ffn\.conv[12])))\.(?P<rest>.+)$")
+# parts of a timm block -> this module's names
+_TIMM_BLOCK = (("token_mixer.conv.", "token_mixer.0.conv."), ("token_mixer.conv1.", "token_mixer.0.conv1."),
+               ("se.", "token_mixer.1."), ("channel_mixer.conv1.", "channel_mixer.m.0."),
+               ("channel_mixer.conv2.", "channel_mixer.m.2."))
+_TIMM_DOWNSAMPLE = {"spatial_downsample": "token_mixer.0.", "channel_downsample": "token_mixer.2.",
+                    "ffn.conv1": "channel_mixer.m.0.", "ffn.conv2": "channel_mixer.m.2."}
+
+
+def remap_timm_repvit(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """timm legacy RepViT ``features_only`` keys (``stem.conv1.c.weight``,
+    ``stages_1.downsample.pre_block.token_mixer.conv.bn.bias``, ``stages_2.blocks.3.se.fc1.weight``,
+    ...) -> :class:`RepViTTrunk` keys (``features.{i}...``). Stage depths are read from the keys;
+    keys of any other form are passed through unchanged (a strict load then names them). Pure."""
+    stages: Dict[int, List[int]] = {}  # stage -> [has downsample, number of blocks]
+    for key in state_dict:
+        m = _TIMM_KEY.match(key)
+        if m and m["s"] is not None:
+            st = stages.setdefault(int(m["s"]), [0, 0])
+            if m["d"] is not None:
+                st[0] = 1
+            else:
+                st[1] = max(st[1], int(m["j"]) + 1)
+    first: Dict[int, int] = {}  # stage -> features index of its first module (pre_block or block 0)
+    idx = 1
+    for s in sorted(stages):
+        first[s] = idx
+        idx += 2 * stages[s][0] + stages[s][1]
+    out: Dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        out[_timm_key(key, stages, first)] = value
+    return out
+
+
+def _timm_key(key: str, stages: Dict[int, List[int]], first: Dict[int, int]) -> str:
+    """One timm key -> this layout (unchanged when it is not a timm RepViT key)."""
+    m = _TIMM_KEY.match(key)
+    if m is None:
+        return key
+    rest = m["rest"]
+    if m["stem"] is not None:
+        return f"features.0.{0 if m['stem'] == '1' else 2}.{rest}"
+    s = int(m["s"])
+    base = first[s]
+    d = m["d"]
+    if d is None:  # a block: after the stage's downsample (pre_block + stride-2 block)
+        i, part = base + 2 * stages[s][0] + int(m["j"]), rest
+    elif d == "pre_block":
+        i, part = base, rest
+    else:
+        return f"features.{base + 1}.{_TIMM_DOWNSAMPLE[d]}{rest}"
+    for old, new in _TIMM_BLOCK:
+        if part.startswith(old):
+            return f"features.{i}.{new}{part[len(old):]}"
+    return key

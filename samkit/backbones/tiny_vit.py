@@ -3,7 +3,9 @@
 Reference: Wu et al., TinyViT: Fast Pretraining Distillation for Small Vision Transformers
 (ECCV 2022); Zhang et al., MobileSAM (arXiv:2306.14289). Module names follow MobileSAM's
 checkpoint (``patch_embed.seq.{0,2}``, ``layers.{i}.blocks.{j}``, ``layers.{i}.downsample``,
-``neck``) so that the key remap stays trivial. The ImageNet classification head that the
+``neck``) so that the key remap stays trivial. The "patch embedding" is a convolutional stem
+(:class:`samkit.layers.ConvStem`, shared with RepViT), held as ``patch_embed.seq``; the neck is
+:func:`samkit.layers.sam_neck`. The ImageNet classification head that the
 official module keeps (``norm_head``, ``head``) is not part of this encoder; the checkpoint remap
 drops those keys.
 
@@ -31,20 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samkit.layers import LayerNorm2d
+from samkit.layers import ConvStem, sam_neck
 from samkit.layers.inplace import add_, gelu_
 from samkit.layers.reparam import ConvBN, fuse_children
-
-
-class PatchEmbed(nn.Module):
-    """Two stride-2 3x3 ConvBN with GELU between: ``B x 3 x S x S -> B x dim x S/4 x S/4``."""
-
-    def __init__(self, in_chans: int, dim: int) -> None:
-        super().__init__()
-        self.seq = nn.Sequential(ConvBN(in_chans, dim // 2, 3, 2, 1), nn.GELU(), ConvBN(dim // 2, dim, 3, 2, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.seq[2](gelu_(self.seq[0](x)))
 
 
 class MBConv(nn.Module):
@@ -267,19 +258,15 @@ class TinyViT(nn.Module):
                  mbconv_expand_ratio: float = 4.0, out_chans: int = 256, in_chans: int = 3) -> None:
         super().__init__()
         n = len(depths)
-        self.patch_embed = PatchEmbed(in_chans, embed_dims[0])
+        # the conv stem under MobileSAM's name: keys patch_embed.seq.{0,2}
+        self.patch_embed = nn.ModuleDict({"seq": ConvStem(in_chans, embed_dims[0])})
         layers = [ConvLayer(embed_dims[0], depths[0], embed_dims[1], merge_strides[0], mbconv_expand_ratio)]
         for i in range(1, n):
             last = i == n - 1
             layers.append(BasicLayer(embed_dims[i], depths[i], num_heads[i], window_sizes[i], mlp_ratio,
                                      None if last else embed_dims[i + 1], 1 if last else merge_strides[i]))
         self.layers = nn.ModuleList(layers)
-        self.neck = nn.Sequential(
-            nn.Conv2d(embed_dims[-1], out_chans, kernel_size=1, bias=False),
-            LayerNorm2d(out_chans),
-            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
-            LayerNorm2d(out_chans),
-        )
+        self.neck = sam_neck(embed_dims[-1], out_chans)
         self.fused = False
 
     @classmethod
@@ -293,7 +280,7 @@ class TinyViT(nn.Module):
         The convolutions run in channels-last memory format (faster on CPU); the attention stages'
         ``B x H x W x C`` maps are then plain views of the conv outputs, so switching between the
         two layouts copies nothing."""
-        x = self.patch_embed(x.contiguous(memory_format=torch.channels_last))
+        x = self.patch_embed["seq"](x.contiguous(memory_format=torch.channels_last))
         for layer in self.layers:
             x = layer(x)
         return self.neck(x).contiguous()

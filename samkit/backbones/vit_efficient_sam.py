@@ -14,25 +14,13 @@ Output ``B x 256 x 64 x 64``.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samkit.layers import LayerNorm2d
+from samkit.layers import PatchEmbed, sam_neck
 from samkit.layers.inplace import add_, gelu_
-
-
-class PatchEmbed(nn.Module):
-    """``B x 3 x S x S -> B x D x S/p x S/p`` (key ``proj``)."""
-
-    def __init__(self, patch_size: int, in_chans: int, dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)
+from samkit.layers.position import resize_abs_pos
 
 
 class GlobalAttention(nn.Module):
@@ -87,16 +75,11 @@ class EfficientSamViT(nn.Module):
                  pretrain_img_size: int = 224) -> None:
         super().__init__()
         self.img_size = img_size
-        self.patch_embed = PatchEmbed(patch_size, 3, dim)
+        self.patch_embed = PatchEmbed(3, dim, kernel=patch_size)
         grid = pretrain_img_size // patch_size
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, dim))
         self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio) for _ in range(depth))
-        self.neck = nn.Sequential(
-            nn.Conv2d(dim, out_chans, kernel_size=1, bias=False),
-            LayerNorm2d(out_chans),
-            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
-            LayerNorm2d(out_chans),
-        )
+        self.neck = sam_neck(dim, out_chans)
 
     @classmethod
     def vit_t(cls) -> "EfficientSamViT":
@@ -108,20 +91,14 @@ class EfficientSamViT(nn.Module):
 
     def abs_pos(self, h: int, w: int) -> torch.Tensor:
         """Position embedding for an ``h x w`` token grid: ``1 x h x w x D`` (class entry dropped)."""
-        pos = self.pos_embed[:, 1:]
-        size = int(math.isqrt(pos.shape[1]))
-        grid = pos.reshape(1, size, size, -1)
-        if (size, size) == (h, w):
-            return grid
-        grid = F.interpolate(grid.permute(0, 3, 1, 2), size=(h, w), mode="bicubic", align_corners=False)
-        return grid.permute(0, 2, 3, 1)
+        return resize_abs_pos(self.pos_embed, True, (h, w))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``B x 3 x 1024 x 1024`` normalised image -> ``B x 256 x 64 x 64`` embedding."""
         if x.shape[-2:] != (self.img_size, self.img_size):
             raise ValueError(f"EfficientSAM's encoder expects {self.img_size}x{self.img_size} input, "
                              f"got {tuple(x.shape[-2:])}; preprocess with the model's preprocess()")
-        x = self.patch_embed(x).permute(0, 2, 3, 1)
+        x = self.patch_embed(x)  # B x h x w x D
         b, h, w, d = x.shape
         x = (x + self.abs_pos(h, w)).reshape(b, h * w, d)
         for blk in self.blocks:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import LayerNorm2d, MLPBlock
+from ..layers import MLPBlock, PatchEmbed, sam_neck
 from ..layers.windows import window_partition, window_unpartition
 
 
@@ -146,17 +146,6 @@ class Block(nn.Module):
         return attn.proj(out)
 
 
-class PatchEmbed(nn.Module):
-    """Non-overlapping patches: ``B x 3 x H x W -> B x H/p x W/p x C``."""
-
-    def __init__(self, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 768) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).permute(0, 2, 3, 1)
-
-
 class ImageEncoderViT(nn.Module):
     """SAM ViT. Keys as the official checkpoint: ``pos_embed``, ``patch_embed.proj``,
     ``blocks.{i}.{norm1,attn.qkv,attn.proj,attn.rel_pos_h,attn.rel_pos_w,norm2,mlp.lin1,mlp.lin2}``,
@@ -170,19 +159,14 @@ class ImageEncoderViT(nn.Module):
         super().__init__()
         self.img_size = img_size
         grid = img_size // patch_size
-        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.patch_embed = PatchEmbed(in_chans, embed_dim, kernel=patch_size)
         self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dim)) if use_abs_pos else None
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, norm_layer, act_layer, use_rel_pos,
                   0 if i in global_attn_indexes else window_size, (grid, grid))
             for i in range(depth)
         )
-        self.neck = nn.Sequential(
-            nn.Conv2d(embed_dim, out_chans, kernel_size=1, bias=False),
-            LayerNorm2d(out_chans),
-            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
-            LayerNorm2d(out_chans),
-        )
+        self.neck = sam_neck(embed_dim, out_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)

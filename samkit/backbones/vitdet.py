@@ -12,36 +12,16 @@ Neck facts (``ViTDetNeck`` with ``neck_norm: LN``): 1x1 conv (no bias) -> LayerN
 """
 from __future__ import annotations
 
-import math
-from collections import OrderedDict
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import MLP, LayerNorm2d
-from .fpn_neck import PositionEmbeddingSine
-from ..layers.windows import window_partition, window_unpartition
+from ..layers import MLP, PatchEmbed, PositionEmbeddingSine, sam_neck
 from ..layers.inplace import add_
-from .hiera import PatchEmbed
-
-
-def resize_abs_pos(pos: torch.Tensor, has_cls_token: bool, hw: Tuple[int, int]) -> torch.Tensor:
-    """``1 x N x C`` pretrained embedding (square grid, optional leading cls slot) ->
-    ``1 x h x w x C`` (bicubic, align_corners=False, only when the size differs)."""
-    if has_cls_token:
-        pos = pos[:, 1:]
-    n = pos.shape[1]
-    side = int(math.isqrt(n))
-    if side * side != n:
-        raise ValueError(f"position embedding with {n} slots is not a square grid")
-    h, w = hw
-    grid = pos.reshape(1, side, side, -1)
-    if (side, side) == (h, w):
-        return grid
-    grid = F.interpolate(grid.permute(0, 3, 1, 2), size=(h, w), mode="bicubic", align_corners=False)
-    return grid.permute(0, 2, 3, 1)
+from ..layers.position import resize_abs_pos
+from ..layers.windows import window_partition, window_unpartition
 
 
 class Attention(nn.Module):
@@ -96,7 +76,7 @@ class ViT(nn.Module):
                  pretrain_img_size: int = 224, pretrain_use_cls_token: bool = True) -> None:
         super().__init__()
         self.pretrain_use_cls_token = pretrain_use_cls_token
-        self.patch_embed = PatchEmbed(kernel=patch_size, stride=patch_size, padding=0, embed_dim=embed_dim)
+        self.patch_embed = PatchEmbed(3, embed_dim, kernel=patch_size)
         n = (pretrain_img_size // patch_size) ** 2 + (1 if pretrain_use_cls_token else 0)
         self.pos_embed = nn.Parameter(torch.zeros(1, n, embed_dim))
         self.blocks = nn.ModuleList(
@@ -123,16 +103,11 @@ class ViTDetNeck(nn.Module):
         self.d_model = d_model
         self.backbone_channel_list = list(backbone_channel_list)
         self.position_encoding = position_encoding if position_encoding is not None else PositionEmbeddingSine(d_model)
-        use_bias = neck_norm is None
-        self.convs = nn.ModuleList()
-        for c in backbone_channel_list:
-            layers = OrderedDict(conv_1x1=nn.Conv2d(c, d_model, 1, bias=use_bias))
-            if neck_norm is not None:
-                layers["norm_0"] = LayerNorm2d(d_model)
-            layers["conv_3x3"] = nn.Conv2d(d_model, d_model, 3, padding=1, bias=use_bias)
-            if neck_norm is not None:
-                layers["norm_1"] = LayerNorm2d(d_model)
-            self.convs.append(nn.Sequential(layers))
+        # the SAM neck under EfficientTAM's child names; without neck_norm the convs have biases
+        self.convs = nn.ModuleList(
+            sam_neck(c, d_model, norm=neck_norm is not None, names=("conv_1x1", "norm_0", "conv_3x3", "norm_1"))
+            for c in backbone_channel_list
+        )
 
     def forward(self, xs: List[torch.Tensor]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
         if len(xs) != len(self.convs):

@@ -1,7 +1,11 @@
-"""Building blocks shared by every family. Never imports ``samkit.models``."""
+"""Building blocks shared by every family. Never imports ``samkit.models``, ``samkit.backbones``
+or ``samkit.memory`` (those build on these)."""
 from .attention import Attention
+from .conv import ConvGeluConv, ConvStem, PatchEmbed
 from .mlp import MLP, MLPBlock
+from .neck import sam_neck
 from .norm import LayerNorm2d
-from .position import PositionEmbeddingRandom
+from .position import PositionEmbeddingRandom, PositionEmbeddingSine, sine_encoding_1d, sine_encoding_2d
 
-__all__ = ["Attention", "MLP", "MLPBlock", "LayerNorm2d", "PositionEmbeddingRandom"]
+__all__ = ["Attention", "ConvGeluConv", "ConvStem", "MLP", "MLPBlock", "LayerNorm2d", "PatchEmbed",
+           "PositionEmbeddingRandom", "PositionEmbeddingSine", "sam_neck", "sine_encoding_1d", "sine_encoding_2d"]

@@ -1,7 +1,9 @@
-"""Attention used by the two-way transformer (and reused by memory attention)."""
+"""Multi-head attention with separate q/k/v projections: the two-way transformer of every mask
+decoder and, as the base of the RoPE variants (``samkit.memory.attention``), the SAM 2 family's
+memory attention."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +13,8 @@ from torch import nn
 class Attention(nn.Module):
     """Multi-head attention with an optional down-projection of the internal width
     (``internal_dim = embedding_dim // downsample_rate``). Keys/values may come from a space of
-    width ``kv_in_dim``. Inputs ``B x Nq x C``, ``B x Nk x Ck`` -> ``B x Nq x C``."""
+    width ``kv_in_dim`` (64 for SAM 2 memory tokens). Inputs ``B x Nq x C``, ``B x Nk x Ck`` ->
+    ``B x Nq x C``. Keys ``q_proj``, ``k_proj``, ``v_proj``, ``out_proj`` (upstream names)."""
 
     def __init__(self, embedding_dim: int, num_heads: int, downsample_rate: int = 1,
                  kv_in_dim: Optional[int] = None) -> None:
@@ -28,17 +31,22 @@ class Attention(nn.Module):
         self.out_proj = nn.Linear(self.internal_dim, embedding_dim)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
+        """``B x N x c`` -> ``B x heads x N x c/heads``."""
         b, n, c = x.shape
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
     @staticmethod
     def _merge(x: torch.Tensor) -> torch.Tensor:
+        """``B x heads x N x d`` -> ``B x N x heads*d``."""
         b, h, n, d = x.shape
         return x.transpose(1, 2).reshape(b, n, h * d)
 
+    def project(self, q: torch.Tensor, k: torch.Tensor,
+                v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q/k/v projections split into heads: each ``B x heads x N x internal_dim/heads`` (views of
+        fresh tensors, so subclasses may rotate them in place)."""
+        return self._split(self.q_proj(q)), self._split(self.k_proj(k)), self._split(self.v_proj(v))
+
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q = self._split(self.q_proj(q))
-        k = self._split(self.k_proj(k))
-        v = self._split(self.v_proj(v))
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.out_proj(self._merge(out))
+        q, k, v = self.project(q, k, v)
+        return self.out_proj(self._merge(F.scaled_dot_product_attention(q, k, v)))

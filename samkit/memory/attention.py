@@ -8,7 +8,8 @@ each consecutive channel pair (2j, 2j+1) of a head is rotated by an angle; the f
 ``head_dim/4`` pairs use the column index x, the next ``head_dim/4`` the row index y, with
 frequencies ``theta^(-4i/head_dim)``. Memory keys repeat the query's angle table once per
 memory frame (``rope_k_repeat``); the last ``num_k_exclude_rope`` keys (object pointers) are
-not rotated. Variants (chosen by ``RoPEAttention(pool=...)`` or the EdgeTAM class):
+not rotated. Both RoPE classes extend :class:`samkit.layers.Attention` (its projections,
+key names and head split). Variants (chosen by ``RoPEAttention(pool=...)`` or the EdgeTAM class):
 
 * ``pool="v1"`` (EfficientTAM ``EfficientRoPEAttention1``): with more than one memory frame,
   spatial keys and values are 2x2 average pooled per frame, ``+ 2 ln 2`` is added to the
@@ -26,6 +27,8 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..layers.attention import Attention
 
 
 def axial_rope_angles(head_dim: int, end_x: int, end_y: int, theta: float = 10000.0,
@@ -66,35 +69,6 @@ def rope_(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     return x
 
 
-class Attention(nn.Module):
-    """Multi-head attention with projections ``q_proj/k_proj/v_proj/out_proj`` (upstream names).
-    ``kv_in_dim`` is the key/value input width (64 for memory tokens)."""
-
-    def __init__(self, embedding_dim: int, num_heads: int, downsample_rate: int = 1,
-                 kv_in_dim: Optional[int] = None) -> None:
-        super().__init__()
-        self.embedding_dim = embedding_dim
-        self.internal_dim = embedding_dim // downsample_rate
-        self.num_heads = num_heads
-        kv = kv_in_dim if kv_in_dim is not None else embedding_dim
-        self.q_proj = nn.Linear(embedding_dim, self.internal_dim)
-        self.k_proj = nn.Linear(kv, self.internal_dim)
-        self.v_proj = nn.Linear(kv, self.internal_dim)
-        self.out_proj = nn.Linear(self.internal_dim, embedding_dim)
-
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:  # B x N x C -> B x h x N x C/h
-        b, n, c = x.shape
-        return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
-
-    def _merge(self, x: torch.Tensor) -> torch.Tensor:  # B x h x N x c -> B x N x h*c
-        b, h, n, c = x.shape
-        return x.transpose(1, 2).reshape(b, n, h * c)
-
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **_: int) -> torch.Tensor:
-        q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
-        return self.out_proj(self._merge(F.scaled_dot_product_attention(q, k, v)))
-
-
 class _RopeCache:
     """Complex RoPE tables per (head_dim, grid, theta, device), built once."""
 
@@ -107,11 +81,6 @@ class _RopeCache:
             cos, sin = axial_rope_angles(head_dim, ex, ey, theta, device)
             self.tables[key] = torch.complex(cos, sin)
         return self.tables[key]
-
-
-def _project_heads(attn: "Attention", q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-    """q/k/v projections split into heads (B x h x N x c views of fresh float tensors)."""
-    return attn._heads(attn.q_proj(q)), attn._heads(attn.k_proj(k)), attn._heads(attn.v_proj(v))
 
 
 def _pool2x2(x: torch.Tensor, grid: int, frames: int) -> torch.Tensor:
@@ -141,7 +110,7 @@ class RoPEAttention(Attention):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0,
                 **_: int) -> torch.Tensor:
-        q, k, v = _project_heads(self, q, k, v)
+        q, k, v = self.project(q, k, v)
         nq, d = q.shape[-2], q.shape[-1]
         side = int(round(math.sqrt(nq)))
         table = self._cache.get(d, side, side, self.rope_theta, q.device)
@@ -185,7 +154,7 @@ class RoPEAttentionV2(Attention):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0,
                 rope_k_repeat: int = -1, **_: int) -> torch.Tensor:
-        q, k, v = _project_heads(self, q, k, v)
+        q, k, v = self.project(q, k, v)
         d = q.shape[-1]
         rope_(q, self._cache.get(d, self.q_sizes[0], self.q_sizes[1], self.rope_theta, q.device))
         n_rope = k.shape[-2] - num_k_exclude_rope

@@ -17,60 +17,8 @@ from torch import nn
 
 from ..layers import MLP, LayerNorm2d  # noqa: F401  (re-exported for the memory modules)
 from ..layers.conv import conv1x1
-
-
-def sine_encoding_1d(positions: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
-    """Transformer sine encoding of scalar positions: ``(...,)`` -> ``(..., dim)``.
-
-    First half ``sin(p / T^(2*(i//2)/(dim/2)))``, second half the cosines (upstream's
-    ``get_1d_sine_pe``; used for the temporal position of object pointers).
-    """
-    half = dim // 2
-    i = torch.arange(half, dtype=torch.float32, device=positions.device)
-    denom = temperature ** (2 * torch.div(i, 2, rounding_mode="floor") / half)
-    ang = positions.to(torch.float32).unsqueeze(-1) / denom
-    return torch.cat([ang.sin(), ang.cos()], dim=-1)
-
-
-_SINE_CACHE: dict = {}
-
-
-def sine_encoding_2d(height: int, width: int, num_feats: int, device: torch.device,
-                     temperature: float = 10000.0) -> torch.Tensor:
-    """Cached ``_sine_encoding_2d`` (the result depends only on its arguments); do not modify it."""
-    key = (height, width, num_feats, str(device), temperature)
-    out = _SINE_CACHE.get(key)
-    if out is None:
-        if len(_SINE_CACHE) > 32:
-            _SINE_CACHE.clear()
-        out = _SINE_CACHE[key] = _sine_encoding_2d(height, width, num_feats, device, temperature)
-    return out
-
-
-def _sine_encoding_2d(height: int, width: int, num_feats: int, device: torch.device,
-                      temperature: float = 10000.0) -> torch.Tensor:
-    """Normalised 2-D sine position encoding (DETR style): -> ``1 x num_feats x H x W``.
-
-    Rows and columns are numbered 1..H / 1..W, divided by (last + 1e-6) and scaled by 2*pi;
-    the first ``num_feats/2`` channels encode y, the rest x, each as interleaved sin/cos.
-    """
-    half = num_feats // 2
-    scale = 2 * math.pi
-    eps = 1e-6
-    y = torch.arange(1, height + 1, dtype=torch.float32, device=device)
-    x = torch.arange(1, width + 1, dtype=torch.float32, device=device)
-    y = y / (y[-1:] + eps) * scale
-    x = x / (x[-1:] + eps) * scale
-    i = torch.arange(half, dtype=torch.float32, device=device)
-    denom = temperature ** (2 * torch.div(i, 2, rounding_mode="floor") / half)
-
-    def enc(v: torch.Tensor) -> torch.Tensor:  # (L,) -> (L, half), sin on even, cos on odd
-        a = v[:, None] / denom
-        return torch.stack((a[:, 0::2].sin(), a[:, 1::2].cos()), dim=2).flatten(1)
-
-    py = enc(y)[:, None, :].expand(height, width, half)
-    px = enc(x)[None, :, :].expand(height, width, half)
-    return torch.cat((py, px), dim=2).permute(2, 0, 1).unsqueeze(0).contiguous()
+# the sine encodings live in layers.position; re-exported here for the video engine
+from ..layers.position import sine_encoding_1d, sine_encoding_2d  # noqa: F401
 
 
 class MaskDownSampler(nn.Module):

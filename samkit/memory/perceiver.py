@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .modules import sine_encoding_2d
+from ..layers.position import sine_encoding_2d
 
 
 def _feed_forward(dim: int, mult: int = 4) -> nn.Sequential:
