@@ -18,7 +18,7 @@ from samkit.heads.mask_decoder import MaskDecoder
 from samkit.heads.prompt_encoder import PromptEncoder
 from samkit.heads.transformer import TwoWayTransformer
 from samkit.memory.config import SAM21
-from samkit.memory.modules import sine_encoding_2d
+from samkit.layers.position import sine_encoding_2d
 from samkit.models.sam2 import Sam2Model
 
 

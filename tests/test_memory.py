@@ -13,7 +13,8 @@ from parity import manifest
 from samkit.memory import attach_memory
 from samkit.memory.attention import RoPEAttention, RoPEAttentionV2, apply_rope, axial_rope_angles
 from samkit.memory.config import SAM21, build_memory_attention
-from samkit.memory.modules import MemoryEncoder, sine_encoding_1d, sine_encoding_2d
+from samkit.layers.position import sine_encoding_1d, sine_encoding_2d
+from samkit.memory.modules import MemoryEncoder
 from samkit.memory.perceiver import PerceiverResampler
 
 

@@ -18,7 +18,7 @@ from torch import nn
 from ..layers import MLP, LayerNorm2d  # noqa: F401  (re-exported for the memory modules)
 from ..layers.conv import conv1x1
 # the sine encodings live in layers.position; re-exported here for the video engine
-from ..layers.position import sine_encoding_1d, sine_encoding_2d  # noqa: F401
+from ..layers.position import sine_encoding_2d
 
 
 class MaskDownSampler(nn.Module):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..memory.config import MemoryConfig
-from ..memory.modules import sine_encoding_1d
+from ..layers.position import sine_encoding_1d
 from .session import FrameEntry, FrameFeatures, ObjectTrack, TrackingSession
 
 MEMORY_DTYPE = torch.bfloat16
