@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -30,3 +31,30 @@ def sam_vit_b(synth_checkpoint):
     from samkit.registry import load_model
 
     return load_model("sam_vit_b", checkpoint=synth_checkpoint("sam_vit_b"))
+
+
+@pytest.fixture(scope="module")
+def sam2_family(request, synth_checkpoint):
+    """One SAM 2-family model with image goldens (``sam2.1_hiera_t``, ``edgetam``,
+    ``efficienttam_ti``), loaded through the registry from its official-layout synthesized file,
+    with its goldens. The name is the indirect parameter (test_sam2_family_image.py runs every
+    family) or the test module's ``NAME``. Fields: ``name``, ``model``, ``g`` (golden tensors),
+    ``meta`` (their description), ``features0`` (``model.encode`` of golden image 0) and
+    ``report`` (max-abs differences, printed with ``-s``)."""
+    import torch
+
+    from parity import golden
+    from samkit.registry import load_model
+
+    name = getattr(request, "param", None) or request.module.NAME
+    torch.manual_seed(0)
+    model = load_model(name, checkpoint=synth_checkpoint(name))
+    g, meta = golden(name)
+    x, _ = model.preprocess(g["image_0"].numpy())
+    with torch.inference_mode():
+        features0 = model.encode(x)
+    report: dict = {}
+    yield SimpleNamespace(name=name, model=model, g=g, meta=meta, features0=features0, report=report)
+    if report:
+        print(f"\n{name} max-abs differences:", {k: f"{v:.2e}" if isinstance(v, float) else v
+                                                 for k, v in report.items()})

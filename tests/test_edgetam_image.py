@@ -1,45 +1,17 @@
-"""EdgeTAM image path (timm RepViT-M1 trunk + FPN neck + SAM 2.1 heads) against the goldens
-of the official EdgeTAM code (its code is not on PyPI, so the goldens are the only numeric
-reference)."""
+"""EdgeTAM image path specifics (timm RepViT-M1 trunk + FPN neck + SAM 2.1 heads): layout and
+trunk strides. Its golden checks are in test_sam2_family_image.py."""
 from __future__ import annotations
 
-import pytest
 import torch
 
-from parity import golden
-from test_sam2_image import (SETS, check_decoder_image0, check_embedding, check_end_to_end_image1,
-                             check_preprocess, load_family_model)
-
-NAME = "edgetam"
+NAME = "edgetam"  # the sam2_family fixture (conftest.py) loads this model
 
 
-@pytest.fixture(scope="module")
-def gold():
-    return golden(NAME)
-
-
-@pytest.fixture(scope="module")
-def model(synth_checkpoint):
-    return load_family_model(NAME, synth_checkpoint)
-
-
-@pytest.fixture(scope="module")
-def features0(model, gold):
-    x, _ = model.preprocess(gold[0]["image_0"].numpy())
-    with torch.inference_mode():
-        return model.encode(x)
-
-
-@pytest.fixture(scope="module")
-def report():
-    r: dict = {}
-    yield r
-    print(f"\n{NAME} max-abs differences:", {k: f"{v:.2e}" if isinstance(v, float) else v for k, v in r.items()})
-
-
-def test_model_layout(model):
+def test_model_layout(sam2_family):
     from samkit.backbones.rep_vit import RepViTBlock, RepViTTrunk
     from samkit.models.sam2 import Sam2Model
+
+    model = sam2_family.model
 
     trunk = model.image_encoder.trunk
     assert isinstance(model, Sam2Model) and isinstance(trunk, RepViTTrunk)
@@ -55,25 +27,9 @@ def test_model_layout(model):
     assert [not isinstance(b.token_mixer[1], torch.nn.Identity) for b in stage2] == [True, False, True, False]
 
 
-def test_trunk_strides(model):
+def test_trunk_strides(sam2_family):
+    model = sam2_family.model
     x = torch.zeros(1, 3, 128, 128)
     with torch.inference_mode():
         feats = model.image_encoder.trunk(x)
     assert [tuple(f.shape) for f in feats] == [(1, 48, 32, 32), (1, 96, 16, 16), (1, 192, 8, 8), (1, 384, 4, 4)]
-
-
-def test_preprocessing_matches(model, gold):
-    check_preprocess(model, *gold)
-
-
-def test_embedding_and_high_res_match(features0, gold, report):
-    check_embedding(features0, *gold, report)
-
-
-@pytest.mark.parametrize("s", SETS)
-def test_decoder_matches_image0(model, features0, gold, s, report):
-    check_decoder_image0(model, features0, *gold, s, report)
-
-
-def test_end_to_end_image1(model, gold, report):
-    check_end_to_end_image1(model, *gold, report)

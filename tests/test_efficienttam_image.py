@@ -1,68 +1,23 @@
-"""EfficientTAM image path (ViT trunk + ViTDet neck + SAM 2-style heads without high-res
-features) against the goldens of the official EfficientTAM code (not on PyPI; the goldens are
-the only numeric reference), plus the 512 x 512 variant's geometry."""
+"""EfficientTAM image path specifics (ViT trunk + ViTDet neck + SAM 2-style heads without
+high-res features): layout and the 512 x 512 variant's geometry. Its golden checks are in
+test_sam2_family_image.py."""
 from __future__ import annotations
 
-import pytest
 import torch
 
-from parity import golden
-from test_sam2_image import (SETS, check_decoder_image0, check_embedding, check_end_to_end_image1,
-                             check_preprocess, load_family_model)
-
-NAME = "efficienttam_ti"
+NAME = "efficienttam_ti"  # the sam2_family fixture (conftest.py) loads this model
 
 
-@pytest.fixture(scope="module")
-def gold():
-    return golden(NAME)
-
-
-@pytest.fixture(scope="module")
-def model(synth_checkpoint):
-    return load_family_model(NAME, synth_checkpoint)
-
-
-@pytest.fixture(scope="module")
-def features0(model, gold):
-    x, _ = model.preprocess(gold[0]["image_0"].numpy())
-    with torch.inference_mode():
-        return model.encode(x)
-
-
-@pytest.fixture(scope="module")
-def report():
-    r: dict = {}
-    yield r
-    print(f"\n{NAME} max-abs differences:", {k: f"{v:.2e}" if isinstance(v, float) else v for k, v in r.items()})
-
-
-def test_model_layout(model):
+def test_model_layout(sam2_family):
     from samkit.backbones.vitdet import ViT
     from samkit.models.sam2 import Sam2Model
 
+    model = sam2_family.model
     assert isinstance(model, Sam2Model) and isinstance(model.image_encoder.trunk, ViT)
     assert not model.use_high_res_features and model.num_feature_levels == 1
     assert not hasattr(model.mask_decoder, "conv_s0")
     windows = [b.window_size for b in model.image_encoder.trunk.blocks]
     assert windows == [14, 14, 0, 14, 14, 0, 14, 14, 0, 14, 14, 0]
-
-
-def test_preprocessing_matches(model, gold):
-    check_preprocess(model, *gold)
-
-
-def test_embedding_matches(features0, gold, report):
-    check_embedding(features0, *gold, report)
-
-
-@pytest.mark.parametrize("s", SETS)
-def test_decoder_matches_image0(model, features0, gold, s, report):
-    check_decoder_image0(model, features0, *gold, s, report)
-
-
-def test_end_to_end_image1(model, gold, report):
-    check_end_to_end_image1(model, *gold, report)
 
 
 def test_512_variant_geometry():

@@ -1,8 +1,6 @@
-"""SAM 2.1 (Hiera-T) image path against the goldens of the official sam2 1.1.0 code, and
-against the live official package on new random prompts.
-
-The ``check_*`` helpers are shared with tests/test_edgetam_image.py and
-tests/test_efficienttam_image.py (same predictor semantics, same golden layout).
+"""SAM 2.1 (Hiera-T) specifics: the model layout, the hooks the video path uses, the SAM 2.0
+checkpoint, and the live official sam2 package on new random prompts. The golden checks of
+the image path, shared with EdgeTAM and EfficientTAM, are in test_sam2_family_image.py.
 """
 from __future__ import annotations
 
@@ -10,163 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from parity import golden
+from test_sam2_family_image import frame_prompts, maxdiff
 
-SETS = "abcde"
-NAME = "sam2.1_hiera_t"
-
-
-# ----------------------------------------------------------------------------- shared helpers
-def load_family_model(name: str, synth_checkpoint):
-    """samkit model loaded through the registry from an official-layout synthesized file."""
-    from samkit.registry import load_model
-
-    return load_model(name, checkpoint=synth_checkpoint(name))
+NAME = "sam2.1_hiera_t"  # the sam2_family fixture (conftest.py) loads this model
 
 
-def atol(meta, key: str, floor: float = 1e-5) -> float:
-    return max(meta["tensors"][key]["suggested_atol"], floor)
-
-
-def maxdiff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.float() - b.float()).abs().max().item()
-
-
-def prompts_np(g, key: str):
-    pc, pl, box = g.get(f"{key}.point_coords"), g.get(f"{key}.point_labels"), g.get(f"{key}.box")
-    return (None if pc is None else pc.numpy(), None if pl is None else pl.numpy(),
-            None if box is None else box.numpy().reshape(4))
-
-
-def mask_input_np(g, image: int, s: str):
-    """Set e's mask input: stored for image 1; for image 0 the best low-res mask of set a."""
-    if s != "e":
-        return None
-    if image == 1:
-        return g["p1e.mask_input"].numpy().reshape(1, 256, 256)
-    best = int(torch.argmax(g["p0a.iou"]))
-    return g["p0a.lowres_logits"][best : best + 1].numpy()
-
-
-def frame_prompts(g, key: str, hw, frame: int = 1024):
-    """Official SAM2Transforms: float32 ``x / W * frame``; boxes the same. B = 1."""
-    h, w = hw
-    scale = torch.tensor([w, h], dtype=torch.float32)
-    pc, pl, box = g.get(f"{key}.point_coords"), g.get(f"{key}.point_labels"), g.get(f"{key}.box")
-    pts = None if pc is None else (pc.float() / scale * frame)[None]
-    labels = None if pl is None else pl.to(torch.int64)[None]
-    boxes = None if box is None else (box.float().reshape(2, 2) / scale * frame).reshape(1, 4)
-    return pts, labels, boxes
-
-
-def check_preprocess(model, g, meta):
-    for i in (0, 1):
-        x, t = model.preprocess(g[f"image_{i}"].numpy())
-        assert x.shape == (1, 3, 1024, 1024)
-        assert t.input_size == (1024, 1024) and t.original_size == tuple(g[f"image_{i}"].shape[:2])
-        assert maxdiff(x[..., ::8, ::8], g[f"input_{i}_s8"]) <= atol(meta, f"input_{i}_s8")
-        stats = meta["tensors"][f"input_{i}_s8"]["full_tensor_stats"]
-        assert abs(x.double().sum().item() - stats["sum"]) < 1.0
-
-
-def check_embedding(features, g, meta, report: dict):
-    d = maxdiff(features.embed, g["embed_0"])
-    report["embed_0"] = d
-    assert d <= atol(meta, "embed_0"), d
-    if "high_res_feat0_0_s2" in g:
-        assert features.high_res is not None and len(features.high_res) == 2
-        for j, ours in enumerate(features.high_res):
-            key = f"high_res_feat{j}_0_s2"
-            assert tuple(ours.shape[-2:]) == (256 // 2 ** j, 256 // 2 ** j)
-            d = maxdiff(ours[..., ::2, ::2], g[key])
-            report[key] = d
-            assert d <= atol(meta, key), (key, d)
-    else:
-        assert features.high_res is None
-
-
-def check_decoder_image0(model, features, g, meta, s: str, report: dict):
-    """Decoder-only on the golden embedding (+ our high-res features) for prompt set ``s``."""
-    from samkit.models.base import ImageFeatures, ImageTransform
-
-    key = f"p0{s}"
-    hw = tuple(g["image_0"].shape[:2])
-    pts, labels, boxes = frame_prompts(g, key, hw)
-    mi = mask_input_np(g, 0, s)
-    mi = None if mi is None else torch.from_numpy(mi)[None]
-    feats = ImageFeatures(g["embed_0"], features.high_res)
-    mm = meta["tensors"][key]["multimask_output"]
-    with torch.inference_mode():
-        out = model.decode(feats, pts, labels, boxes, mi, mm)
-        full = model.postprocess(out.low_res, ImageTransform(hw, (1024, 1024), 1024))[0]
-    low = out.low_res[0].clamp(-32, 32)
-    for field, ours in (("iou", out.iou[0]), ("lowres_logits", low), ("masks_logits", full)):
-        ref = g[f"{key}.{field}"]
-        assert ours.shape == ref.shape, (field, ours.shape, ref.shape)
-        d = maxdiff(ours, ref)
-        report[f"{key}.{field}"] = d
-        assert d <= atol(meta, f"{key}.{field}"), (key, field, d)
-    ref = g[f"{key}.masks_logits"].float()
-    confident = ref.abs() > atol(meta, f"{key}.masks_logits")
-    assert torch.equal((full > 0)[confident], (ref > 0)[confident])
-    assert out.object_score is not None and out.object_score.shape == (1, 1)
-
-
-def check_end_to_end_image1(model, g, meta, report: dict):
-    """ImagePredictor on image 1: low-res logits, IoU and the packed binary masks."""
-    from samkit import ImagePredictor
-
-    pred = ImagePredictor(model).set_image(g["image_1"].numpy())
-    for s in SETS:
-        key = f"p1{s}"
-        pts, labels, box = prompts_np(g, key)
-        mm = meta["tensors"][key]["multimask_output"]
-        out = pred.predict(points=pts, labels=labels, box=box, mask_input=mask_input_np(g, 1, s), multimask=mm)
-        low = torch.from_numpy(out.low_res_logits)
-        d_low = maxdiff(low.clamp(-32, 32), g[f"{key}.lowres_logits"])
-        d_iou = float(np.abs(out.scores - g[f"{key}.iou"].numpy()).max())
-        report[f"{key}.lowres_logits"], report[f"{key}.iou"] = d_low, d_iou
-        assert d_low <= atol(meta, f"{key}.lowres_logits", 2e-3), (key, d_low)
-        assert d_iou <= atol(meta, f"{key}.iou", 1e-5), (key, d_iou)
-        c, h, w = out.masks.shape
-        assert (h, w) == tuple(g["image_1"].shape[:2])
-        ref = np.unpackbits(g[f"{key}.masks_packed"].numpy())[: c * h * w].reshape(c, h, w).astype(bool)
-        logits = model.postprocess(low[None], pred._require().transform)[0].numpy()
-        confident = np.abs(logits) > 1e-2
-        assert np.array_equal(out.masks[confident], ref[confident]), key
-        report[f"{key}.masks_disagree"] = int((out.masks != ref).sum())
-
-
-# ----------------------------------------------------------------------------- SAM 2.1 tiny
-@pytest.fixture(scope="module")
-def gold():
-    return golden(NAME)
-
-
-@pytest.fixture(scope="module")
-def model(synth_checkpoint):
-    torch.manual_seed(0)
-    return load_family_model(NAME, synth_checkpoint)
-
-
-@pytest.fixture(scope="module")
-def features0(model, gold):
-    x, _ = model.preprocess(gold[0]["image_0"].numpy())
-    with torch.inference_mode():
-        return model.encode(x)
-
-
-@pytest.fixture(scope="module")
-def report():
-    """Max-abs differences per golden tensor (printed with -s for the parity summary)."""
-    r: dict = {}
-    yield r
-    print(f"\n{NAME} max-abs differences:", {k: f"{v:.2e}" if isinstance(v, float) else v for k, v in r.items()})
-
-
-def test_model_layout(model):
+def test_model_layout(sam2_family):
     from samkit.models.sam2 import Sam2Model
 
+    model = sam2_family.model
     assert isinstance(model, Sam2Model) and not model.training
     assert model.image_size == 1024 and model.use_high_res_features
     assert model.default_selection == "native"
@@ -175,26 +25,10 @@ def test_model_layout(model):
     assert model.no_mem_embed.shape == (1, 1, 256)
 
 
-def test_preprocessing_matches(model, gold):
-    check_preprocess(model, *gold)
-
-
-def test_embedding_and_high_res_match(features0, gold, report):
-    check_embedding(features0, *gold, report)
-
-
-@pytest.mark.parametrize("s", SETS)
-def test_decoder_matches_image0(model, features0, gold, s, report):
-    check_decoder_image0(model, features0, *gold, s, report)
-
-
-def test_end_to_end_image1(model, gold, report):
-    check_end_to_end_image1(model, *gold, report)
-
-
-def test_backbone_hooks_for_video(model):
+def test_backbone_hooks_for_video(sam2_family):
     """forward_image / prepare_backbone_features give what the memory path needs (small input,
     a batch of two checked against the second image alone)."""
+    model = sam2_family.model
     x2 = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         out = model.forward_image(x2)
@@ -212,8 +46,9 @@ def test_backbone_hooks_for_video(model):
         assert torch.allclose(a[1:], b, atol=1e-4)  # batched encoding = one image at a time
 
 
-def test_forward_sam_heads_matches_decode(model, features0):
+def test_forward_sam_heads_matches_decode(sam2_family):
     """The video-side head call on the embedding equals the image-side decode (object present)."""
+    model, features0 = sam2_family.model, sam2_family.features0
     pts = torch.tensor([[[300.0, 400.0]]])
     lab = torch.tensor([[1]], dtype=torch.int32)
     with torch.inference_mode():
@@ -230,7 +65,7 @@ def test_forward_sam_heads_matches_decode(model, features0):
 
 # ----------------------------------------------------------------------------- live oracle
 @pytest.fixture(scope="module")
-def official(gold):
+def official():
     """The official sam2 1.1.0 SAM2ImagePredictor with the same synthesized weights."""
     from oracle_shims import import_oracle
 
@@ -247,10 +82,12 @@ def official(gold):
 
 @pytest.mark.oracle
 @pytest.mark.slow
-def test_random_prompts_match_official(model, official):
+def test_random_prompts_match_official(sam2_family, official):
     """New image and prompts: embedding, high-res features, every output of predict() and a
     batch of boxes in one call."""
     from samkit import ImagePredictor
+
+    model = sam2_family.model
 
     rng = np.random.default_rng(7)
     h, w = 150, 210
@@ -292,12 +129,14 @@ def test_random_prompts_match_official(model, official):
         assert np.abs(m.scores - ref_iou[i]).max() <= 1e-5, i
 
 
-def test_sam2_0_checkpoint_loads_and_decodes_like_2_1(model, features0, gold, tmp_path):
+def test_sam2_0_checkpoint_loads_and_decodes_like_2_1(sam2_family, tmp_path):
     """sam2_hiera_t (2024-07 release): same image path; its file lacks the two SAM 2.1-only
     memory entries. Loaded through the registry from such a file, it decodes identically."""
     from samkit.registry import load_model
 
     from parity import synth_state_dict
+
+    model, features0 = sam2_family.model, sam2_family.features0
 
     sd = {k: v for k, v in synth_state_dict(NAME).items()
           if not k.startswith(("no_obj_embed_spatial", "obj_ptr_tpos_proj."))}
@@ -305,7 +144,7 @@ def test_sam2_0_checkpoint_loads_and_decodes_like_2_1(model, features0, gold, tm
     torch.save({"model": sd}, path)
     old = load_model("sam2_hiera_t", checkpoint=path)
     assert old.memory_config.family == "sam2.0" and old.no_obj_embed_spatial is None
-    g, meta = gold
+    g = sam2_family.g
     pts, labels, boxes = frame_prompts(g, "p0d", tuple(g["image_0"].shape[:2]))
     with torch.inference_mode():
         a = old.decode(features0, pts, labels, boxes, None, False)
