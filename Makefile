@@ -37,7 +37,7 @@ $(VENV)/.samkit-base: pyproject.toml
 	touch $@
 
 $(VENV)/.samkit-test: $(VENV)/.samkit-base
-	$(PIP) install -e '.[$(EXTRAS),test]'
+	$(PIP) install -e '.[$(EXTRAS),onnx,test]'
 	$(PIP) install 'setuptools>=70.1' wheel
 	$(PIP) install --no-deps segment-anything
 	# sam2 is an sdist whose build asks for torch: build it against the installed CPU torch,
