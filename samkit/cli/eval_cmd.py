@@ -70,26 +70,27 @@ def build_tracker(model: str, checkpoint: Optional[str], device: str):
                          f"(SAM 2 family).") from exc
 
 
-def check_folder(path: Path, option: str, expected: str) -> Path:
-    """An input that must be an existing folder: a clear error for a file or a missing path."""
+def _check_input(path: Path, option: str, expected: str, want_dir: bool) -> Path:
+    """An input that must be an existing folder (``want_dir``) or file: one clear error for the
+    other kind or a missing path."""
     path = Path(path)
-    if path.is_file():
-        raise InputError(f"{option} {path} is a file; expected {expected}. Fix: pass that folder instead.")
-    if not path.is_dir():
+    wrong, kind, other = (path.is_file(), "a file", "folder") if want_dir else (path.is_dir(), "a folder", "file")
+    if wrong:
+        raise InputError(f"{option} {path} is {kind}; expected {expected}. Fix: pass that {other} instead.")
+    if not (path.is_dir() if want_dir else path.is_file()):
         raise InputError(f"{option} {path} does not exist; expected {expected}. Fix: check the path (it is "
                          "relative to the current directory).")
     return path
+
+
+def check_folder(path: Path, option: str, expected: str) -> Path:
+    """An input that must be an existing folder."""
+    return _check_input(path, option, expected, want_dir=True)
 
 
 def check_file(path: Path, option: str, expected: str) -> Path:
-    """An input that must be an existing file: a clear error for a folder or a missing path."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{option} {path} is a folder; expected {expected}. Fix: pass that file instead.")
-    if not path.is_file():
-        raise InputError(f"{option} {path} does not exist; expected {expected}. Fix: check the path (it is "
-                         "relative to the current directory).")
-    return path
+    """An input that must be an existing file."""
+    return _check_input(path, option, expected, want_dir=False)
 
 
 DAVIS_ROOT = "the DAVIS root folder that holds JPEGImages/, Annotations/ and ImageSets/"
