@@ -57,10 +57,11 @@ def test_attention_kv_in_dim_and_downsample():
 def test_one_sine_encoding_for_necks_memory_and_perceiver():
     import samkit.memory.modules as modules
     import samkit.memory.perceiver as perceiver
+    import samkit.video.memory_tracker as memory_tracker
     from samkit.backbones import fpn_neck, vitdet
 
     assert modules.sine_encoding_2d is sine_encoding_2d is perceiver.sine_encoding_2d
-    assert modules.sine_encoding_1d is layers.sine_encoding_1d
+    assert memory_tracker.sine_encoding_1d is layers.sine_encoding_1d
     assert fpn_neck.PositionEmbeddingSine is vitdet.PositionEmbeddingSine is layers.PositionEmbeddingSine
     x = torch.zeros(3, 64, 5, 7)
     pos = layers.PositionEmbeddingSine(64)(x)
