@@ -154,7 +154,8 @@ class Masks:
         return (self[i] for i in range(len(self)))
 
     def __repr__(self) -> str:
-        extra = [f for f in ("low_res_logits", "ids", "labels", "stability", "label_scores") if getattr(self, f) is not None]
+        extra = [f for f in ("low_res_logits", "ids", "labels", "stability", "label_scores")
+                 if getattr(self, f) is not None]
         scores = np.array2string(self.scores[:5], precision=3)
         tail = "".join(f", {f}" for f in extra)
         return f"Masks(K={len(self)}, H={self.height}, W={self.width}, scores={scores}{tail})"

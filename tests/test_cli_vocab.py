@@ -83,14 +83,16 @@ def test_segment_text_writes_labels_in_every_format(capsys, image, tmp_path, env
 
 def test_yolo_names_file_of_another_vocabulary_is_refused_before_any_work(capsys, image, tmp_path, env):
     out = tmp_path / "out"
-    assert run(capsys, "segment", image, "--text", "red", "--model", "classic", "--out", out, "--format", "yolo")[0] == 0
+    assert run(capsys, "segment", image, "--text", "red", "--model", "classic", "--out", out,
+               "--format", "yolo")[0] == 0
     before = sorted(p.name for p in out.iterdir())
     env.clear()
     rc, _, err = run(capsys, "segment", image, "--text", "blue", "--model", "classic", "--out", out, "--format", "yolo")
     assert rc == 2 and "classes.txt lists other class names" in error_line(err) and env == []
     assert sorted(p.name for p in out.iterdir()) == before and (out / "classes.txt").read_text() == "red\n"
     # the same vocabulary again is fine, and a run without labels leaves classes.txt alone
-    assert run(capsys, "segment", image, "--text", "red", "--model", "classic", "--out", out, "--format", "yolo")[0] == 0
+    assert run(capsys, "segment", image, "--text", "red", "--model", "classic", "--out", out,
+               "--format", "yolo")[0] == 0
     assert run(capsys, "segment", image, "--box", "10,10,60,60", "--model", "classic", "--out", out,
                "--format", "yolo", "--single")[0] == 0
     assert (out / "classes.txt").read_text() == "red\n"
@@ -103,7 +105,7 @@ def test_yolo_names_file_of_another_vocabulary_is_refused_before_any_work(capsys
     (["--text", "  "], ["text prompt is empty"]),
     (["--text", "red", "--text", "Red"], ["given twice"]),
     (["--text", "red", "--clip", "sam_vit_b"], ["--clip sam_vit_b is not a CLIP model"]),
-    (["--text", "red", "--text-threshold", "0"], ["threshold must be in (0, 1]"]),
+    (["--text", "red", "--text-threshold", "1"], ["threshold must be in [0, 1)"]),
 ])
 def test_segment_text_errors(capsys, image, tmp_path, extra, words):
     rc, _, err = run(capsys, "segment", image, "--model", "classic", "--out", tmp_path / "o", *extra)

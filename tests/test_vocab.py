@@ -2,9 +2,7 @@
 heat maps with prompt denoising, heat-map peaks -> prompts, mask pooling and naming."""
 from __future__ import annotations
 
-import dataclasses
 import itertools
-import warnings
 
 import numpy as np
 import pytest
@@ -321,6 +319,16 @@ def test_query_names_add_background_once():
     assert BACKGROUND == ("building", "ground", "grass", "tree", "sky")
 
 
+def test_similarity_maps_are_cosines_at_image_resolution():
+    from samkit.vocab import similarity_maps
+
+    img, red, blue = two_squares()
+    sims = similarity_maps(SyntheticClip(), img, ["red", "blue"], size=(12, 16))  # = the 8 px grid
+    assert sims.shape == (2, 12, 16) and float(sims.max()) == pytest.approx(1.0)
+    assert float(sims[0, 3, 3]) == pytest.approx(1.0) and float(sims[1, 3, 3]) == pytest.approx(0.0)
+    assert similarity_maps(SyntheticClip(), img, ["red"]).shape == (1, 96, 128)
+
+
 def test_heat_maps_of_the_synthetic_clip():
     from samkit.vocab import heat_maps
 
@@ -374,10 +382,12 @@ def test_peaks_rule():
     np.testing.assert_allclose(a.point, [(9 + 0.5) * 2, (5 + 0.5) * 2])
     np.testing.assert_allclose(a.box, [8, 4, 24, 16])  # exclusive ends, image pixels
     assert len(peaks_to_prompts(heat, (40, 80), max_instances=1)) == 1
-    assert peaks_to_prompts(heat, (40, 80), threshold=0.999) == []
+    assert peaks_to_prompts(heat, (40, 80), threshold=0.99) == []  # strictly above: the speck's 0.99 is not
+    assert [p.score for p in peaks_to_prompts(heat, (40, 80), 0.7, min_area=0.005)] == [pytest.approx(0.95)]
 
 
-@pytest.mark.parametrize("kw, word", [({"threshold": 0}, "threshold"), ({"max_instances": 0}, "max_instances"),
+@pytest.mark.parametrize("kw, word", [({"threshold": 1.0}, "threshold"), ({"threshold": -0.1}, "threshold"),
+                                      ({"max_instances": 0}, "max_instances"),
                                       ({"max_instances": 1.5}, "max_instances"), ({"min_area": 1.0}, "min_area")])
 def test_peaks_options_are_checked(kw, word):
     with pytest.raises(InputError, match=word):

@@ -57,6 +57,18 @@ def test_text_not_in_the_image_gives_no_masks(scene, classic):
     assert len(out) == 0 and out.labels == [] and out.label_scores.shape == (0,) and out.masks.shape == (0, 96, 128)
 
 
+def test_prompt_denoising_option_reaches_the_heat_map(scene, classic, monkeypatch):
+    import samkit.vocab.heatmap as hm
+
+    seen = []
+    real = hm.probabilities
+    monkeypatch.setattr(hm, "probabilities", lambda *a, **k: seen.append(a[3] if len(a) > 3 else k.get("denoise"))
+                        or real(*a, **k))
+    p = ImagePredictor(classic, clip=SyntheticClip()).set_image(scene[0])
+    out = p.predict(text="red", denoise=0.5)
+    assert seen == [0.5] and out.labels == ["red"] and iou(out.masks[0], scene[1]) > 0.9
+
+
 def test_two_instances_of_one_text(classic):
     img, red, _ = two_squares()
     img[red] = (128, 128, 128)
@@ -109,7 +121,7 @@ def test_dense_features_once_per_image(scene, classic):
     ({"text": "   "}, ["text prompt is empty"]),
     ({"text": 3}, ["text must be a string"]),
     ({"threshold": 0.3, "points": [[5, 5]], "labels": [1]}, ["threshold only apply to text prompts"]),
-    ({"text": "red", "threshold": 1.5}, ["threshold must be in (0, 1]"]),
+    ({"text": "red", "threshold": 1.5}, ["threshold must be in [0, 1)"]),
 ])
 def test_predict_text_errors(scene, classic, kwargs, words):
     img, _, _ = scene

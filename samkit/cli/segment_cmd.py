@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .common import (Backend, Format, backend_option, build_clip, check_clip_name, check_out_dir, clip_checkpoint_option,
-                     clip_option, compile_option, emit_json, format_option, info, parse_box, parse_formats, parse_point,
-                     resolve_model, typer)
+from .common import (Backend, Format, backend_option, build_clip, check_clip_name, check_out_dir,
+                     clip_checkpoint_option, clip_option, compile_option, emit_json, format_option, info, parse_box,
+                     parse_formats, parse_point, resolve_model, typer)
 
 EPILOG = (
     "[bold]Examples[/bold]\n\n"
@@ -151,7 +151,7 @@ def segment(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Weights file (default: the cache)."),
     clip: str = clip_option(),
     clip_checkpoint: Optional[Path] = clip_checkpoint_option(),
-    text_threshold: float = typer.Option(0.5, "--text-threshold", help="Heat-map probability where a text counts "
+    text_threshold: float = typer.Option(0.5, "--text-threshold", help="Heat-map probability above which a text counts "
                                          "as found (samkit.vocab.text_prompts)."),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder (created). A rerun replaces the "
                              "previous files of the same image there as a set."),

@@ -229,7 +229,7 @@ def track(
                                              help="Find every TEXT instance on --text-frame and track each one, "
                                                   "labelled (repeatable); needs a CLIP (--clip)."),
     text_frame: int = typer.Option(0, "--text-frame", min=0, help="The frame where --text objects are found."),
-    text_threshold: float = typer.Option(0.5, "--text-threshold", help="Heat-map probability where a text counts "
+    text_threshold: float = typer.Option(0.5, "--text-threshold", help="Heat-map probability above which a text counts "
                                          "as found."),
     clip: str = clip_option(),
     clip_checkpoint: Optional[Path] = clip_checkpoint_option(),
@@ -245,7 +245,8 @@ def track(
     device: str = typer.Option("cpu", "--device", help="torch device: cpu, cuda, cuda:0, mps."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
-    """Track objects prompted on any frame (or found by --text); writes mask PNGs, COCO RLE JSONL or an overlay video."""
+    """Track objects prompted on any frame (or found by --text); writes mask PNGs, COCO RLE JSONL or an overlay
+    video."""
     from ..vocab import check_texts
 
     formats = parse_formats(fmt, default=[TrackFormat.png], choices=TrackFormat, command="samkit track")

@@ -33,6 +33,7 @@ _LAZY = {
     "MASKCLIP_TEMPLATES": ("samkit.vocab.embeddings", "MASKCLIP_TEMPLATES"),
     "IMAGENET_TEMPLATES": ("samkit.vocab.embeddings", "IMAGENET_TEMPLATES"),
     "heat_maps": ("samkit.vocab.heatmap", "heat_maps"),
+    "similarity_maps": ("samkit.vocab.heatmap", "similarity_maps"),
     "BACKGROUND": ("samkit.vocab.heatmap", "BACKGROUND"),
     "text_prompts": ("samkit.vocab.text_prompts", "text_prompts"),
     "peaks_to_prompts": ("samkit.vocab.text_prompts", "peaks_to_prompts"),

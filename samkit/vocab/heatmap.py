@@ -90,6 +90,24 @@ def query_names(texts: Sequence[str], background: Optional[Sequence[str]] = None
     return list(texts) + [b for b in bg if b.strip().lower() not in low], len(texts)
 
 
+def similarity_maps(clip, image, texts: Sequence[str], *, size: Optional[Sequence[int]] = None,
+                    features: Optional[torch.Tensor] = None, templates: Optional[Sequence[str]] = None) -> torch.Tensor:
+    """Cosine similarity of every text's prompt ensemble with the dense features, bilinearly
+    upsampled to ``size`` (default: the image's H x W): N x H x W float32 in [-1, 1]."""
+    from ..io.image import load_image
+    from .base import check_dense_clip, check_dense_output
+    from .embeddings import text_embeddings
+
+    clip = check_dense_clip(clip)
+    img = load_image(image)
+    emb = text_embeddings(clip, list(texts), templates)
+    if features is None:
+        with torch.inference_mode():
+            features = clip.dense_features(img)
+    feats = check_dense_output(features, emb.shape[1], type(clip).__name__)
+    return upsample(similarity(feats, emb), size or img.shape[:2])
+
+
 def heat_maps(clip, image, texts: Sequence[str], *, size: Optional[Sequence[int]] = None,
               features: Optional[torch.Tensor] = None, background: Optional[Sequence[str]] = None,
               templates: Optional[Sequence[str]] = None, temperature: float = TEMPERATURE,

@@ -4,7 +4,8 @@ The rule, for the probability map P of one text (``samkit.vocab.heatmap``), comp
 working grid of at most ``WORK_SIDE`` (256) pixels on the image's longer side (CLIP's dense grid
 has 14-64 cells per side, so this loses nothing and keeps the search cheap):
 
-1. the region is ``P >= threshold`` (default 0.5: the text is the most likely class there);
+1. the region is ``P > threshold`` (default 0.5: the text is more likely than all other classes
+   together there; strict, so an exact tie between two classes is not a find);
 2. the region is split into 8-connected components; components smaller than ``min_area`` (a
    fraction of the image, default 0.001) are dropped;
 3. each component gives one instance: one positive point at the component's highest P
@@ -71,8 +72,8 @@ def connected_components(mask: torch.Tensor) -> Tuple[torch.Tensor, int]:
 
 
 def check_options(threshold: float, max_instances: int, min_area: float) -> None:
-    if not 0.0 < float(threshold) <= 1.0:
-        raise InputError(f"threshold must be in (0, 1], got {threshold!r}. Fix: use 0.5.")
+    if not 0.0 <= float(threshold) < 1.0:
+        raise InputError(f"threshold must be in [0, 1), got {threshold!r}. Fix: use 0.5.")
     if isinstance(max_instances, bool) or int(max_instances) != max_instances or max_instances < 1:
         raise InputError(f"max_instances must be a whole number >= 1, got {max_instances!r}. Fix: use e.g. 8.")
     if not 0.0 <= float(min_area) < 1.0:
@@ -88,7 +89,7 @@ def peaks_to_prompts(heat: torch.Tensor, image_hw: Sequence[int], threshold: flo
     h, w = heat.shape
     big_h, big_w = int(image_hw[0]), int(image_hw[1])
     sy, sx = big_h / h, big_w / w
-    labels, n = connected_components(heat >= float(threshold))
+    labels, n = connected_components(heat > float(threshold))
     found = []
     for c in range(1, n + 1):
         comp = labels == c

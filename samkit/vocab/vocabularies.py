@@ -46,7 +46,8 @@ class Vocabulary:
             return self.names.index(name)
         except ValueError:
             raise InputError(f"label {name!r} is not in the vocabulary ({self.source}, {len(self)} names). "
-                             "Fix: name the masks with this vocabulary, or pass the one they were named with.") from None
+                             "Fix: name the masks with this vocabulary, or pass the one they were named with."
+                             ) from None
 
     def id_of(self, name: str) -> int:
         """The category id of ``name`` (COCO ``category_id``)."""
@@ -82,7 +83,8 @@ def _read_file(path: Path, source: str) -> Vocabulary:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise InputError(f"vocabulary file {path} is not UTF-8 text. Fix: save it as UTF-8, one name per line.") from None
+        raise InputError(f"vocabulary file {path} is not UTF-8 text. Fix: save it as UTF-8, one name per "
+                         "line.") from None
     except OSError as exc:
         raise InputError(f"cannot read the vocabulary file {path} ({exc.strerror or exc}). "
                          "Fix: check the path and its permissions.") from None
