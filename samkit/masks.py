@@ -87,6 +87,8 @@ class Masks:
         ids: (K,) int64 object ids (video tracking, automatic masks) or None.
         labels: list of K str or None.
         stability: (K,) float32 stability scores or None.
+        label_scores: (K,) float32 confidence of each label (open vocabulary: the mask-pooled CLIP
+            probability of the label, ``samkit.vocab``) or None; needs ``labels``.
     """
 
     masks: np.ndarray
@@ -95,6 +97,7 @@ class Masks:
     ids: Optional[np.ndarray] = None
     labels: Optional[List[str]] = None
     stability: Optional[np.ndarray] = None
+    label_scores: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         m = np.asarray(self.masks)
@@ -136,6 +139,11 @@ class Masks:
                     "Fix: pass [str(x) for x in labels] or None."
                 )
             put(self, "labels", labels)
+        if self.label_scores is not None:
+            if self.labels is None:
+                raise InputError("Masks.label_scores were given without labels. Fix: pass labels=[...] with "
+                                 "them (one str per mask), or leave label_scores=None.")
+            put(self, "label_scores", _vector("label_scores", self.label_scores, k, "float"))
 
     # ---- basics
 
@@ -146,7 +154,8 @@ class Masks:
         return (self[i] for i in range(len(self)))
 
     def __repr__(self) -> str:
-        extra = [f for f in ("low_res_logits", "ids", "labels", "stability") if getattr(self, f) is not None]
+        extra = [f for f in ("low_res_logits", "ids", "labels", "stability", "label_scores")
+                 if getattr(self, f) is not None]
         scores = np.array2string(self.scores[:5], precision=3)
         tail = "".join(f", {f}" for f in extra)
         return f"Masks(K={len(self)}, H={self.height}, W={self.width}, scores={scores}{tail})"
@@ -189,7 +198,7 @@ class Masks:
         return Masks(
             masks=self.masks[sel], scores=self.scores[sel], low_res_logits=pick(self.low_res_logits),
             ids=pick(self.ids), labels=None if self.labels is None else [self.labels[i] for i in sel],
-            stability=pick(self.stability),
+            stability=pick(self.stability), label_scores=pick(self.label_scores),
         )
 
     @classmethod
@@ -199,7 +208,8 @@ class Masks:
 
     @classmethod
     def concatenate(cls, items: Sequence["Masks"]) -> "Masks":
-        """Join several ``Masks`` of the same image; optional fields survive if all items have them."""
+        """Join several ``Masks`` of the same image; optional fields survive if all items have them
+        (``label_scores`` only together with ``labels``)."""
         items = list(items)
         if not items:
             raise InputError("Masks.concatenate got no items. Fix: pass at least one Masks, or use Masks.empty(h, w).")
@@ -212,7 +222,9 @@ class Masks:
                 return None
             return sum(vals, []) if field == "labels" else np.concatenate(vals)
 
-        return cls(cat("masks"), cat("scores"), cat("low_res_logits"), cat("ids"), cat("labels"), cat("stability"))
+        labels = cat("labels")
+        return cls(cat("masks"), cat("scores"), cat("low_res_logits"), cat("ids"), labels, cat("stability"),
+                   None if labels is None else cat("label_scores"))
 
     @property
     def areas(self) -> np.ndarray:
@@ -234,8 +246,9 @@ class Masks:
         return self if len(self) == 0 else self[int(np.argmax(self.scores))]
 
     def sorted(self, by: str = "score", descending: bool = True) -> "Masks":
-        """Reorder by ``"score"``, ``"area"``, ``"stability"`` or ``"id"`` (stable sort)."""
-        keys = {"score": self.scores, "area": self.areas, "stability": self.stability, "id": self.ids}
+        """Reorder by ``"score"``, ``"area"``, ``"stability"``, ``"id"`` or ``"label_score"`` (stable sort)."""
+        keys = {"score": self.scores, "area": self.areas, "stability": self.stability, "id": self.ids,
+                "label_score": self.label_scores}
         if by not in keys or keys[by] is None:
             have = [n for n, v in keys.items() if v is not None]
             raise InputError(f"cannot sort masks by {by!r}. Fix: use one of {', '.join(have)}.")
@@ -464,7 +477,7 @@ class Masks:
 
     def to_json(self, rle: str = "auto") -> dict:
         """JSON-ready summary: image size and, per mask, index, score, area, box (x1 y1 x2 y2,
-        exclusive end), COCO RLE, and id / label / stability when present.
+        exclusive end), COCO RLE, and id / label / label_score / stability when present.
 
         ``rle``: ``"compressed"`` (pycocotools), ``"uncompressed"`` (numpy), or ``"auto"`` (compressed
         when pycocotools is installed).
@@ -486,10 +499,21 @@ class Masks:
                 item["id"] = int(self.ids[k])
             if self.labels is not None:
                 item["label"] = self.labels[k]
+            if self.label_scores is not None:
+                item["label_score"] = float(self.label_scores[k])
             if self.stability is not None:
                 item["stability"] = float(self.stability[k])
             items.append(item)
         return {"height": self.height, "width": self.width, "count": len(self), "masks": items}
+
+    def classify(self, vocabulary: Any, clip: Any, image: Any, **options: Any) -> "Masks":
+        """These masks named from ``vocabulary`` ("coco", "lvis", "ade20k", a file or a list of
+        names) with ``clip`` (a ``samkit.vocab.DenseClip``) on ``image`` (the one they were
+        predicted on): a new ``Masks`` with ``labels`` and ``label_scores`` (mask-pooled CLIP
+        probability of the label; ``samkit.vocab.classify``)."""
+        from .vocab.classify import classify
+
+        return classify(self, vocabulary, clip, image, **options)
 
     def to_supervision(self):
         """``supervision.Detections`` with xyxy boxes, masks, confidence, tracker_id (= ids) and

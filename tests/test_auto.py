@@ -351,7 +351,7 @@ def test_cli_everything_writes_coco_png_overlay(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("args,code,fragment", [
-    (["--format", "yolo"], 2, "unknown output format"),
+    (["--format", "polygons"], 2, "unknown output format"),
     (["--nms", "soft"], 2, ""),
     (["--model", "classic"], 2, "needs a neural model"),
 ])

@@ -80,6 +80,9 @@ def _masks(k: int = 3, h: int = 20, w: int = 30, seed: int = 0, **fields) -> Mas
         ({"masks": np.zeros((2, 4, 5), bool), "labels": ["a", 3]}, "strings"),
         ({"masks": np.zeros((2, 4, 5), bool), "low_res_logits": np.zeros((3, 256, 256))}, "low_res_logits"),
         ({"masks": np.zeros((2, 4, 5), bool), "stability": np.zeros((2, 1))}, "stability"),
+        ({"masks": np.zeros((2, 4, 5), bool), "labels": ["a", "b"], "label_scores": [0.5]}, r"label_scores.*\(2,\)"),
+        ({"masks": np.zeros((2, 4, 5), bool), "labels": ["a", "b"], "label_scores": ["x", "y"]}, "numbers"),
+        ({"masks": np.zeros((2, 4, 5), bool), "label_scores": [0.5, 0.6]}, "without labels"),
     ],
 )
 def test_validation(kwargs, match):
@@ -422,3 +425,24 @@ def test_to_supervision(monkeypatch):
     np.testing.assert_array_equal(seen["mask"], m.masks)
     np.testing.assert_array_equal(seen["confidence"], m.scores)
     assert seen["tracker_id"].tolist() == [5, 6] and seen["data"]["class_name"].tolist() == ["a", "b"]
+
+
+# --------------------------------------------------------------------------- label scores (open vocabulary)
+
+
+def test_label_scores_are_kept_through_selection_joins_sorting_and_json():
+    m = _masks(4, labels=["cat", "dog", "cat", "cow"], label_scores=np.array([0.2, 0.9, 0.5, 0.7], np.float64))
+    assert m.label_scores.dtype == np.float32 and "label_scores" in repr(m)
+    assert m[1].label_scores.tolist() == [pytest.approx(0.9)] and m[[3, 0]].labels == ["cow", "cat"]
+    assert m.sorted("label_score").labels == ["dog", "cow", "cat", "cat"]
+    both = Masks.concatenate([m, m[0]])
+    assert both.label_scores.tolist() == pytest.approx([0.2, 0.9, 0.5, 0.7, 0.2])
+    no_labels = Masks.concatenate([m, _masks(1)])  # labels lost on one side: label scores go with them
+    assert no_labels.labels is None and no_labels.label_scores is None
+    items = m.to_json(rle="uncompressed")["masks"]
+    assert [(i["label"], round(i["label_score"], 2)) for i in items] == [("cat", 0.2), ("dog", 0.9), ("cat", 0.5),
+                                                                        ("cow", 0.7)]
+    assert "label_score" not in _masks(1, labels=["x"]).to_json(rle="uncompressed")["masks"][0]
+    with pytest.raises(InputError, match="label_score"):
+        _masks(2).sorted("label_score")
+

@@ -21,6 +21,12 @@ SAM 2 option ``use_m2m``: every mask is refined once by decoding its point again
 mask's own low-resolution logits (clamped to +-32) as mask input, single-mask output.
 
 With ``nms="greedy"`` and the official settings the result equals the official generators'.
+
+Open vocabulary (``vocabulary=`` "coco" | "lvis" | "ade20k" | a file | a list of names, with
+``clip=`` a ``samkit.vocab.DenseClip``): after step 6 every mask is named by mask-pooled dense
+CLIP features against the vocabulary's prompt-ensembled text embeddings
+(``samkit.vocab.classify``): ``Masks.labels`` and ``Masks.label_scores`` are set. The masks
+themselves do not change.
 """
 from __future__ import annotations
 
@@ -75,7 +81,8 @@ class AutoMaskInfo:
     ``boxes`` K x 4 int64 xyxy (inclusive pixel indices, SAM convention), ``point_coords``
     K x 2 float64 prompt point in image pixels, ``predicted_iou`` K, ``stability`` K,
     ``crop_boxes`` K x 4 int64 xyxy crop that produced the mask, ``areas`` K int64,
-    ``rles``: COCO compressed RLE dicts when ``output="coco_rle"``, else None.
+    ``rles``: COCO compressed RLE dicts when ``output="coco_rle"``, else None; ``labels`` (K str)
+    and ``label_scores`` (K,) when the generator has a vocabulary, else None.
     """
 
     boxes: np.ndarray
@@ -86,6 +93,8 @@ class AutoMaskInfo:
     areas: np.ndarray
     rles: Optional[List[dict]] = None
     stats: dict = field(default_factory=dict)
+    labels: Optional[List[str]] = None
+    label_scores: Optional[np.ndarray] = None
 
     def to_records(self) -> List[dict]:
         """One dict per mask with the official generator's record keys (bbox/crop_box in XYWH)."""
@@ -97,6 +106,9 @@ class AutoMaskInfo:
                    "stability_score": float(self.stability[i]), "crop_box": [c[0], c[1], c[2] - c[0], c[3] - c[1]]}
             if self.rles is not None:
                 rec["segmentation"] = self.rles[i]
+            if self.labels is not None:
+                rec["label"] = self.labels[i]
+                rec["label_score"] = float(self.label_scores[i])
             out.append(rec)
         return out
 
@@ -113,6 +125,7 @@ class AutoMaskGenerator:
     ``nms_thresh`` within a crop, ``crop_nms_thresh`` (default: ``nms_thresh``) across crops.
     ``pred_iou_thresh`` defaults to 0.88 (SAM's generator; SAM 2's uses 0.8).
     ``mask_threshold`` defaults to ``model.mask_threshold``.
+    ``vocabulary`` + ``clip``: name every mask (module docstring).
     """
 
     _UPSCALE_CHUNK = 8  # masks upscaled at a time on CPU (about 25 MB of SAM frame-size logits)
@@ -123,7 +136,8 @@ class AutoMaskGenerator:
                  crop_n_points_downscale_factor: int = 1, min_mask_region_area: int = 0, nms: str = "greedy",
                  nms_thresh: float = 0.7, crop_nms_thresh: Optional[float] = None, output: str = "masks",
                  point_grids: Optional[Sequence[np.ndarray]] = None, use_m2m: bool = False,
-                 multimask: bool = True, mask_threshold: Optional[float] = None, keep_low_res: bool = True) -> None:
+                 multimask: bool = True, mask_threshold: Optional[float] = None, keep_low_res: bool = True,
+                 vocabulary=None, clip=None) -> None:
         for name in ("preprocess", "encode", "decode", "postprocess"):
             if not callable(getattr(model, name, None)):
                 raise InputError(f"AutoMaskGenerator needs a neural promptable model with .{name}(); got "
@@ -169,6 +183,15 @@ class AutoMaskGenerator:
         self.multimask = bool(multimask)
         self.mask_threshold = float(getattr(model, "mask_threshold", 0.0) if mask_threshold is None else mask_threshold)
         self.keep_low_res = bool(keep_low_res)
+        self.vocabulary, self.clip, self._text = None, None, None
+        if vocabulary is not None or clip is not None:
+            from ..vocab import check_dense_clip, load_vocabulary
+
+            if vocabulary is None:
+                raise InputError("clip= was given without a vocabulary. Fix: add vocabulary='coco' (or 'lvis', "
+                                 "'ade20k', a file, a list of names) to name the masks.")
+            self.vocabulary = load_vocabulary(vocabulary)
+            self.clip = check_dense_clip(clip)
 
     # ------------------------------------------------------------------ public API
     def generate(self, image, progress: Optional[Callable[[int, int], None]] = None):
@@ -192,7 +215,20 @@ class AutoMaskGenerator:
             data = data.take(keep)
         if self.min_mask_region_area > 0 and len(data.iou) > 0:
             data = self._clean_small_regions(data, (h, w))
-        return self._finish(data, (h, w), state)
+        masks, info = self._finish(data, (h, w), state)
+        if self.vocabulary is not None:
+            masks = self._name(masks, img)
+            info.labels, info.label_scores = masks.labels, masks.label_scores
+        return masks, info
+
+    def _name(self, masks, img: np.ndarray):
+        """``masks`` with labels and label scores from the vocabulary (``samkit.vocab.classify``)."""
+        from ..vocab.classify import classify
+        from ..vocab.embeddings import text_embeddings
+
+        if self._text is None:  # the vocabulary's embeddings, once per generator
+            self._text = text_embeddings(self.clip, self.vocabulary.names)
+        return classify(masks, self.vocabulary, self.clip, img, embeddings=self._text)
 
     # ------------------------------------------------------------------ steps
     @staticmethod

@@ -188,6 +188,39 @@ def resolve_model(model: Optional[str], checkpoint) -> str:
     return model
 
 
+# ----------------------------------------------------------------------------- CLIP (open vocabulary)
+def clip_option():
+    """``--clip NAME``: the CLIP that finds (``--text``) and names (``--vocabulary``) masks."""
+    return typer.Option("clip_vit_b16", "--clip", help="CLIP for text prompts and vocabularies (`samkit models "
+                        "ls`): clip_vit_b16 or clip_rn50x16, with MaskCLIP dense features.")
+
+
+def clip_checkpoint_option():
+    """``--clip-checkpoint PATH``: the CLIP's weights file (OpenAI's .pt or an open_clip file)."""
+    return typer.Option(None, "--clip-checkpoint", help="CLIP weights file (OpenAI's ViT-B-16.pt / RN50x16.pt or "
+                        "an open_clip checkpoint; default: the cache).")
+
+
+def check_clip_name(name: str) -> str:
+    """Refuse a registered model that is not a CLIP (unknown names are left to the loader)."""
+    from ..specs import MODELS
+
+    spec = MODELS.get(name)
+    if spec is not None and getattr(spec, "kind", "segmenter") != "clip":
+        clips = [n for n, s in MODELS.items() if getattr(s, "kind", "") == "clip"] or ["clip_vit_b16"]
+        raise InputError(f"--clip {name} is not a CLIP model but a {getattr(spec, 'kind', 'segmenter')}. "
+                         f"Fix: use --clip {' or --clip '.join(clips)}.")
+    return name
+
+
+def build_clip(name: str, checkpoint, device: str, offline: bool):
+    """The DenseClip of ``--clip`` / ``--clip-checkpoint`` (``samkit.vocab.load_clip``)."""
+    from .. import vocab
+
+    info(f"clip: {name}")
+    return vocab.load_clip(name, checkpoint=checkpoint, device=device, download=not offline)
+
+
 # ----------------------------------------------------------------------------- models
 def default_model() -> Tuple[str, str]:
     """(name, reason): the first neural model (in ``samkit.specs.MODELS`` order) whose weights

@@ -7,6 +7,11 @@ checked before any work, and the files of a run are published as one set
 (``samkit.io.outputs``, key ``everything-{stem}``): a failed run leaves the previous files as
 they were. Torch and the model are imported inside the command; the progress bar (rich)
 appears on stderr while the point batches are decoded.
+
+``--vocabulary coco|lvis|ade20k|FILE|"a,b"`` names every mask with the CLIP of ``--clip``
+(``AutoMaskGenerator(vocabulary=..., clip=...)``): COCO categories and ``category_id``, YOLO
+class indices with ``classes.txt``, LabelMe shape labels and the JSON records carry the labels
+(``samkit.vocab.labels``).
 """
 from __future__ import annotations
 
@@ -17,8 +22,9 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from .common import (Backend, Command, backend_option, check_out_dir, compile_option, emit_json, format_option, info,
-                     parse_formats, resolve_model, typer)
+from .common import (Backend, Command, backend_option, build_clip, check_clip_name, check_out_dir,
+                     clip_checkpoint_option, clip_option, compile_option, emit_json, format_option, info, parse_formats,
+                     resolve_model, typer)
 from ..errors import InputError, require
 
 
@@ -26,6 +32,8 @@ class EverythingFormat(str, enum.Enum):
     coco = "coco"
     png = "png"
     overlay = "overlay"
+    yolo = "yolo"
+    labelme = "labelme"
 
 
 class NmsKind(str, enum.Enum):
@@ -39,9 +47,11 @@ EPILOG = (
     "  samkit everything photo.jpg --model sam_vit_b --out out/\n\n"
     "  samkit everything photo.jpg --model sam_vit_b --format coco,overlay --crop-layers 1\n\n"
     "  samkit everything photo.jpg --model sam2_hiera_tiny --m2m --pred-iou-thresh 0.8 --nms fast\n\n"
+    "  samkit everything photo.jpg --vocabulary coco --clip clip_vit_b16 --format coco,yolo\n\n"
     "Files: {stem}_everything_coco.json (COCO annotations with RLE, bbox, area, predicted_iou, "
-    "stability_score, point_coords, crop_box), {stem}_everything_000.png ... plus an index PNG, "
-    "{stem}_everything_overlay.png."
+    "stability_score, point_coords, crop_box; with --vocabulary the vocabulary's categories and a label_score), "
+    "{stem}_everything_000.png ... plus an index PNG, {stem}_everything_overlay.png, {stem}_everything.txt "
+    "(YOLO; with --vocabulary also classes.txt), {stem}_everything.json (LabelMe)."
 )
 
 
@@ -60,18 +70,22 @@ def parse_everything_formats(values: Optional[List[str]]) -> List[EverythingForm
                          command="samkit everything")
 
 
-def coco_everything(masks, info_, image_path: Path) -> dict:
-    """COCO instances document: one annotation per mask with the generator's record fields."""
+def coco_everything(masks, info_, image_path: Path, vocab=None) -> dict:
+    """COCO instances document: one annotation per mask with the generator's record fields;
+    with a vocabulary, its categories, each mask's ``category_id`` and ``label_score``."""
+    from ..vocab.labels import coco_categories
+
     rles = info_.rles if info_.rles is not None else masks.to_coco_rle(compressed=_has_pycocotools())
+    categories, cat_ids = coco_categories(masks, vocab)
     anns = []
     for k, rec in enumerate(info_.to_records()):
-        ann = {"id": k + 1, "image_id": 1, "category_id": 1, "segmentation": rles[k], "iscrowd": 0}
+        ann = {"id": k + 1, "image_id": 1, "category_id": cat_ids[k], "segmentation": rles[k], "iscrowd": 0}
         ann.update({key: rec[key] for key in ("area", "bbox", "predicted_iou", "stability_score", "point_coords",
-                                                  "crop_box")})
+                                                  "crop_box", "label_score") if key in rec})
         ann["score"] = rec["predicted_iou"]
         anns.append(ann)
     return {"images": [{"id": 1, "file_name": Path(image_path).name, "height": masks.height, "width": masks.width}],
-            "annotations": anns, "categories": [{"id": 1, "name": "object"}]}
+            "annotations": anns, "categories": categories}
 
 
 def _has_pycocotools() -> bool:
@@ -103,6 +117,11 @@ def everything(
     nms: NmsKind = typer.Option(NmsKind.greedy, "--nms", help="greedy (official), fast (YOLACT) or mask (mask IoU)."),
     nms_thresh: float = typer.Option(0.7, "--nms-thresh", help="IoU above which duplicates are removed."),
     m2m: bool = typer.Option(False, "--m2m", help="SAM 2 mask-to-mask refinement of every mask."),
+    vocabulary: Optional[str] = typer.Option(None, "--vocabulary", metavar="coco|lvis|ade20k|FILE|A,B",
+                                             help="Name every mask from this vocabulary (built-in, a file with one "
+                                                  "name per line, or comma-separated names); needs a CLIP (--clip)."),
+    clip: str = clip_option(),
+    clip_checkpoint: Optional[Path] = clip_checkpoint_option(),
     device: str = typer.Option("cpu", "--device", help="torch device: cpu, cuda, cuda:0, mps."),
     offline: bool = typer.Option(False, "--offline", help="Never download; fail with the path to copy weights to."),
     json_out: bool = typer.Option(False, "--json", help="Also print a JSON summary on stdout."),
@@ -110,10 +129,19 @@ def everything(
     backend: Backend = backend_option(),
     compile_: bool = compile_option(),
 ) -> None:
-    """Segment everything in IMAGE and write the masks (COCO RLE JSON, PNGs, overlay)."""
+    """Segment everything in IMAGE and write the masks (COCO RLE JSON, PNGs, overlay, YOLO, LabelMe)."""
+    from ..vocab import load_vocabulary
+
     formats = parse_everything_formats(fmt)
+    vocab = load_vocabulary(vocabulary) if vocabulary is not None else None
     check_out_dir(out)
+    if vocab is not None and EverythingFormat.yolo in formats:
+        from ..vocab.labels import check_class_names
+
+        check_class_names(out, vocab)
     model = resolve_model(model, checkpoint)
+    if vocab is not None:
+        check_clip_name(clip)
     from ..specs import get_spec
 
     spec = get_spec(model)
@@ -128,13 +156,14 @@ def everything(
     img = load_image(image)
     net = load_model(model, checkpoint=checkpoint, device=device, download=not offline, backend=backend.value,
                      compile=compile_)
+    dense = build_clip(clip, clip_checkpoint, device, offline) if vocab is not None else None
     gen = AutoMaskGenerator(net, points_per_side=points_per_side, points_per_batch=points_per_batch,
                             pred_iou_thresh=pred_iou_thresh, stability_score_thresh=stability_thresh,
                             stability_score_offset=stability_offset, crop_n_layers=crop_layers,
                             crop_overlap_ratio=crop_overlap, crop_n_points_downscale_factor=crop_downscale,
                             min_mask_region_area=min_area, nms=nms.value, nms_thresh=nms_thresh,
                             output="coco_rle" if EverythingFormat.coco in formats and _has_pycocotools() else "masks",
-                            use_m2m=m2m)
+                            use_m2m=m2m, vocabulary=vocab, clip=dense)
     t0 = time.perf_counter()
     if quiet:
         masks, meta = gen.generate_with_info(img)
@@ -149,7 +178,7 @@ def everything(
             masks, meta = gen.generate_with_info(img, progress=lambda d, t: bar.update(task, completed=d, total=t))
     elapsed = time.perf_counter() - t0
 
-    written = write_everything(masks, meta, img, image, out, formats)
+    written = write_everything(masks, meta, img, image, out, formats, vocab)
     info(f"{len(masks)} mask(s) from {meta.stats.get('point_batches', 0)} point batches in {elapsed:.1f} s")
     for name, paths in written.items():
         shown = paths if len(paths) <= 2 else [paths[0], "...", paths[-1]]
@@ -159,20 +188,29 @@ def everything(
                    "files": written, "masks": meta.to_records()})
 
 
-def write_everything(masks, meta, img, image: Path, out: Path, formats: List[EverythingFormat]) -> dict:
-    """Write the chosen formats as one set (key ``everything-{stem}``); {format: [paths]}."""
+def write_everything(masks, meta, img, image: Path, out: Path, formats: List[EverythingFormat], vocab=None) -> dict:
+    """Write the chosen formats as one set (key ``everything-{stem}``); {format: [paths]}.
+    ``vocab``: the vocabulary the masks were named from (``classes.txt`` goes next to the set)."""
     from ..io.atomic import atomic_write_bytes, atomic_write_text
     from ..io.outputs import OutputSet
 
     stem = f"{image.stem}_everything"
+    vocab = vocab if masks.labels is not None else None
     written = {}
     with OutputSet(out, f"everything-{image.stem}") as outs:
         for f in formats:
             if f is EverythingFormat.coco:
-                doc = coco_everything(masks, meta, image)
+                doc = coco_everything(masks, meta, image, vocab)
                 paths = [atomic_write_text(outs.path(f"{stem}_coco.json"), json.dumps(doc))]
             elif f is EverythingFormat.png:
                 paths = masks.save_png(outs.staging, stem)
+            elif f is EverythingFormat.yolo:
+                paths = [outs.path(f"{stem}.txt")]
+                masks.to_yolo(paths[0], names=None if vocab is None else vocab.names)
+            elif f is EverythingFormat.labelme:
+                paths = [outs.path(f"{stem}.json")]
+                rel = os.path.relpath(Path(image).resolve(), outs.out.resolve())
+                masks.to_labelme(rel, image_size=(masks.height, masks.width), path=paths[0])
             else:
                 import io
 
@@ -182,6 +220,10 @@ def write_everything(masks, meta, img, image: Path, out: Path, formats: List[Eve
                 Image.fromarray(masks.overlay(img)).save(buf, format="PNG")
                 paths = [atomic_write_bytes(outs.path(f"{stem}_overlay.png"), buf.getvalue())]
             written[f.value] = [str(outs.final(p)) for p in paths]
+    if vocab is not None and EverythingFormat.yolo in formats:
+        from ..vocab.labels import write_class_names
+
+        written[EverythingFormat.yolo.value].append(str(write_class_names(out, vocab)))
     return written
 
 

@@ -1,5 +1,9 @@
 """``samkit segment IMAGE``: promptable segmentation of one image from the command line.
 
+``--text "red car"`` (repeatable) finds every instance of each text instead of taking point/box
+prompts (``ImagePredictor.predict_batch(texts=...)`` with the CLIP of ``--clip``); the masks then
+carry labels, which every format writes (``samkit.vocab.labels``), and are sorted by label score.
+
 Masks are sorted by predicted score, best first, in everything the command writes and prints:
 ``{stem}_000.png`` is the best mask, and the COCO, polygons, YOLO, LabelMe and JSON outputs
 list the masks in the same order. The files of a run are published as one set
@@ -15,8 +19,9 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .common import (Backend, Format, backend_option, check_out_dir, compile_option, emit_json, format_option, info,
-                     parse_box, parse_formats, parse_point, resolve_model, typer)
+from .common import (Backend, Format, backend_option, build_clip, check_clip_name, check_out_dir,
+                     clip_checkpoint_option, clip_option, compile_option, emit_json, format_option, info, parse_box,
+                     parse_formats, parse_point, resolve_model, typer)
 
 EPILOG = (
     "[bold]Examples[/bold]\n\n"
@@ -24,6 +29,7 @@ EPILOG = (
     "  samkit segment photo.jpg --point 500,375 --point 1125,625,0 --format overlay,coco\n\n"
     "  samkit segment photo.jpg --point 500,375 --model sam_vit_b --checkpoint sam_vit_b_01ec64.pth --single\n\n"
     "  samkit segment photo.jpg --box 75,275,1725,850 --format json > result.json\n\n"
+    "  samkit segment photo.jpg --text dog --text \"red car\" --clip clip_vit_b16 --format coco,yolo\n\n"
     "Masks are sorted by score, best first, in every output: {stem}_000.png is the best mask. "
     "A rerun into the same --out replaces the previous files of that image as a set; a failed run "
     "changes nothing there.\n\n"
@@ -38,16 +44,20 @@ OUTPUT_FILES = {
     Format.overlay: "{stem}_overlay.png (the image with the masks blended in)",
     Format.coco: "{stem}_coco.json (COCO dataset: images, annotations with RLE segmentation and score)",
     Format.polygons: "{stem}_polygons.json (per mask: score and rings of x, y pixel coordinates)",
-    Format.yolo: "{stem}.txt (YOLO segmentation: class x y x y ... normalised to [0, 1])",
+    Format.yolo: "{stem}.txt (YOLO segmentation: class x y x y ... normalised to [0, 1]); with labels also "
+                 "classes.txt (the class names, line i = class i)",
     Format.labelme: "{stem}.json (LabelMe polygons, imagePath relative to the output folder)",
     Format.json: "stdout (JSON summary: model, prompts, per mask score, area, box, RLE, written files)",
 }
 
 
-def write_outputs(masks, image, image_path: Path, out_dir: Path, stem: str, formats: List[Format]) -> Dict[str, List[str]]:
+def write_outputs(masks, image, image_path: Path, out_dir: Path, stem: str, formats: List[Format],
+                  vocab=None) -> Dict[str, List[str]]:
     """Write ``masks`` (samkit.masks.Masks, in the order given) in every file format of
     ``formats`` into ``out_dir``, published as one set (``samkit.io.outputs.OutputSet``, key
     ``segment-{stem}``): nothing changes in ``out_dir`` unless every format was written.
+    ``vocab`` (a ``samkit.vocab.Vocabulary``): the names of labelled masks (COCO categories,
+    YOLO class indices and ``classes.txt``; see ``samkit.vocab.labels``).
 
     Returns {format: [paths written]}; ``json`` writes no file (it goes to stdout)."""
     from ..io.outputs import OutputSet
@@ -55,15 +65,20 @@ def write_outputs(masks, image, image_path: Path, out_dir: Path, stem: str, form
     file_formats = [f for f in formats if f is not Format.json]
     if not file_formats:
         return {}
+    vocab = vocab if masks.labels is not None else None
     written: Dict[str, List[str]] = {}
     with OutputSet(out_dir, f"segment-{stem}") as outs:
         for fmt in file_formats:
             written[fmt.value] = [str(outs.final(p)) for p in _write_format(fmt, masks, image, image_path, outs,
-                                                                             stem)]
+                                                                             stem, vocab)]
+    if vocab is not None and Format.yolo in file_formats:
+        from ..vocab.labels import write_class_names
+
+        written[Format.yolo.value].append(str(write_class_names(out_dir, vocab)))
     return written
 
 
-def _write_format(fmt: Format, masks, image, image_path: Path, outs, stem: str) -> List[Path]:
+def _write_format(fmt: Format, masks, image, image_path: Path, outs, stem: str, vocab=None) -> List[Path]:
     """Write one format into the staging folder of ``outs``; return the staged paths."""
     from PIL import Image
 
@@ -78,15 +93,20 @@ def _write_format(fmt: Format, masks, image, image_path: Path, outs, stem: str) 
         Image.fromarray(masks.overlay(image)).save(buf, format="PNG")
         return [atomic_write_bytes(outs.path(f"{stem}_overlay.png"), buf.getvalue())]
     if fmt is Format.coco:
-        return [atomic_write_text(outs.path(f"{stem}_coco.json"), json.dumps(coco_document(masks, image_path)))]
+        doc = coco_document(masks, image_path, vocab)
+        return [atomic_write_text(outs.path(f"{stem}_coco.json"), json.dumps(doc))]
     if fmt is Format.polygons:
         polys = [{"index": k, "score": float(masks.scores[k]), "polygons": [r.tolist() for r in rings]}
                  for k, rings in enumerate(masks.to_polygons())]
+        for k, item in enumerate(polys if masks.labels is not None else []):
+            item["label"] = masks.labels[k]
+            if masks.label_scores is not None:
+                item["label_score"] = float(masks.label_scores[k])
         doc = {"image": str(image_path), "height": masks.height, "width": masks.width, "masks": polys}
         return [atomic_write_text(outs.path(f"{stem}_polygons.json"), json.dumps(doc))]
     if fmt is Format.yolo:
         path = outs.path(f"{stem}.txt")
-        masks.to_yolo(path)
+        masks.to_yolo(path, names=None if vocab is None else vocab.names)
         return [path]
     if fmt is Format.labelme:
         path = outs.path(f"{stem}.json")
@@ -97,18 +117,24 @@ def _write_format(fmt: Format, masks, image, image_path: Path, outs, stem: str) 
     raise AssertionError(fmt)  # pragma: no cover - Format is a closed enum
 
 
-def coco_document(masks, image_path: Path) -> dict:
+def coco_document(masks, image_path: Path, vocab=None) -> dict:
     """A minimal COCO instances document for one image: one annotation per mask, with
-    compressed (or, without pycocotools, uncompressed) RLE, bbox x, y, w, h, area and score."""
+    compressed (or, without pycocotools, uncompressed) RLE, bbox x, y, w, h, area and score;
+    labelled masks get their vocabulary's categories and ``category_id`` and a ``label_score``."""
+    from ..vocab.labels import coco_categories
+
     summary = masks.to_json()
+    categories, cat_ids = coco_categories(masks, vocab)
     annotations = []
     for k, item in enumerate(summary["masks"]):
         x1, y1, x2, y2 = item["box"]
-        annotations.append({"id": k + 1, "image_id": 1, "category_id": 1, "segmentation": item["rle"],
-                            "area": item["area"], "bbox": [x1, y1, x2 - x1, y2 - y1], "iscrowd": 0,
-                            "score": item["score"]})
+        ann = {"id": k + 1, "image_id": 1, "category_id": cat_ids[k], "segmentation": item["rle"],
+               "area": item["area"], "bbox": [x1, y1, x2 - x1, y2 - y1], "iscrowd": 0, "score": item["score"]}
+        if "label_score" in item:
+            ann["label_score"] = item["label_score"]
+        annotations.append(ann)
     return {"images": [{"id": 1, "file_name": Path(image_path).name, "height": masks.height, "width": masks.width}],
-            "annotations": annotations, "categories": [{"id": 1, "name": "object"}]}
+            "annotations": annotations, "categories": categories}
 
 
 def segment(
@@ -117,9 +143,16 @@ def segment(
     point: Optional[List[str]] = typer.Option(None, "--point", "-p", metavar="X,Y[,LABEL]",
                                               help="Prompt point; repeat for more. LABEL 1 = object (default), 0 = background."),
     box: Optional[str] = typer.Option(None, "--box", "-b", metavar="X0,Y0,X1,Y1", help="Prompt box in pixels."),
+    text: Optional[List[str]] = typer.Option(None, "--text", "-t", metavar="TEXT",
+                                             help="Find every instance of TEXT (repeatable; not with --point/--box). "
+                                                  "Masks get labels; needs a CLIP (--clip)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (`samkit models ls`). "
                                         "Default: first neural model with cached weights, else classic."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Weights file (default: the cache)."),
+    clip: str = clip_option(),
+    clip_checkpoint: Optional[Path] = clip_checkpoint_option(),
+    text_threshold: float = typer.Option(0.5, "--text-threshold", help="Heat-map probability above which a text counts "
+                                         "as found (samkit.vocab.text_prompts)."),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder (created). A rerun replaces the "
                              "previous files of the same image there as a set."),
     fmt: Optional[List[str]] = format_option(Format, [Format.png]),
@@ -130,45 +163,78 @@ def segment(
     backend: Backend = backend_option(),
     compile_: bool = compile_option(),
 ) -> None:
-    """Segment one image from point and/or box prompts and write masks in the chosen formats, best first."""
+    """Segment one image from point and/or box prompts (or find --text) and write masks in the chosen formats."""
+    from ..errors import InputError
+    from ..vocab import Vocabulary, check_texts
+
     formats = parse_formats(fmt, command="samkit segment")
     parsed = [parse_point(p) for p in point or []]
     bx = parse_box(box) if box else None
-    if not parsed and bx is None:
-        from ..errors import InputError
-
-        raise InputError("no prompt given. Fix: add --point X,Y (repeatable) and/or --box X0,Y0,X1,Y1.")
+    texts = check_texts(text, "--text") if text else None
+    if texts and (parsed or bx is not None):
+        raise InputError("--text cannot be combined with --point or --box: the text decides where to prompt. "
+                         "Fix: run once with --text, or once with --point/--box.")
+    if not parsed and bx is None and not texts:
+        raise InputError("no prompt given. Fix: add --point X,Y (repeatable) and/or --box X0,Y0,X1,Y1, or --text.")
+    vocab = Vocabulary(tuple(texts), tuple(range(1, len(texts) + 1)), "--text") if texts else None
     if any(f is not Format.json for f in formats):
         check_out_dir(out)
+        if Format.yolo in formats:
+            from ..vocab.labels import check_class_names
+
+            check_class_names(out, vocab)
     model = resolve_model(model, checkpoint)
+    if texts:
+        check_clip_name(clip)
 
     from ..io.image import load_image
-    from ..predict.image import ImagePredictor
-    from ..registry import load_model
 
     img = load_image(image)
     t0 = time.perf_counter()
-    net = load_model(model, checkpoint=checkpoint, device=device, download=not offline,
-                     backend=backend.value, compile=compile_)
-    predictor = ImagePredictor(net)
-    predictor.set_image(img)
-    pts = [[x, y] for x, y, _ in parsed] or None
-    labels = [lab for _, _, lab in parsed] or None
-    masks = predictor.predict(points=pts, labels=labels, box=list(bx) if bx else None, mask_input=None,
-                              multimask=multimask).sorted("score")  # best first, everywhere below
+    prompts = {"points": [[x, y] for x, y, _ in parsed] or None, "labels": [lab for _, _, lab in parsed] or None,
+               "box": list(bx) if bx else None}
+    if texts:
+        prompts = {"text": texts}
+    masks = _predict(img, model, checkpoint, device, offline, backend, compile_, prompts, multimask,
+                     (clip, clip_checkpoint, text_threshold))
     elapsed = time.perf_counter() - t0
-    written = write_outputs(masks, img, image, out, image.stem, formats)
+    written = write_outputs(masks, img, image, out, image.stem, formats, vocab)
     if Format.json in formats:
         doc = {"image": str(image), "model": model, "height": int(img.shape[0]), "width": int(img.shape[1]),
-               "prompts": {"points": pts, "labels": labels, "box": list(bx) if bx else None},
-               "multimask": multimask, "seconds": round(elapsed, 3), "files": written}
+               "prompts": prompts, "multimask": multimask, "seconds": round(elapsed, 3), "files": written}
+        if texts:
+            doc["clip"] = clip
         doc.update(masks.to_json())
         emit_json(doc)
-    scores = ", ".join(f"{s:.3f}" for s in masks.scores)
-    info(f"{len(masks)} mask(s), scores {scores} (best first), {elapsed:.2f} s")
+    scores = ", ".join(f"{s:.3f}" for s in (masks.label_scores if texts else masks.scores))
+    info(f"{len(masks)} mask(s), {'label scores' if texts else 'scores'} {scores} (best first), {elapsed:.2f} s")
     for fmt_name, paths in written.items():
         shown = paths if len(paths) <= 2 else [paths[0], "...", paths[-1]]
         info(f"  {fmt_name:<9} {' '.join(shown)}")
+
+
+def _predict(img, model: str, checkpoint, device: str, offline: bool, backend, compile_: bool, prompts: dict,
+             multimask: bool, clip_args: tuple):
+    """Load the model (and, for text, the CLIP unless the model reads text itself) and predict;
+    masks sorted best first: by score, or by label score for text."""
+    from ..masks import Masks
+    from ..predict.image import ImagePredictor
+    from ..registry import load_model
+
+    net = load_model(model, checkpoint=checkpoint, device=device, download=not offline,
+                     backend=backend.value, compile=compile_)
+    if "text" not in prompts:
+        predictor = ImagePredictor(net).set_image(img)
+        return predictor.predict(points=prompts["points"], labels=prompts["labels"], box=prompts["box"],
+                                 mask_input=None, multimask=multimask).sorted("score")  # best first, everywhere below
+    clip_name, clip_checkpoint, threshold = clip_args
+    dense = None if callable(getattr(net, "predict_text", None)) else build_clip(clip_name, clip_checkpoint, device,
+                                                                                 offline)
+    predictor = ImagePredictor(net, clip=dense).set_image(img)
+    found = predictor.predict_batch(texts=prompts["text"], multimask=multimask, threshold=threshold)
+    for t, m in zip(prompts["text"], found):
+        info(f"  {t!r}: {len(m)} instance(s)")
+    return Masks.concatenate(found).sorted("label_score")
 
 
 COMMAND = segment

@@ -1,10 +1,14 @@
 """``samkit track VIDEO``: track prompted objects through a video.
 
 Prompts name their frame and object: ``--point FRAME,X,Y,OBJ[,LABEL]`` and
-``--box FRAME,X0,Y0,X1,Y1,OBJ``. Outputs (``--format``, repeatable or comma-separated):
+``--box FRAME,X0,Y0,X1,Y1,OBJ``; ``--text "dog"`` (repeatable) finds the objects on frame
+``--text-frame`` (default 0) by name with the CLIP of ``--clip`` and tracks each instance as an
+object of its own, numbered after the highest OBJ of the point/box prompts, with the text as
+its label (``VideoTracker.add_text_prompt``). Outputs (``--format``, repeatable or comma-separated):
 * ``png``: ``OUT/masks/{frame:05d}_obj{id}.png`` (0/255) per frame and object,
 * ``coco``: ``OUT/tracks.jsonl``, one line per frame: ``{"frame", "objects": [{"id",
-  "score", "segmentation": COCO RLE}]}`` (written and flushed frame by frame),
+  "score", "segmentation": COCO RLE}]}`` plus ``"label"`` for objects found by text (written
+  and flushed frame by frame),
 * ``overlay``: ``OUT/overlay.mp4`` (PyAV, H.264 or MPEG-4) with the masks blended in.
 
 Everything is checked before any file is written: ``--out``, the prompt syntax, and the prompt
@@ -26,12 +30,14 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from ..errors import InputError, SamkitError, require
-from .common import Command, _numbers, check_out_dir, emit_json, format_option, info, parse_formats, typer
+from .common import (Command, _numbers, build_clip, check_clip_name, check_out_dir, clip_checkpoint_option, clip_option,
+                     emit_json, format_option, info, parse_formats, typer)
 
 EPILOG = (
     "[bold]Examples[/bold]\n\n"
     "  samkit track clip.mp4 --point 0,500,375,1 --out tracks/\n\n"
     "  samkit track frames/ --box 0,75,275,1725,850,1 --point 12,900,400,2 --format png,coco,overlay\n\n"
+    "  samkit track clip.mp4 --text dog --text-frame 0 --clip clip_vit_b16 --format coco\n\n"
     "Files: OUT/masks/{frame:05d}_obj{id}.png, OUT/tracks.jsonl (coco: one line per frame, COCO RLE), "
     "OUT/overlay.mp4. A rerun replaces the previous files as a set once the video is done; a run that fails "
     "mid-way keeps its finished frames in OUT/track-partial/ and leaves the previous output untouched."
@@ -70,7 +76,7 @@ def parse_track_box(text: str) -> Tuple[int, Tuple[float, float, float, float], 
     return int(v[0]), (v[1], v[2], v[3], v[4]), int(v[5])
 
 
-def collect_prompts(points: List[str], boxes: List[str]) -> Dict[Tuple[int, int], dict]:
+def collect_prompts(points: List[str], boxes: List[str], allow_none: bool = False) -> Dict[Tuple[int, int], dict]:
     """(frame, obj) -> {"points": [[x, y]...], "labels": [...], "box": [...] or None}."""
     out: Dict[Tuple[int, int], dict] = {}
     for p in points or []:
@@ -84,8 +90,8 @@ def collect_prompts(points: List[str], boxes: List[str]) -> Dict[Tuple[int, int]
         if d["box"] is not None:
             raise InputError(f"two boxes for object {o} on frame {f}. Fix: give one box per object and frame.")
         d["box"] = list(box)
-    if not out:
-        raise InputError("no prompt given. Fix: add --point FRAME,X,Y,OBJ or --box FRAME,X0,Y0,X1,Y1,OBJ.")
+    if not out and not allow_none:
+        raise InputError("no prompt given. Fix: add --point FRAME,X,Y,OBJ, --box FRAME,X0,Y0,X1,Y1,OBJ or --text.")
     return out
 
 
@@ -188,6 +194,9 @@ class _FrameWriters:
         if self.jsonl is not None:
             objs = [{"id": oid, "score": res.scores[oid], "segmentation": rle_encode(m)}
                     for oid, m in res.masks.items()]
+            for o in objs if res.labels else []:
+                if o["id"] in res.labels:
+                    o["label"] = res.labels[o["id"]]
             self.jsonl.write(json.dumps({"frame": t, "objects": objs}) + "\n")
             self.jsonl.flush()
         if self.overlay is not None and frame is not None:
@@ -216,6 +225,14 @@ def track(
                                                    "LABEL 1 = object (default), 0 = background."),
     box: Optional[List[str]] = typer.Option(None, "--box", "-b", metavar="FRAME,X0,Y0,X1,Y1,OBJ",
                                             help="Prompt box on frame FRAME for object OBJ; repeatable."),
+    text: Optional[List[str]] = typer.Option(None, "--text", "-t", metavar="TEXT",
+                                             help="Find every TEXT instance on --text-frame and track each one, "
+                                                  "labelled (repeatable); needs a CLIP (--clip)."),
+    text_frame: int = typer.Option(0, "--text-frame", min=0, help="The frame where --text objects are found."),
+    text_threshold: float = typer.Option(0.5, "--text-threshold", help="Heat-map probability above which a text counts "
+                                         "as found."),
+    clip: str = clip_option(),
+    clip_checkpoint: Optional[Path] = clip_checkpoint_option(),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Video model (`samkit models ls`). "
                                         "Default: the first one with cached weights, else classic."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Weights file (default: the cache)."),
@@ -228,10 +245,16 @@ def track(
     device: str = typer.Option("cpu", "--device", help="torch device: cpu, cuda, cuda:0, mps."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
-    """Track objects prompted on any frame; writes per-frame mask PNGs, COCO RLE JSONL or an overlay video."""
+    """Track objects prompted on any frame (or found by --text); writes mask PNGs, COCO RLE JSONL or an overlay
+    video."""
+    from ..vocab import check_texts
+
     formats = parse_formats(fmt, default=[TrackFormat.png], choices=TrackFormat, command="samkit track")
-    prompts = collect_prompts(point, box)
+    texts = check_texts(text, "--text") if text else None
+    prompts = collect_prompts(point, box, allow_none=bool(texts))
     check_out_dir(out)
+    if texts:
+        check_clip_name(clip)
     if TrackFormat.overlay in formats:
         require("av", "video", "The overlay video of `samkit track`")
     from ..io.video import open_frames
@@ -240,6 +263,9 @@ def track(
     try:
         first = source.get(source.first_available())
         check_prompts_fit(prompts, source.num_frames, int(first.shape[0]), int(first.shape[1]))
+        if texts and source.num_frames is not None and text_frame >= source.num_frames:
+            raise InputError(f"--text-frame {text_frame} is outside the video ({source.num_frames} frames, "
+                             f"0..{source.num_frames - 1}). Fix: pick an existing frame.")
         if model is None:
             model, why = default_video_model()
             info(f"model: {model} ({why})")
@@ -255,17 +281,35 @@ def track(
         for (f, o), d in sorted(prompts.items()):
             tracker.add_prompt(session, frame=f, obj_id=o, points=d["points"] or None,
                                labels=d["labels"] or None, box=d["box"])
+        if texts:
+            _add_text_objects(tracker, session, texts, text_frame, text_threshold, (clip, clip_checkpoint, device))
         t0 = time.perf_counter()
         frames = track_into(out, formats, tracker, session, reverse=reverse, max_frames=max_frames, fps=fps)
         dt = time.perf_counter() - t0
     finally:
         session.close()
-    summary = {"model": model, "video": str(video), "frames": frames, "objects": sorted({o for _, o in prompts}),
+    summary = {"model": model, "video": str(video), "frames": frames, "objects": sorted(session.objects),
                "seconds": round(dt, 3), "out": str(out), "formats": [f.value for f in formats]}
+    if session.labels:
+        summary["labels"] = {str(k): v for k, v in sorted(session.labels.items())}
     if as_json:
         emit_json(summary)
     else:
         info(f"tracked {frames} frames of {len(summary['objects'])} object(s) in {dt:.1f} s -> {out}")
+
+
+def _add_text_objects(tracker, session, texts: List[str], frame: int, threshold: float, clip_args: tuple) -> None:
+    """Add the objects of ``texts`` found on ``frame``; refuse a run where none is found."""
+    name, checkpoint, device = clip_args
+    native = callable(getattr(tracker.model, "predict_text", None))
+    dense = None if native else build_clip(name, checkpoint, device, offline=False)
+    added = tracker.add_text_prompt(session, frame, texts, clip=dense, threshold=threshold)
+    for t in texts:
+        ids = [o for o, lab in added.items() if lab == t]
+        info(f"  {t!r} on frame {frame}: {len(ids)} object(s) {ids}")
+    if not added:
+        raise InputError(f"none of the texts {texts} was found on frame {frame}. Fix: try another --text-frame, a "
+                         "lower --text-threshold, or other words.")
 
 
 def track_into(out: Path, formats: List[TrackFormat], tracker, session, reverse: bool = False,

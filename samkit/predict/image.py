@@ -6,15 +6,20 @@ predictor = ImagePredictor(load_model("sam_vit_b", checkpoint="sam_vit_b_01ec64.
 predictor.set_image(image)            # H x W x 3 uint8 RGB array, PIL image or path
 out = predictor.predict(points=[[x, y]], labels=[1], multimask=True)
 out.masks, out.scores, out.low_res_logits    # K x H x W bool, (K,), K x 256 x 256
+
+predictor = ImagePredictor(model, clip=samkit.vocab.load_clip("clip_vit_b16"))
+dogs = predictor.set_image(image).predict(text="dog")   # labels ["dog", ...], label_scores
 ```
 All prompt coordinates are (x, y) pixels of the original (upright) image; boxes are
 x0, y0, x1, y1 in pixels. The prompt rules (ranges, labels, shapes, errors) are those of
-``samkit.prompts``; the stability score is ``samkit.ops.stability_score``.
+``samkit.prompts``; the stability score is ``samkit.ops.stability_score``. Text prompts
+(``text=`` / ``texts=``) are answered by the model itself when it has ``predict_text``, else
+through the attached CLIP (``samkit.vocab.text_predict`` documents both).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -34,6 +39,7 @@ class _Encoded:
     image: np.ndarray
     features: Optional[ImageFeatures]
     transform: Optional[ImageTransform]
+    clip_features: Optional[torch.Tensor] = None  # D x h x w, computed on the first text prompt
 
 
 class ImagePredictor:
@@ -44,9 +50,18 @@ class ImagePredictor:
     SAM 2's stability fallback), ``"iou"`` the candidate with the highest predicted IoU,
     ``"stability"`` the candidate with the highest stability score (EdgeSAM's advice: its IoU
     head was not distilled). Default: the model's ``default_selection``.
+
+    ``clip``: a ``samkit.vocab.DenseClip`` (e.g. ``samkit.vocab.load_clip("clip_vit_b16")``) for
+    text prompts with models that have no text encoder of their own.
     """
 
-    def __init__(self, model, selection: Optional[str] = None, stability_offset: float = 1.0) -> None:
+    def __init__(self, model, selection: Optional[str] = None, stability_offset: float = 1.0,
+                 clip: Any = None) -> None:
+        if clip is not None:
+            from ..vocab.base import check_dense_clip
+
+            clip = check_dense_clip(clip)
+        self.clip = clip
         self.model = model
         self.neural = getattr(getattr(model, "spec", None), "neural", True) and hasattr(model, "encode")
         selection = selection or getattr(model, "default_selection", "native")
@@ -71,6 +86,25 @@ class ImagePredictor:
 
     def reset_image(self) -> None:
         self._state = None
+
+    def clip_features(self, dim: Optional[int] = None) -> torch.Tensor:
+        """The attached CLIP's D x h x w dense features of the current image (computed once per
+        image); ``dim``: the expected D (checked)."""
+        from ..vocab.text_predict import no_clip_error
+
+        state = self._require()
+        if self.clip is None:
+            raise no_clip_error(self.model)
+        if state.clip_features is None:
+            from ..vocab.classify import dense_features_of
+
+            probe = dim if dim is not None else int(self.clip.encode_text(["a photo."]).shape[1])
+            state.clip_features = dense_features_of(self.clip, state.image, probe)
+        elif dim is not None and state.clip_features.shape[0] != dim:
+            from ..vocab.base import check_dense_output
+
+            check_dense_output(state.clip_features, dim, type(self.clip).__name__)
+        return state.clip_features
 
     @property
     def image_size(self):
@@ -98,9 +132,17 @@ class ImagePredictor:
         return m.expand(batch, -1, -1, -1).to(self.model.device)
 
     def predict(self, points: Optional[Sequence] = None, labels: Optional[Sequence] = None,
-                box: Optional[Sequence] = None, mask_input=None, multimask: bool = True) -> Masks:
+                box: Optional[Sequence] = None, mask_input=None, multimask: bool = True,
+                text: Optional[str] = None, **text_options: Any) -> Masks:
         """Points N x 2 (x, y) with labels N (1 fg / 0 bg), box (4,) xyxy pixels, mask_input
-        1 x 256 x 256 logits from a previous call. Returns ``Masks`` with K = 3 (multimask) or 1."""
+        1 x 256 x 256 logits from a previous call. Returns ``Masks`` with K = 3 (multimask) or 1.
+
+        ``text="dog"`` instead finds every instance of the text: one mask each (K >= 0), best
+        label score first, ``labels`` = the text, ``label_scores`` its mask-pooled CLIP
+        probability; ``text_options`` (threshold, max_instances, min_area, background,
+        templates, temperature, denoise, nms_thresh) as in ``samkit.vocab.text_predict``."""
+        if text is not None or text_options:
+            return self._predict_text([text], points, box, mask_input, multimask, "text", text_options)[0]
         state = self._require()
         prompt = check_prompt(points, labels, box, state.image.shape[:2])
         require_prompt(prompt, mask_input)
@@ -111,9 +153,14 @@ class ImagePredictor:
                             bx[None] if bx is not None else None, self._mask_input(mask_input, 1), multimask)[0]
 
     def predict_batch(self, boxes=None, points=None, labels=None, multimask: bool = False,
-                      mask_input=None) -> List[Masks]:
+                      mask_input=None, texts: Optional[Sequence[str]] = None, **text_options: Any) -> List[Masks]:
         """Many prompts in one decoder call: boxes N x 4, points N x P x 2, labels N x P
-        (either or both; equal N). Returns N ``Masks``."""
+        (either or both; equal N). Returns N ``Masks``.
+
+        ``texts=[...]`` instead: one ``Masks`` per text (as ``predict(text=...)``; the texts
+        compete with each other for the pixels)."""
+        if texts is not None or text_options:
+            return self._predict_text(texts, points, boxes, mask_input, multimask, "texts", text_options)
         state = self._require()
         prompt = check_prompt(points, labels, boxes, state.image.shape[:2], batched=True)
         pts, lab, bx = prompt.points, prompt.labels, prompt.box
@@ -128,6 +175,21 @@ class ImagePredictor:
                                              None if lab is None else lab[i], None if bx is None else bx[i],
                                              None, multimask) for i in range(n)]
         return self._decode(pts, lab, bx, self._mask_input(mask_input, n), multimask)
+
+    def _predict_text(self, texts, points, box, mask_input, multimask: bool, what: str, options: dict):
+        from ..vocab.text_predict import check_texts, predict_texts
+
+        if texts is None or (what == "text" and texts[0] is None):
+            raise InputError(f"{', '.join(sorted(options))} only apply to text prompts. Fix: pass {what}= too, "
+                             "or drop them.")
+        if what == "text" and not isinstance(texts[0], str):
+            raise InputError(f"text must be a string, got {type(texts[0]).__name__}. Fix: pass text='dog' "
+                             "(several texts: predict_batch(texts=[...])).")
+        if points is not None or box is not None or mask_input is not None:
+            raise InputError(f"{what}= cannot be combined with points, boxes or mask_input: the text decides "
+                             "where to prompt. Fix: predict with the text alone, then refine a mask with "
+                             "predict(points=..., mask_input=out.low_res_logits[i][None]).")
+        return predict_texts(self, check_texts(texts, what), multimask, **options)
 
     # ------------------------------------------------------------------ decoding
     def predict_torch(self, points: Optional[torch.Tensor], labels: Optional[torch.Tensor],

@@ -118,12 +118,15 @@ class ObjectTrack:
 class FrameResult:
     """Output on one frame. ``masks``: obj_id -> ``H x W`` bool; ``logits``: obj_id ->
     ``H x W`` float32 (video-resolution logits; None when the tracker is asked not to keep
-    them); ``scores``: obj_id -> object-score logit (> 0 means the object is visible)."""
+    them); ``scores``: obj_id -> object-score logit (> 0 means the object is visible);
+    ``labels``: obj_id -> label of the objects that have one (found by text,
+    ``VideoTracker.add_text_prompt``), None when no object of the session has a label."""
 
     frame: int
     masks: Dict[int, np.ndarray]
     scores: Dict[int, float]
     logits: Optional[Dict[int, np.ndarray]] = None
+    labels: Optional[Dict[int, str]] = None
 
     @property
     def obj_ids(self) -> List[int]:
@@ -159,7 +162,8 @@ class TrackingSession:
 
     ``features``: backbone features of the last ``feature_cache`` frames; ``maskmem_pos``:
     position of the memory tokens (set by the first memory encoding); ``flow``: the flow
-    tracker's state (empty for SAM 2-family models); ``last_frame``: the last frame tracked."""
+    tracker's state (empty for SAM 2-family models); ``last_frame``: the last frame tracked;
+    ``labels``: obj_id -> label of objects found by text (kept for the object's lifetime)."""
 
     source: FrameSource
     height: int
@@ -172,6 +176,7 @@ class TrackingSession:
     flow: FlowState = field(default_factory=FlowState)
     last_frame: Optional[int] = None
     stats: SessionStats = field(default_factory=SessionStats)
+    labels: Dict[int, str] = field(default_factory=dict)
 
     @property
     def num_frames(self) -> Optional[int]:

@@ -22,7 +22,7 @@ previous logits as mask input). Differences, all for bounded memory or usability
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -96,6 +96,7 @@ class VideoTracker:
         session.features.clear()
         session.maskmem_pos = None
         session.flow = FlowState()
+        session.labels.clear()
 
     def remove_object(self, session: TrackingSession, obj_id: int) -> None:
         """Stop tracking ``obj_id`` and free its memory."""
@@ -104,6 +105,7 @@ class VideoTracker:
                              f"{session.obj_ids}). Fix: pass one of the known ids.")
         del session.objects[obj_id]
         session.flow.remove(obj_id)
+        session.labels.pop(obj_id, None)
 
     # ------------------------------------------------------------------ prompts
     def _check_frame(self, session: TrackingSession, frame: Any) -> int:
@@ -130,7 +132,7 @@ class VideoTracker:
         coords, labs, mask_t = self._prompt_tensors(session, points, labels, box, mask)
         if self.flow is not None:
             session.objects.setdefault(obj_id, ObjectTrack(obj_id))
-            return self.flow.add_prompt(session, frame, obj_id, points, labels, box, mask)
+            return _labelled(session, self.flow.add_prompt(session, frame, obj_id, points, labels, box, mask))
         feats = self._features(session, frame)
         track = session.objects.get(obj_id) or ObjectTrack(obj_id)
         prev_dir = track.tracked.get(frame)
@@ -156,6 +158,18 @@ class VideoTracker:
             self._condition_all(session, frame, obj_id)
         session.note_stats()
         return self._result(session, frame, {oid: o.entry(frame) for oid, o in session.objects.items()})
+
+    def add_text_prompt(self, session: TrackingSession, frame: int, text: Any, clip: Any = None,
+                        first_obj_id: Optional[int] = None, **text_options: Any) -> Dict[int, str]:
+        """Find the objects named by ``text`` (a string or a list of strings) on ``frame`` and
+        add one object per instance, prompted with its mask; each keeps its text as label
+        (``FrameResult.labels``). ``clip``: a ``samkit.vocab.DenseClip`` unless the model reads
+        text itself; ``text_options`` as ``ImagePredictor.predict(text=...)``. New object ids
+        count up from ``first_obj_id`` (default: one above the largest id in the session).
+        Returns {obj_id: label} of the added objects ({} when the text is not found)."""
+        from ..vocab.video import add_text_objects
+
+        return add_text_objects(self, session, frame, text, clip, first_obj_id, **text_options)
 
     def _condition_all(self, session: TrackingSession, frame: int, obj_id: int) -> None:
         """EdgeTAM (SAM 2.0-style predictor): a prompted frame is a conditioning frame of every
@@ -223,7 +237,8 @@ class VideoTracker:
             raise InputError(f"object ids {empty} have no prompt (their prompted frames were released). "
                              "Fix: prompt them again or remove_object.")
         if self.flow is not None:
-            yield from self.flow.propagate(session, start, reverse, max_frames)
+            for t, res in self.flow.propagate(session, start, reverse, max_frames):
+                yield t, _labelled(session, res)
             return
         src = session.source
         if start is None:
@@ -273,4 +288,12 @@ class VideoTracker:
             scores[oid] = float(e.object_score.reshape(-1)[0])
             if self.keep_logits:
                 logits[oid] = arr
-        return FrameResult(frame=t, masks=masks, scores=scores, logits=logits if self.keep_logits else None)
+        return _labelled(session, FrameResult(frame=t, masks=masks, scores=scores,
+                                              logits=logits if self.keep_logits else None))
+
+
+def _labelled(session: TrackingSession, result: FrameResult) -> FrameResult:
+    """``result`` with the labels of its labelled objects (None when the session has none)."""
+    if session.labels:
+        result.labels = {oid: session.labels[oid] for oid in result.masks if oid in session.labels}
+    return result
