@@ -60,13 +60,13 @@ class ClipModel(nn.Module):
     # ------------------------------------------------------------------ text
     @property
     def tokenizer(self):
-        """The :class:`samkit.vocab.tokenizer.ClipTokenizer` (made on first use; needs the
-        ``vocab`` extra). The one place the model core reaches into ``samkit.vocab``: the
-        tokenizer is data plus pure Python and imports nothing else of that package."""
+        """The :class:`samkit.vocab.tokenizer.ClipTokenizer` of the shipped vocabulary (shared, made
+        on first use; needs the ``vocab`` extra). The one place the model core reaches into
+        ``samkit.vocab``: the tokenizer is data plus pure Python and imports nothing else of it."""
         if self._tokenizer is None:
-            from ..vocab.tokenizer import ClipTokenizer
+            from ..vocab.tokenizer import default_tokenizer
 
-            self._tokenizer = ClipTokenizer()
+            self._tokenizer = default_tokenizer()
         return self._tokenizer
 
     def tokenize(self, texts, context_length: Optional[int] = None) -> torch.Tensor:
