@@ -92,20 +92,22 @@ def _register_tiny_clip(monkeypatch, name: str, config: str) -> specs.ModelSpec:
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
-def test_traced_half_clip_archive_loads_through_load_model(tmp_path, monkeypatch):
-    path = tmp_path / "ViT-tiny.pt"
-    torch.jit.save(_traced_clip("vit_tiny", seed=3, half=True), str(path))
+@pytest.mark.parametrize("config", ["vit_tiny", "rn_tiny"])
+def test_traced_half_clip_archive_loads_through_load_model(tmp_path, monkeypatch, config):
+    path = tmp_path / f"{config}.pt"
+    torch.jit.save(_traced_clip(config, seed=3, half=True), str(path))
     got = read_state_dict(path)
     _equal(got, torch.jit.load(str(path)).state_dict())
     assert {"input_resolution", "context_length", "vocab_size"} <= set(got)
-    _register_tiny_clip(monkeypatch, "tiny_clip_vit", "vit_tiny")
-    model = load_model("tiny_clip_vit", checkpoint=path)
-    synth = co.synth_state_dict(co.build("vit_tiny"), 3)
+    _register_tiny_clip(monkeypatch, "tiny_clip", config)
+    model = load_model("tiny_clip", checkpoint=path)
+    synth = co.synth_state_dict(co.build(config), 3)
     for k, v in model.state_dict().items():  # the archive's half weights, as float32
         assert v.dtype == synth[k].dtype and torch.equal(v, synth[k].half().to(v.dtype)), k
-    expected = co.build("vit_tiny").eval()
+    expected = co.build(config).eval()
     expected.load_state_dict({k: v.half().to(v.dtype) for k, v in synth.items()})
-    x = torch.randn(1, 3, 64, 64)
+    s = model.input_size
+    x = torch.randn(1, 3, s, s)
     with torch.no_grad():
         assert torch.equal(model.encode_image(x), expected.encode_image(x))
 

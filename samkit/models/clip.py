@@ -119,7 +119,7 @@ class ClipModel(nn.Module):
 
     def normalize(self, image: np.ndarray) -> torch.Tensor:
         """H x W x 3 uint8 -> ``1 x 3 x H x W`` float32 on the model's device, (x/255 - mean) / std."""
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255)
+        x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)  # a fresh array
         mean = torch.tensor(self.pixel_mean).view(3, 1, 1)
         std = torch.tensor(self.pixel_std).view(3, 1, 1)
         return ((x - mean) / std)[None].to(self.positional_embedding.device)
