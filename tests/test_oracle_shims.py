@@ -123,3 +123,27 @@ def test_official_resize_longest_side_matches_samkit_rule():
     ours = resize_longest_side_pil(img, 64)
     official = tr.ResizeLongestSide(64).apply_image(img)
     assert ours.shape == official.shape and np.array_equal(ours, official)
+
+
+def test_open_clip_imports_through_the_shim_and_its_pieces_follow_torchvision():
+    oc = import_oracle("open_clip")
+    import torchvision
+    from torchvision.ops.misc import FrozenBatchNorm2d
+    from torchvision.transforms import CenterCrop, Compose
+
+    assert torchvision.__version__.endswith("oracle_shim") and hasattr(oc, "tokenize")
+    # FrozenBatchNorm2d computes BatchNorm2d in eval mode from a BatchNorm state dict
+    bn = torch.nn.BatchNorm2d(3).eval()
+    with torch.no_grad():
+        for t in (bn.weight, bn.bias, bn.running_mean):
+            t.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    frozen = FrozenBatchNorm2d(3)
+    frozen.load_state_dict(bn.state_dict())
+    x = torch.randn(2, 3, 4, 5)
+    assert torch.allclose(frozen(x), bn(x), atol=1e-6)
+    # CenterCrop: top = round((H - h) / 2), left = round((W - w) / 2), same on PIL and tensors
+    arr = np.arange(7 * 10 * 3, dtype=np.uint8).reshape(7, 10, 3)
+    crop = Compose([CenterCrop((4, 5))])
+    assert np.array_equal(np.asarray(crop(Image.fromarray(arr))), arr[2:6, 2:7])
+    assert torch.equal(crop(torch.from_numpy(arr).permute(2, 0, 1)), torch.from_numpy(arr[2:6, 2:7]).permute(2, 0, 1))

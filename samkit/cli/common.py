@@ -177,7 +177,7 @@ def resolve_model(model: Optional[str], checkpoint) -> str:
     if model is not None:
         from ..specs import get_spec
 
-        get_spec(model)  # unknown names fail here, before torch is imported
+        check_segmenter(get_spec(model))  # unknown names fail here, before torch is imported
         info(f"model: {model}")
         return model
     if checkpoint is not None:
@@ -222,14 +222,23 @@ def build_clip(name: str, checkpoint, device: str, offline: bool):
 
 
 # ----------------------------------------------------------------------------- models
+def check_segmenter(spec) -> None:
+    """Refuse a model that draws no masks (a CLIP: ``spec.kind == "clip"``) where a segmenter is needed."""
+    kind = getattr(spec, "kind", "segmenter")
+    if kind != "segmenter":
+        raise InputError(f"{spec.name!r} is a {kind} model: it names masks and finds them from text, it does not "
+                         "draw them. Fix: pass a segmenter with --model (e.g. sam_vit_b, mobile_sam; "
+                         "`samkit models ls` lists the kinds).")
+
+
 def default_model() -> Tuple[str, str]:
-    """(name, reason): the first neural model (in ``samkit.specs.MODELS`` order) whose weights
-    are in the cache, else ``classic``."""
+    """(name, reason): the first neural segmenter (in ``samkit.specs.MODELS`` order) whose weights
+    are in the cache, else ``classic``. CLIP models (``kind == "clip"``) are never the default."""
     from .. import hub
     from ..specs import MODELS
 
     for name, spec in MODELS.items():
-        if spec.neural and hub.cached_path(spec) is not None:
+        if spec.kind == "segmenter" and spec.neural and hub.cached_path(spec) is not None:
             return name, f"its weights are in the cache ({hub.cached_path(spec)})"
     return "classic", (f"no neural weights in the cache {hub.cache_dir()}; classic is the offline GrabCut "
                        "fallback, far below any neural model (run `samkit models download NAME`)")

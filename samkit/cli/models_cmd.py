@@ -30,7 +30,7 @@ def model_record(name: str) -> dict:
     spec = get_spec(name)
     cached = hub.cached_path(spec)
     return {
-        "name": spec.name, "family": spec.family, "neural": spec.neural, "video": spec.video,
+        "name": spec.name, "family": spec.family, "kind": spec.kind, "neural": spec.neural, "video": spec.video,
         "input_size": spec.input_size if spec.neural else None, "license": spec.license,
         "commercial_use": spec.commercial_use, "paper": spec.paper, "url": spec.url, "filename": spec.filename,
         "cache_path": str(hub.target_path(spec)) if spec.filename else None,
@@ -46,7 +46,8 @@ def model_record(name: str) -> dict:
 @app.command("ls")
 def ls(fmt: Output = FORMAT_OPT,
        family: Optional[str] = typer.Option(None, "--family", help="Only this family (sam, sam2, edge_sam, ...).")) -> None:
-    """List every model, whether its weights are in the cache, how they are verified, and the default."""
+    """List every model, whether its weights are in the cache, how they are verified, and the default
+    (one table per kind: segmenters, then CLIP models)."""
     from .. import hub
     from ..specs import MODELS
 
@@ -63,9 +64,21 @@ def ls(fmt: Output = FORMAT_OPT,
         emit_json({"cache_dir": str(hub.cache_dir()), "default": default, "default_reason": why, "models": rows})
         return
     from rich.console import Console
+
+    console = Console()
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))  # segmenters first (specs order), then CLIP
+    for kind in kinds:
+        title = (f"samkit models (cache: {hub.cache_dir()})" if kind == "segmenter" else
+                 f"kind '{kind}': names masks, finds them from text; never the default")
+        console.print(_table(title, [r for r in rows if r["kind"] == kind]))
+    console.print(f"default: [bold]{default}[/bold] ({why})", soft_wrap=True)
+
+
+def _table(title: str, rows: list):
+    """One rich table of ``model_record`` rows."""
     from rich.table import Table
 
-    table = Table(title=f"samkit models (cache: {hub.cache_dir()})")
+    table = Table(title=title)
     for col in ("name", "family", "input", "licence", "weights", "digest", "default"):
         table.add_column(col)
     for r in rows:
@@ -77,9 +90,7 @@ def ls(fmt: Output = FORMAT_OPT,
         digest = r["digest"] if r["digest"] not in ("size-only", "none") else f"[yellow]{r['digest']}[/yellow]"
         table.add_row(r["name"], r["family"], str(r["input_size"] or "-"), licence, weights, digest,
                       "[bold]*[/bold]" if r["default"] else "")
-    console = Console()
-    console.print(table)
-    console.print(f"default: [bold]{default}[/bold] ({why})", soft_wrap=True)
+    return table
 
 
 @app.command("info")
@@ -94,7 +105,7 @@ def info_cmd(name: str = typer.Argument(..., help="Model name (see `samkit model
     from rich.console import Console
 
     console = Console()
-    lines = [("name", r["name"]), ("family", r["family"]),
+    lines = [("name", r["name"]), ("family", r["family"]), ("kind", r["kind"]),
              ("input size", f"{r['input_size']} x {r['input_size']}" if r["input_size"] else "any (no network)"),
              ("licence", r["license"] + ("" if r["commercial_use"] else "  [yellow](NON-COMMERCIAL use only)[/yellow]")),
              ("paper", r["paper"]), ("url", r["url"] or "-"), ("file", r["filename"] or "-"),

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from ..errors import InputError, SamkitError, require
-from .common import (Command, _numbers, build_clip, check_clip_name, check_out_dir, clip_checkpoint_option, clip_option,
-                     emit_json, format_option, info, parse_formats, typer)
+from .common import (Command, _numbers, build_clip, check_clip_name, check_out_dir, check_segmenter,
+                     clip_checkpoint_option, clip_option, emit_json, format_option, info, parse_formats, typer)
 
 EPILOG = (
     "[bold]Examples[/bold]\n\n"
@@ -119,7 +119,7 @@ def default_video_model() -> Tuple[str, str]:
     from ..specs import MODELS
 
     for name, spec in MODELS.items():
-        if spec.neural and spec.video and hub.cached_path(spec) is not None:
+        if spec.kind == "segmenter" and spec.neural and spec.video and hub.cached_path(spec) is not None:
             return name, f"its weights are in the cache ({hub.cached_path(spec)})"
     return "classic", ("no video-model weights in the cache; classic is the offline optical-flow + GrabCut "
                        "fallback, far below any neural model (run `samkit models download sam2.1_hiera_t`)")
@@ -269,6 +269,10 @@ def track(
         if model is None:
             model, why = default_video_model()
             info(f"model: {model} ({why})")
+        else:
+            from ..specs import get_spec
+
+            check_segmenter(get_spec(model))
         from ..registry import load_model
         from ..video import VideoTracker
 

@@ -6,6 +6,8 @@ from .mlp import MLP, MLPBlock
 from .neck import sam_neck
 from .norm import LayerNorm2d
 from .position import PositionEmbeddingRandom, PositionEmbeddingSine, sine_encoding_1d, sine_encoding_2d
+from .residual_attention import PackedSelfAttention, QuickGELU, ResidualAttentionBlock, ResidualTransformer
 
 __all__ = ["Attention", "ConvGeluConv", "ConvStem", "MLP", "MLPBlock", "LayerNorm2d", "PatchEmbed",
-           "PositionEmbeddingRandom", "PositionEmbeddingSine", "sam_neck", "sine_encoding_1d", "sine_encoding_2d"]
+           "PackedSelfAttention", "PositionEmbeddingRandom", "PositionEmbeddingSine", "QuickGELU",
+           "ResidualAttentionBlock", "ResidualTransformer", "sam_neck", "sine_encoding_1d", "sine_encoding_2d"]

@@ -1,5 +1,8 @@
 """Open vocabulary: find masks from text and name every mask, with a CLIP (MaskCLIP features).
 
+CLIP's BPE tokenizer (``tokenizer``) and the MaskCLIP dense features (``maskclip``) live here
+too; nothing below this package (models, backbones, heads, layers) imports it.
+
 ```python
 from samkit import load_model, ImagePredictor, AutoMaskGenerator
 from samkit.vocab import load_clip
@@ -66,15 +69,7 @@ def load_clip(name: str = DEFAULT_CLIP, checkpoint: Optional[Any] = None, device
     (MaskCLIP dense features over a CLIP from the model registry, ``samkit models ls``).
     ``download=False`` never downloads (a missing file fails with the path to copy it to).
     The one place the command line builds its CLIP (tests replace it with a double)."""
-    try:
-        maskclip = importlib.import_module("samkit.vocab.maskclip")
-    except ModuleNotFoundError as exc:
-        if exc.name != "samkit.vocab.maskclip":
-            raise
-        from ..errors import MissingExtraError
-
-        raise MissingExtraError("this samkit build has no CLIP loader (samkit.vocab.maskclip). Fix: install a "
-                                "samkit release with open-vocabulary support: pip install 'samkit[vocab]'.") from None
+    maskclip = importlib.import_module("samkit.vocab.maskclip")
     with _offline(not download):
         clip = maskclip.load_maskclip(name, checkpoint=checkpoint, device=device, **options)
     return check_dense_clip(clip)

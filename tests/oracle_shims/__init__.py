@@ -45,6 +45,7 @@ def import_oracle(module: str):
     except RuntimeError as exc:
         pytest.fail(str(exc))
     except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] in ("segment_anything", "sam2", "hydra", "omegaconf", "iopath"):
+        if exc.name and exc.name.split(".")[0] in ("segment_anything", "sam2", "hydra", "omegaconf", "iopath",
+                                                        "open_clip", "ftfy", "regex"):
             pytest.skip(f"oracle {module} not importable ({exc}); install the oracle extras (see tests/oracle_shims/README.md)")
         raise

@@ -90,3 +90,50 @@ class Resize(nn.Module):
         if not x.dtype == out_dtype:
             x = torch.round(x).to(out_dtype)
         return x.squeeze(0) if squeeze else x
+
+
+class Compose:
+    """Apply the transforms in order."""
+
+    def __init__(self, transforms):
+        self.transforms = list(transforms)
+
+    def __call__(self, img):
+        for t in self.transforms:
+            img = t(img)
+        return img
+
+
+class CenterCrop(nn.Module):
+    """``size`` (h, w) or int: the centre crop, top ``int(round((H - h) / 2))`` and left
+    ``int(round((W - w) / 2))`` as torchvision; PIL images and ``... x H x W`` tensors. An image
+    smaller than the crop (torchvision pads it) is not needed by the oracles and is refused."""
+
+    def __init__(self, size):
+        super().__init__()
+        self.size = [int(size), int(size)] if isinstance(size, int) else [int(v) for v in size]
+        if len(self.size) == 1:
+            self.size = self.size * 2
+
+    def forward(self, img):
+        return functional.center_crop(img, self.size)
+
+
+class _TrainOnly:
+    """Training augmentations open_clip imports but its evaluation transforms never build."""
+
+    def __init__(self, *args, **kwargs):
+        raise NotImplementedError(f"test-only torchvision stand-in: {type(self).__name__} is not implemented "
+                                  "(only the evaluation transforms are)")
+
+
+class RandomResizedCrop(_TrainOnly):
+    pass
+
+
+class ColorJitter(_TrainOnly):
+    pass
+
+
+class Grayscale(_TrainOnly):
+    pass
