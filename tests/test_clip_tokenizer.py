@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from samkit.errors import InputError
-from samkit.vocab.tokenizer import BPE_FILE, BPE_SHA256, ClipTokenizer
+from samkit.text.clip_tokenizer import BPE_FILE, BPE_SHA256, ClipTokenizer
 
 TEXTS = [
     "a photo of a dog.",
@@ -90,7 +90,7 @@ def test_without_the_vocab_extra_the_tokenizer_names_it():
             "for m in ('ftfy', 'regex'):\n"
             "    sys.modules[m] = None\n"
             "from samkit.models.clip import build_clip_vit_b16\n"  # the model core needs no extra
-            "from samkit.vocab.tokenizer import ClipTokenizer\n"
+            "from samkit.text.clip_tokenizer import ClipTokenizer\n"
             "try:\n"
             "    ClipTokenizer()\n"
             "except Exception as exc:\n"

@@ -60,11 +60,11 @@ class ClipModel(nn.Module):
     # ------------------------------------------------------------------ text
     @property
     def tokenizer(self):
-        """The :class:`samkit.vocab.tokenizer.ClipTokenizer` of the shipped vocabulary (shared, made
+        """The :class:`samkit.text.clip_tokenizer.ClipTokenizer` of the shipped vocabulary (shared, made
         on first use; needs the ``vocab`` extra). The one place the model core reaches into
         ``samkit.vocab``: the tokenizer is data plus pure Python and imports nothing else of it."""
         if self._tokenizer is None:
-            from ..vocab.tokenizer import default_tokenizer
+            from ..text.clip_tokenizer import default_tokenizer
 
             self._tokenizer = default_tokenizer()
         return self._tokenizer

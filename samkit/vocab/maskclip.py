@@ -30,7 +30,7 @@ a ViT-B/16 pass on a CPU near a second for a 4:3 photo (28 x 37 cells).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 import torch

@@ -1,7 +1,7 @@
 """CLIP's byte-level BPE tokenizer (the one every OpenAI and open_clip CLIP was trained with).
 
 Facts carried over from the CLIP release: the vocabulary is the 48,894 first merges of
-``bpe_simple_vocab_16e6.txt.gz`` (shipped in ``samkit/vocab/data``, MIT, OpenAI) on top of the
+``bpe_simple_vocab_16e6.txt.gz`` (shipped in ``samkit/text/data``, MIT, OpenAI) on top of the
 256 byte symbols and their 256 end-of-word forms, then two special tokens: 49,408 ids, start of
 text 49406, end of text 49407. Text is cleaned like open_clip's ``tokenize`` (``ftfy.fix_text``,
 HTML entities unescaped twice, whitespace runs collapsed, lower case), split into words with the
