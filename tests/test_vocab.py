@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from samkit.errors import InputError, MissingExtraError
+from samkit.errors import InputError
 from samkit.vocab import (BUILTIN, Vocabulary, check_dense_clip, check_texts, load_clip, load_vocabulary,
                           vocabulary)
 from samkit.vocab import embeddings as E
@@ -61,19 +61,14 @@ def test_check_dense_clip_accepts_the_double():
     assert check_dense_clip(clip) is clip
 
 
-def test_load_clip_without_the_loader_is_a_missing_extra(monkeypatch):
-    import importlib
+def test_load_clip_refuses_a_segmenter_and_names_the_file_when_offline(monkeypatch, tmp_path):
+    from samkit.errors import DownloadError
 
-    real = importlib.import_module
-
-    def fake(name, *a):
-        if name == "samkit.vocab.maskclip":
-            raise ModuleNotFoundError(name=name)
-        return real(name, *a)
-
-    monkeypatch.setattr(importlib, "import_module", fake)
-    with pytest.raises(MissingExtraError, match="samkit.vocab.maskclip"):
-        load_clip("clip_vit_b16")
+    monkeypatch.setenv("SAMKIT_HOME", str(tmp_path))
+    with pytest.raises(InputError, match="not a CLIP model. Fix: pass one of"):
+        load_clip("sam_vit_b")
+    with pytest.raises(DownloadError, match="ViT-B-16.pt"):
+        load_clip("clip_vit_b16", download=False)
 
 
 def test_load_clip_passes_offline_and_checks_the_result(monkeypatch):
