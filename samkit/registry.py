@@ -98,8 +98,9 @@ def _companion_path(spec: ModelSpec, name: str, given: Mapping[str, Union[str, P
 
 
 def _load_state(spec: ModelSpec, path: Path, companions: Optional[Mapping[str, Union[str, Path]]],
-                download: bool, progress: Optional[hub.ProgressFn]):
-    """(state dict in the model's keys, raw main file or None when already remapped)."""
+                download: bool, progress: Optional[hub.ProgressFn], strict: bool):
+    """(state dict, False) for a one-file model (upstream keys), or (merged state dict in the
+    model's keys, the main file's raw state dict) for a model made of several files."""
     state_dict = _ckpt.read_state_dict(path)
     rows = spec.extra.get("requires", ())
     given = dict(companions or {})
@@ -111,25 +112,45 @@ def _load_state(spec: ModelSpec, path: Path, companions: Optional[Mapping[str, U
     if not rows:
         return state_dict, False
     merged = _ckpt.remap(state_dict, spec)
+    if strict:
+        _check_main(spec, merged, state_dict, path)
     for row in rows:
         merged.update(_companion_keys(spec, row, _companion_path(spec, row[0], given, download, progress)))
     return merged, state_dict
 
 
+def _check_main(spec: ModelSpec, sd: Dict[str, torch.Tensor], raw, path: Path) -> None:
+    """The main file of a model made of several files must hold exactly the keys the other files
+    do not provide; checked before any other file is looked for."""
+    sig = _ckpt.model_signature(spec)
+    if sig is None:
+        return
+    puts = tuple(row[2] for row in spec.extra.get("requires", ()))
+    own = {k: v for k, v in sig.items() if not any(k.startswith(p) for p in puts)}
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    mismatched = [f"{k} checkpoint {tuple(sd[k].shape)} vs model {own[k]}" for k in sd
+                  if k in own and tuple(sd[k].shape) != own[k]]
+    if not (missing or unexpected or mismatched):
+        return
+    text = (f"{path} is not the main file ({spec.filename}) of {spec.name}: {len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(mismatched)} mis-shaped keys.")
+    for title, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+        if items:
+            text += _ckpt._listing(title, items)
+    others = _ckpt.identify(raw, exclude=(spec.name,))
+    if others:
+        text += f"\nIt is a checkpoint of {' / '.join(others)}; call load_model({others[0]!r}, checkpoint=...)."
+    raise CheckpointError(text + f"\nFix: pass the {spec.name} file (`samkit models download {spec.name}`).")
+
+
 def _load_checked(model, spec: ModelSpec, sd, raw, strict: bool, path: Path) -> None:
-    """``load_into`` for one file; for a model made of several files, a strict failure also names
-    the model the main file belongs to."""
+    """``load_into`` for one file, or for the merged files of a model made of several (whose main
+    file was checked by ``_check_main``; what is left to report comes from the other files)."""
     if raw is False:
         _ckpt.load_into(model, sd, spec, strict=strict, source=path)
-        return
-    try:
+    else:
         _ckpt.load_into(model, sd, spec, strict=strict, remapped=True, source=path)
-    except CheckpointError as exc:
-        others = _ckpt.identify(raw, exclude=(spec.name,))
-        if not others:
-            raise
-        raise CheckpointError(f"{exc}\n{path} is a checkpoint of {' / '.join(others)}, not the "
-                              f"{spec.filename} file of {spec.name}.") from None
 
 
 def load_model(name: Union[str, ModelSpec], checkpoint: Optional[Union[str, Path]] = None,
@@ -176,10 +197,10 @@ def load_model(name: Union[str, ModelSpec], checkpoint: Optional[Union[str, Path
         path = hub.resolve(spec, offline=True if not download else None, progress=progress)
     else:
         path = Path(checkpoint).expanduser()
-    state_dict, raw = _load_state(spec, path, companions, download, progress)
-    model = build_model(spec)
     if strict is None:
         strict = bool(spec.extra.get("strict", True))
+    state_dict, raw = _load_state(spec, path, companions, download, progress, strict)
+    model = build_model(spec)
     _load_checked(model, spec, state_dict, raw, strict, path)
     del state_dict, raw
     model = model.to(dev).eval()

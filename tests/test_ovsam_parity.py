@@ -19,47 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "ovsam"))
 
 import ovsam_cases as cases  # noqa: E402
 
-from samkit import ImagePredictor, load_model  # noqa: E402
-from samkit.families import register_builder  # noqa: E402
-from samkit.models.ovsam import build_ovsam, preprocess_longest_side_bilinear  # noqa: E402
-from samkit.specs import MODELS, ModelSpec  # noqa: E402
+from ovsam_cases import load_ovsam  # noqa: E402
+
+from samkit import ImagePredictor  # noqa: E402
+from samkit.models.ovsam import preprocess_longest_side_bilinear  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parent / "ovsam"
 REL = 1e-4
-
-
-def _build(cfg_name):
-    cfg = cases.CONFIGS[cfg_name]
-    return lambda: build_ovsam(roi_size=cfg["roi_size"], trained_on=None, clip=cfg["clip"],
-                               adapter_dim=cfg["adapter_dim"])
-
-
-for _name in ("tiny", "full"):
-    register_builder(f"ovsam_{_name}_test")(_build(_name))
-
-
-def write_files(cfg_name: str, folder: Path) -> dict:
-    """The four files upstream reads, with synthesized weights in their official layouts."""
-    paths = {}
-    for part in ("clip", "sam2clip", "clip2sam", "prompt_encoder"):
-        path = folder / f"{cfg_name}_{part}.pth"
-        if not path.exists():
-            torch.save(cases.synth(cases.manifest(cfg_name, part)), path)
-        paths[part] = path
-    return paths
-
-
-def load_ovsam(cfg_name: str, folder: Path):
-    paths = write_files(cfg_name, folder)
-    spec = ModelSpec(name=f"ovsam_{cfg_name}_test", family="ovsam", module=__name__, url=None,
-                     filename=None, license="-", paper="-", checkpoint_format="ovsam_clip2sam",
-                     commercial_use=True, extra={"requires": MODELS["ovsam_coco_rn50x16"].extra["requires"]})
-    model = load_model(spec, checkpoint=paths["clip2sam"], companions={
-        "clip_rn50x16": paths["clip"], "ovsam_sam2clip_vith_rn50x16": paths["sam2clip"],
-        "sam_vit_h": paths["prompt_encoder"]})
-    cfg = cases.CONFIGS[cfg_name]
-    names = [f"class {i}" for i in range(cfg["classes"])]
-    return model.set_vocabulary(names, prototypes=cases.prototypes(cfg), base=cfg["base"], novel=cfg["novel"])
 
 
 def golden(cfg_name: str):

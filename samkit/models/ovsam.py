@@ -203,7 +203,7 @@ class OvsamModel(PromptableModel):
         out = DecoderOutput(masks, stability_score(masks, self.mask_threshold, 1.0))
         if self._ensure_vocabulary():
             ids, scores = label_from_logits(self.label_logits(features, masks[:, 0], boxes))
-            out.label_ids, out.label_scores = ids[:, None], scores[:, None]
+            out.label_ids, out.label_scores = ids[:, None], scores.detach()[:, None]
         return out
 
     def label_logits(self, features: OvsamFeatures, low_res: torch.Tensor,

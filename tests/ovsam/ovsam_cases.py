@@ -108,3 +108,66 @@ def data_sample(ns, case: dict, transform):
 def stats(t: torch.Tensor) -> dict:
     t = t.double()
     return {"mean": float(t.mean()), "std": float(t.std()), "absmax": float(t.abs().max()), "sum": float(t.sum())}
+
+
+# --------------------------------------------------------------------------- samkit side
+def _builder(cfg_name: str):
+    def build():
+        from samkit.models.ovsam import build_ovsam
+
+        cfg = CONFIGS[cfg_name]
+        return build_ovsam(roi_size=cfg["roi_size"], trained_on=None, clip=cfg["clip"], adapter_dim=cfg["adapter_dim"])
+    return build
+
+
+def register_test_builders() -> None:
+    """``ovsam_tiny_test`` / ``ovsam_full_test``: builders of samkit's OVSAM in these configurations."""
+    import samkit.models.ovsam  # noqa: F401  (registers the OVSAM remaps the test specs use)
+    from samkit.families import register_builder
+
+    for name in CONFIGS:
+        register_builder(f"ovsam_{name}_test")(_builder(name))
+
+
+register_test_builders()
+
+
+def spec_of(cfg_name: str, **extra):
+    """A spec of the configuration, made of the same four files as the released OVSAM models."""
+    from samkit.specs import MODELS, ModelSpec
+
+    extra = {"requires": MODELS["ovsam_coco_rn50x16"].extra["requires"], **extra}
+    return ModelSpec(name=f"ovsam_{cfg_name}_test", family="ovsam", module="ovsam_cases", url=None,
+                     filename=f"clip2sam_{cfg_name}.pth", license="-", paper="-",
+                     checkpoint_format="ovsam_clip2sam", extra=extra)
+
+
+def write_files(cfg_name: str, folder: Path) -> dict:
+    """The four files upstream reads, with synthesized weights in their official layouts:
+    ``{"clip", "sam2clip", "clip2sam", "prompt_encoder"} -> path``."""
+    paths = {}
+    for part in ("clip", "sam2clip", "clip2sam", "prompt_encoder"):
+        path = Path(folder) / f"{cfg_name}_{part}.pth"
+        if not path.exists():
+            torch.save(synth(manifest(cfg_name, part)), path)
+        paths[part] = path
+    return paths
+
+
+def companions(paths: dict) -> dict:
+    return {"clip_rn50x16": paths["clip"], "ovsam_sam2clip_vith_rn50x16": paths["sam2clip"],
+            "sam_vit_h": paths["prompt_encoder"]}
+
+
+def load_ovsam(cfg_name: str, folder: Path, vocabulary: bool = True):
+    """samkit's OVSAM of the configuration loaded through ``load_model`` from the four files; with
+    the golden vocabulary (K class names, seeded prototypes, the base/novel split)."""
+    from samkit import load_model
+
+    paths = write_files(cfg_name, folder)
+    model = load_model(spec_of(cfg_name), checkpoint=paths["clip2sam"], companions=companions(paths))
+    if not vocabulary:
+        return model
+    cfg = CONFIGS[cfg_name]
+    names = [f"class {i}" for i in range(cfg["classes"])]
+    return model.set_vocabulary(names, prototypes=prototypes(cfg), base=cfg["base"], novel=cfg["novel"])
