@@ -32,7 +32,6 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..backbones.clip_resnet import ModifiedResNet
 from ..backbones.ovsam_necks import ClipFpn, Sam2ClipAdapter
@@ -309,7 +308,8 @@ def remap_sam2clip(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tenso
     return {k[len(p):] if k.startswith(p) else k: v for k, v in state_dict.items()}
 
 
-_CLIP2SAM_KEYS = (("mask_decoder.mask_decoder.", "mask_decoder."), ("mask_decoder.label_token.", "mask_decoder.iou_token."),
+_CLIP2SAM_KEYS = (("mask_decoder.mask_decoder.", "mask_decoder."),
+                  ("mask_decoder.label_token.", "mask_decoder.iou_token."),
                   ("mask_decoder.label_mlp.", "head.label_mlp."), ("mask_decoder.roi_conv.", "head.roi_conv."))
 
 

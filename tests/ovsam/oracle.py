@@ -36,7 +36,6 @@ import sys
 import types
 from pathlib import Path
 
-import torch
 from torch import nn
 
 
@@ -150,7 +149,8 @@ def official():
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
 
-    ns.FPN, ns.SingleRoIExtractor, ns.DetDataSample, ns.InstanceData = FPN, SingleRoIExtractor, DetDataSample, InstanceData
+    ns.FPN, ns.SingleRoIExtractor = FPN, SingleRoIExtractor
+    ns.DetDataSample, ns.InstanceData = DetDataSample, InstanceData
     ns.RoIAlign = sys.modules["mmcv.ops"].RoIAlign
     for mod, names in (("seg.models.necks.transformer_neck", ["MultiLayerTransformerNeck"]),
                        ("seg.models.necks.sam_pe", ["SAMPromptEncoder"]),
