@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Optional, Union
+from typing import Dict, List, Mapping, Optional, Union
 
 import torch
 
 from . import checkpoint as _ckpt
 from . import hub
-from .errors import InputError
+from .errors import CheckpointError, DownloadError, InputError
 from .families import builder_for
 from .specs import ModelSpec, get_spec
 from .threads import configure_threads
@@ -59,11 +59,105 @@ def _warn_license(spec: ModelSpec) -> None:
         UserWarning, stacklevel=3)
 
 
+def requirements(name_or_spec: Union[str, ModelSpec]) -> List[ModelSpec]:
+    """The specs of the other files a model is made of (``extra["requires"]``), in order."""
+    return [get_spec(row[0]) for row in _spec(name_or_spec).extra.get("requires", ())]
+
+
+def _companion_keys(spec: ModelSpec, row, path: Path) -> Dict[str, torch.Tensor]:
+    """The keys one required file contributes: its own remap, those starting with ``take``, renamed
+    to start with ``put``. A file of another model is refused, naming what it is."""
+    name, take, put = row
+    cspec = get_spec(name)
+    raw = _ckpt.read_state_dict(path)
+    fits = _ckpt.identify(raw)
+    if fits and name not in fits:
+        raise CheckpointError(
+            f"{path} was given as the {name} file that {spec.name} needs, but it is a checkpoint of "
+            f"{' / '.join(fits)}. Fix: pass the {cspec.filename} file of {name} (`samkit models download {name}`).")
+    sd = _ckpt.remap(raw, cspec)
+    picked = {put + k[len(take):]: v for k, v in sd.items() if k.startswith(take)}
+    if not picked:
+        raise CheckpointError(
+            f"{path} has no '{take}*' keys, so it is not the {name} file that {spec.name} needs. "
+            f"Fix: pass the {cspec.filename} file of {name} (`samkit models download {name}`).")
+    return picked
+
+
+def _companion_path(spec: ModelSpec, name: str, given: Mapping[str, Union[str, Path]], download: bool,
+                    progress: Optional[hub.ProgressFn]) -> Path:
+    if name in given:
+        return Path(given[name]).expanduser()
+    cspec = get_spec(name)
+    try:
+        return hub.resolve(cspec, offline=True if not download else None, progress=progress)
+    except DownloadError as exc:
+        raise DownloadError(
+            f"{spec.name} also needs {cspec.filename} (model {name}), which could not be found or fetched: {exc} "
+            f"(Or pass companions={{{name!r}: PATH}} to load_model.)") from None
+
+
+def _load_state(spec: ModelSpec, path: Path, companions: Optional[Mapping[str, Union[str, Path]]],
+                download: bool, progress: Optional[hub.ProgressFn], strict: bool):
+    """(state dict, False) for a one-file model (upstream keys), or (merged state dict in the
+    model's keys, the main file's raw state dict) for a model made of several files."""
+    state_dict = _ckpt.read_state_dict(path)
+    rows = spec.extra.get("requires", ())
+    given = dict(companions or {})
+    unknown = sorted(set(given) - {row[0] for row in rows})
+    if unknown:
+        needed = ", ".join(row[0] for row in rows) or "no other files"
+        raise InputError(f"companions names {', '.join(unknown)}, which {spec.name} does not use. "
+                         f"Fix: {spec.name} needs {needed}.")
+    if not rows:
+        return state_dict, False
+    merged = _ckpt.remap(state_dict, spec)
+    if strict:
+        _check_main(spec, merged, state_dict, path)
+    for row in rows:
+        merged.update(_companion_keys(spec, row, _companion_path(spec, row[0], given, download, progress)))
+    return merged, state_dict
+
+
+def _check_main(spec: ModelSpec, sd: Dict[str, torch.Tensor], raw, path: Path) -> None:
+    """The main file of a model made of several files must hold exactly the keys the other files
+    do not provide; checked before any other file is looked for."""
+    sig = _ckpt.model_signature(spec)
+    if sig is None:
+        return
+    puts = tuple(row[2] for row in spec.extra.get("requires", ()))
+    own = {k: v for k, v in sig.items() if not any(k.startswith(p) for p in puts)}
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    mismatched = [f"{k} checkpoint {tuple(sd[k].shape)} vs model {own[k]}" for k in sd
+                  if k in own and tuple(sd[k].shape) != own[k]]
+    if not (missing or unexpected or mismatched):
+        return
+    text = (f"{path} is not the main file ({spec.filename}) of {spec.name}: {len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(mismatched)} mis-shaped keys.")
+    for title, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+        if items:
+            text += _ckpt._listing(title, items)
+    others = _ckpt.identify(raw, exclude=(spec.name,))
+    if others:
+        text += f"\nIt is a checkpoint of {' / '.join(others)}; call load_model({others[0]!r}, checkpoint=...)."
+    raise CheckpointError(text + f"\nFix: pass the {spec.name} file (`samkit models download {spec.name}`).")
+
+
+def _load_checked(model, spec: ModelSpec, sd, raw, strict: bool, path: Path) -> None:
+    """``load_into`` for one file, or for the merged files of a model made of several (whose main
+    file was checked by ``_check_main``; what is left to report comes from the other files)."""
+    if raw is False:
+        _ckpt.load_into(model, sd, spec, strict=strict, source=path)
+    else:
+        _ckpt.load_into(model, sd, spec, strict=strict, remapped=True, source=path)
+
+
 def load_model(name: Union[str, ModelSpec], checkpoint: Optional[Union[str, Path]] = None,
                device: Union[str, torch.device] = "cpu", *, strict: Optional[bool] = None,
                download: bool = True, progress: Optional[hub.ProgressFn] = None,
                backend: str = "torch", compile: bool = False, channels_last: bool = False,
-               fuse: bool = False):
+               fuse: bool = False, companions: Optional[Mapping[str, Union[str, Path]]] = None):
     """A model with loaded weights, in eval mode, on ``device``, with ``model.spec`` set.
 
     ``checkpoint``: a file (safetensors, torch ``weights_only`` pickle, or a zip holding one);
@@ -72,6 +166,8 @@ def load_model(name: Union[str, ModelSpec], checkpoint: Optional[Union[str, Path
     to put it. ``strict`` (default: ``spec.extra.get("strict", True)``) makes every key of
     the model and the file match; otherwise the fitting subset is loaded.
     Non-neural engines (``classic``) are built and returned without any file.
+    A model made of several files (``spec.extra["requires"]``, e.g. OVSAM) reads the others from
+    the cache (downloading them like the main file) or from ``companions`` ({model name: path}).
     Unknown names raise ``KeyError`` listing the known ones.
     ``backend`` (``"torch"`` or ``"onnxruntime"``), ``compile`` and ``channels_last`` speed up
     the image encoder: see :func:`samkit.accel.accelerate`. ``fuse`` re-parameterises encoders
@@ -101,12 +197,12 @@ def load_model(name: Union[str, ModelSpec], checkpoint: Optional[Union[str, Path
         path = hub.resolve(spec, offline=True if not download else None, progress=progress)
     else:
         path = Path(checkpoint).expanduser()
-    state_dict = _ckpt.read_state_dict(path)
-    model = build_model(spec)
     if strict is None:
         strict = bool(spec.extra.get("strict", True))
-    _ckpt.load_into(model, state_dict, spec, strict=strict, source=path)
-    del state_dict
+    state_dict, raw = _load_state(spec, path, companions, download, progress, strict)
+    model = build_model(spec)
+    _load_checked(model, spec, state_dict, raw, strict, path)
+    del state_dict, raw
     model = model.to(dev).eval()
     model.spec = spec
     configure_threads(clamp_only=True)

@@ -16,7 +16,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)  # 0..1 units
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # 0..1 units (OpenAI CLIP's preprocessing)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-KINDS = ("segmenter", "clip")
+KINDS = ("segmenter", "clip", "component")
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,12 @@ class ModelSpec:
     ``checkpoint_format`` names the upstream key layout (its remap is registered by ``module``).
     ``kind`` says what the model does: ``"segmenter"`` (draws masks from prompts: everything the
     predictor, the trackers and the CLI's default model choice use) or ``"clip"`` (an image/text
-    embedding model that names masks and finds them from text; never a default segmenter).
+    embedding model that names masks and finds them from text; never a default segmenter) or
+    ``"component"`` (a file that is one part of another model, e.g. OVSAM's SAM2CLIP adapter: it is
+    downloaded and loaded for the models that require it, never used alone).
+    ``extra["requires"]``: the other files a model is made of, as ``(spec name, take, put)`` rows:
+    the keys of that spec's file (after its own remap) that start with ``take`` are loaded with
+    ``take`` replaced by ``put`` (see ``samkit.registry.load_model``).
     """
 
     name: str
@@ -193,6 +198,34 @@ for _name, _digest, _file, _res in (
                           "(samkit.vocab); not a segmenter. Also reads open_clip's checkpoints of it.",
     ))
 
+# --- Open-Vocabulary SAM (CLIP RN50x16 + SAM2CLIP adapter + CLIP2SAM head + SAM ViT-H prompt encoder) --
+# Upstream's inference (seg/configs/ovsam/ovsam_*_rn50x16_point.py) reads four releases: OpenAI's
+# RN50x16 (backbone + attention pool), sam2clip_vith_rn50x16.pth (prefix neck_student), the
+# clip2sam file (prefixes fpn_neck, mask_decoder) and SAM ViT-H (prefix prompt_encoder).
+_OVSAM_URL = "https://huggingface.co/HarborYuan/ovsam_models/resolve/main/"
+_P_OVSAM = ("Yuan et al., Open-Vocabulary SAM: Segment and Recognize Twenty-thousand Classes Interactively, "
+            "ECCV 2024 (arXiv:2401.02955)")
+_OVSAM_REQUIRES = (("clip_rn50x16", "visual.", "backbone."), ("ovsam_sam2clip_vith_rn50x16", "", "neck."),
+                   ("sam_vit_h", "prompt_encoder.", "prompt_encoder."))
+_add(ModelSpec(
+    name="ovsam_sam2clip_vith_rn50x16", family="ovsam", module="samkit.models.ovsam", kind="component",
+    url=_OVSAM_URL + "sam2clip_vith_rn50x16.pth", filename="sam2clip_vith_rn50x16.pth",
+    license=_EDGESAM_LICENSE, commercial_use=False, paper=_P_OVSAM, checkpoint_format="ovsam_sam2clip",
+    tag="2024-01", notes="SAM2CLIP adapter (CLIP RN50x16 stages -> SAM ViT-H-like embedding); a part of "
+                         "ovsam_coco_rn50x16 / ovsam_lvis_rn50x16, not a model of its own.",
+))
+for _set, _tag in (("coco", "2024-01"), ("lvis", "2024-07")):
+    _add(ModelSpec(
+        name=f"ovsam_{_set}_rn50x16", family="ovsam", module="samkit.models.ovsam",
+        url=f"{_OVSAM_URL}clip2sam_{_set}_rn50x16.pth", filename=f"clip2sam_{_set}_rn50x16.pth",
+        license=_EDGESAM_LICENSE, commercial_use=False, paper=_P_OVSAM, checkpoint_format="ovsam_clip2sam",
+        tag=_tag, extra={"requires": _OVSAM_REQUIRES, "vocabulary": _set},
+        notes=f"Masks and names from a click or a box; CLIP2SAM head trained on the {_set.upper()} base "
+              f"classes, names from the '{_set}' vocabulary by default (any list of names works). Also "
+              "loads RN50x16.pt, sam2clip_vith_rn50x16.pth and SAM ViT-H's prompt encoder. "
+              "No IoU head: scores are stability scores.",
+    ))
+
 # --- digests: public facts about the official files, each with its source ---------------------
 # Keyed by file name and applied to every spec with that file. A sha256 is pinned only when a
 # public source gives it for the same file (same release, same URL or a Hugging Face LFS pointer
@@ -220,7 +253,15 @@ _ETAM_SRC = "HF yunyangx/efficient-track-anything@b308d79 (the repository of thi
 _CLIP_SRC = ("sha256 in the URL's path, checked by openai/CLIP clip/clip.py _download (_MODELS@d05afc4); "
              "the same URL in mlfoundations/open_clip src/open_clip/pretrained.py@cc1b4f5 (whose download "
              "checks the sha256 of the URL's path); exact size not seen")
+_OVSAM_SRC = "HF HarborYuan/ovsam_models LFS pointer, commit "
 _PINS = {
+    # renamed from sam2clip_vith_rn50.pth in a7abe75 "without changes"; pointer of 1b935e1
+    "sam2clip_vith_rn50x16.pth": _Pin("f2b14b8e480626cffc815a7262297731ee1372c87d054836daad5148f636cfeb",
+                                      536408050, _OVSAM_SRC + "1b935e1 (file renamed unchanged in a7abe75)"),
+    "clip2sam_coco_rn50x16.pth": _Pin("c382555880466adafa2eff148851b3cc71e1ea5eb5ff8f36d0fab2047550e27e",
+                                      31544126, _OVSAM_SRC + "a7abe75"),
+    "clip2sam_lvis_rn50x16.pth": _Pin(None, None, "HF HarborYuan/ovsam_models c6f384f (31.5 MB); its LFS "
+                                      "pointer was not seen: no public sha256"),
     "ViT-B-16.pt": _Pin("5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f", None, _CLIP_SRC),
     "RN50x16.pt": _Pin("52378b407f34354e150460fe41077663dd5b39c54cd0bfd2b27167a4a06ec9aa", None, _CLIP_SRC),
     "sam_vit_b_01ec64.pth": _Pin("ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",

@@ -64,12 +64,16 @@ class ImageFeatures:
 @dataclass
 class DecoderOutput:
     """``low_res``: B x K x 256 x 256 logits; ``iou``: B x K predicted IoU;
-    ``object_score``: B x 1 logits (SAM 2 family) or None."""
+    ``object_score``: B x 1 logits (SAM 2 family) or None. Models that name their masks
+    (Open-Vocabulary SAM) add ``label_ids`` B x K long (indices into ``model.label_names``) and
+    ``label_scores`` B x K float32 (the probability of that label)."""
 
     low_res: torch.Tensor
     iou: torch.Tensor
     object_score: Optional[torch.Tensor] = None
     tokens: Optional[torch.Tensor] = None
+    label_ids: Optional[torch.Tensor] = None
+    label_scores: Optional[torch.Tensor] = None
 
 
 # --------------------------------------------------------------------------- preprocessing
