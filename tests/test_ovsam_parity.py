@@ -96,10 +96,14 @@ def test_tiny_masks_through_the_image_predictor(tiny):
                                            labels=np.ones((n, 1), dtype=int))
         else:
             outs = predictor.predict_batch(boxes=np.array(case["boxes"]) / np.tile(scale, 2))
+        names = predictor.model.label_names
         for i, out in enumerate(outs):
             assert out.masks.shape == (1, h, w)
             agree = (out.masks[0] == expected[i]).mean()
             assert agree > 0.9999, f"{name}[{i}]: {agree:.6f} of the pixels agree"
+            # the official label of the mask, by name, with its probability
+            assert out.labels == [names[int(g[f"{name}.labels"][i])]], (name, i, out.labels)
+            assert out.label_scores.shape == (1,) and 0.0 < float(out.label_scores[0]) <= 1.0
 
 
 def test_preprocessing_matches_cv2_within_one_grey_level():

@@ -196,10 +196,13 @@ class ImagePredictor:
                       boxes: Optional[torch.Tensor], mask_input: Optional[torch.Tensor], multimask):
         """Tensor-level decode with prompts already in model-frame coordinates (B x N x 2, B x N,
         B x 4, B x 1 x 256 x 256). Returns (low-res logits B x K x 256 x 256, iou B x K)."""
+        out = self._decode_torch(points, labels, boxes, mask_input, multimask)
+        return out.low_res, out.iou
+
+    def _decode_torch(self, points, labels, boxes, mask_input, multimask):
         state = self._require()
         with torch.inference_mode():
-            out = self.model.decode(state.features, points, labels, boxes, mask_input, multimask)
-        return out.low_res, out.iou
+            return self.model.decode(state.features, points, labels, boxes, mask_input, multimask)
 
     def _decode(self, pts, lab, bx, mask_input, multimask: bool) -> List[Masks]:
         state = self._require()
@@ -209,7 +212,10 @@ class ImagePredictor:
         lb = torch.from_numpy(lab).to(dev) if lab is not None else None
         b = t.boxes_to_frame(torch.from_numpy(bx.astype(np.float64))).float().to(dev) if bx is not None else None
         select = None if multimask or self.selection == "native" else self.selection
-        low, iou = self.predict_torch(p, lb, b, mask_input, "all" if select else multimask)
+        dec = self._decode_torch(p, lb, b, mask_input, "all" if select else multimask)
+        low, iou = dec.low_res, dec.iou
+        # models that name their masks (Open-Vocabulary SAM): class indices into model.label_names
+        names = getattr(dec, "label_ids", None), getattr(dec, "label_scores", None)
         stab = stability_score(low, self.model.mask_threshold, self.stability_offset)
         if select:
             # an empty candidate has stability 0, so "stability" picks a non-empty mask when there is one
@@ -217,10 +223,16 @@ class ImagePredictor:
             idx = key.argmax(dim=1, keepdim=True)
             low = torch.gather(low, 1, idx[..., None, None].expand(-1, -1, *low.shape[-2:]))
             iou, stab = torch.gather(iou, 1, idx), torch.gather(stab, 1, idx)
+            names = tuple(None if v is None else torch.gather(v, 1, idx) for v in names)
         with torch.inference_mode():
             full = self.model.postprocess(low, t) > self.model.mask_threshold
         out = []
         for i in range(low.shape[0]):
+            extra = {}
+            if names[0] is not None:
+                vocab = self.model.label_names
+                extra = {"labels": [vocab[int(j)] for j in names[0][i]],
+                         "label_scores": names[1][i].float().cpu().numpy()}
             out.append(Masks(masks=full[i].cpu().numpy(), scores=iou[i].float().cpu().numpy(),
-                             low_res_logits=low[i].float().cpu().numpy(), stability=stab[i].cpu().numpy()))
+                             low_res_logits=low[i].float().cpu().numpy(), stability=stab[i].cpu().numpy(), **extra))
         return out
