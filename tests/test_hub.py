@@ -426,6 +426,24 @@ def test_cli_download_says_when_the_file_could_not_be_verified(capsys, server, m
     assert rc == 0 and "sha256 verified" in err and json.loads(out)["verified"] is True
 
 
+def test_cli_download_fetches_the_files_a_model_is_made_of(capsys, server, monkeypatch):
+    """A model made of several files (extra["requires"], e.g. Open-Vocabulary SAM) downloads
+    them all; a companion already in the cache is not fetched again."""
+    part = tiny.spec("tiny_part", url=server.url, filename="tiny_part.pt", sha256=_sha(server.payload))
+    whole = tiny.spec("tiny_whole", url=server.url, filename="tiny_whole.pt", sha256=_sha(server.payload),
+                      extra={"requires": [("tiny_part", "", "part.")]})
+    monkeypatch.setitem(specs.MODELS, "tiny_part", part)
+    monkeypatch.setitem(specs.MODELS, "tiny_whole", whole)
+    rc, out, err = _cli(capsys, "models", "download", "tiny_whole", "--format", "json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["verified"] is True and [r["name"] for r in doc["requires"]] == ["tiny_part"]
+    assert doc["requires"][0]["verified"] is True and hub.cached_path(part) is not None
+    n = len(server.requests)
+    rc, out, err = _cli(capsys, "models", "download", "tiny_whole", "--format", "json")
+    assert rc == 0 and len(server.requests) == n and "already in the cache" in err
+
+
 def test_cli_ls_and_info_show_the_verification_status(capsys):
     rc, out, _ = _cli(capsys, "models", "ls", "--format", "json")
     by = {m["name"]: m for m in json.loads(out)["models"]}

@@ -124,10 +124,41 @@ def info_cmd(name: str = typer.Argument(..., help="Model name (see `samkit model
                       f"to {r['cache_path']}.", soft_wrap=True, highlight=False)
 
 
+def _fetch(spec, fmt: Output):
+    """Download one file of the registry into the cache (or find it there) -> (path, verified:
+    True / False / None when it was already cached and not hashed again)."""
+    from .. import hub
+
+    already = hub.cached_path(spec)
+    if already is not None:
+        info(f"{spec.name}: already in the cache at {already} (`samkit models verify {spec.name}` checks it)")
+        return already, None
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    # the bar goes to stderr: stdout stays clean for --format json
+    with Progress(TextColumn(spec.filename), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  TimeRemainingColumn(), console=Console(stderr=True), transient=fmt is Output.json) as bar:
+        task = bar.add_task("download", total=None)
+
+        def progress(done: int, total: Optional[int]) -> None:
+            bar.update(task, completed=done, total=total)
+
+        path = hub.resolve(spec, progress=progress)
+    verified = hub.digest_kind(spec) in _FULL
+    if verified:
+        info(f"{spec.name}: saved to {path} ({hub.digest_kind(spec)} verified)")
+    else:
+        info(f"{spec.name}: saved to {path}, but it could not be verified: upstream publishes no "
+             f"full digest of {spec.filename} (checked: {', '.join(_digest_names(spec))}).")
+    return path, verified
+
+
 @app.command("download")
 def download(name: str = typer.Argument(..., help="Model name (see `samkit models ls`)."), fmt: Output = FORMAT_OPT) -> None:
-    """Download a model's official weights into the cache (resumable, hash-checked)."""
-    from .. import hub
+    """Download a model's official weights into the cache (resumable, hash-checked), with every
+    other file the model is made of (e.g. Open-Vocabulary SAM's adapter, CLIP and SAM files)."""
+    from ..registry import requirements
     from ..specs import get_spec
 
     spec = get_spec(name)
@@ -135,35 +166,16 @@ def download(name: str = typer.Argument(..., help="Model name (see `samkit model
         msg = f"{spec.name} needs no weights (it is not a neural model)."
         emit_json({"name": spec.name, "path": None, "message": msg}) if fmt is Output.json else info(msg)
         return
-    already = hub.cached_path(spec)
-    verified = None  # a file already in the cache is not hashed again here
-    if already is not None:
-        path = already
-        info(f"{spec.name}: already in the cache at {path} (`samkit models verify {spec.name}` checks it)")
-    else:
-        from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)
-
-        # the bar goes to stderr: stdout stays clean for --format json
-        with Progress(TextColumn(spec.filename), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                      TimeRemainingColumn(), console=Console(stderr=True), transient=fmt is Output.json) as bar:
-            task = bar.add_task("download", total=None)
-
-            def progress(done: int, total: Optional[int]) -> None:
-                bar.update(task, completed=done, total=total)
-
-            path = hub.resolve(spec, progress=progress)
-        verified = hub.digest_kind(spec) in _FULL
-        if verified:
-            info(f"{spec.name}: saved to {path} ({hub.digest_kind(spec)} verified)")
-        else:
-            info(f"{spec.name}: saved to {path}, but it could not be verified: upstream publishes no "
-                 f"full digest of {spec.filename} (checked: {', '.join(_digest_names(spec))}).")
+    path, verified = _fetch(spec, fmt)
+    companions = []
+    for other in requirements(spec):
+        other_path, other_verified = _fetch(other, fmt)
+        companions.append({"name": other.name, "path": str(other_path), "verified": other_verified})
     if not spec.commercial_use:
         info(f"note: {spec.name} weights are under the {spec.license}.")
     if fmt is Output.json:
-        emit_json({"name": spec.name, "path": str(path), "cached": True, "verified": verified})
+        emit_json({"name": spec.name, "path": str(path), "cached": True, "verified": verified,
+                   "requires": companions})
 
 
 _FULL = ("sha256", "git-blob", "md5")
