@@ -120,3 +120,27 @@ def test_preprocessing_matches_cv2_within_one_grey_level():
 @pytest.mark.slow
 def test_full_size_matches_the_official_code(tmp_path):
     check(load_ovsam("full", tmp_path), "full")
+
+
+def test_segment_command_writes_the_models_own_labels(tiny, tmp_path, monkeypatch):
+    """`samkit segment --model ovsam_*` with a click: every output carries OVSAM's names (COCO
+    categories from the model's vocabulary, YOLO classes.txt)."""
+    from PIL import Image
+
+    import samkit.registry
+    from samkit.cli.main import main
+
+    monkeypatch.setattr(samkit.registry, "load_model", lambda *a, **k: tiny.model)
+    img = tmp_path / "scene.png"
+    Image.fromarray(cases.image()).save(img)
+    h, w = cases.image().shape[:2]
+    out = tmp_path / "out"
+    code = main(["segment", str(img), "--model", "ovsam_coco_rn50x16", "--point", f"{w // 2},{h // 2}",
+                 "--out", str(out), "--format", "coco,yolo"])
+    assert code == 0
+    names = tiny.model.label_names
+    doc = json.loads((out / "scene_coco.json").read_text())
+    assert [c["name"] for c in doc["categories"]] == names
+    (ann,) = doc["annotations"]
+    assert 1 <= ann["category_id"] <= len(names) and 0 < ann["label_score"] <= 1
+    assert (out / "classes.txt").read_text().splitlines() == names

@@ -195,9 +195,16 @@ def segment(
                "box": list(bx) if bx else None}
     if texts:
         prompts = {"text": texts}
-    masks = _predict(img, model, checkpoint, device, offline, backend, compile_, prompts, multimask,
-                     (clip, clip_checkpoint, text_threshold))
+    masks, model_names = _predict(img, model, checkpoint, device, offline, backend, compile_, prompts, multimask,
+                                  (clip, clip_checkpoint, text_threshold))
     elapsed = time.perf_counter() - t0
+    if vocab is None and masks.labels is not None and model_names:
+        # a model that names its masks (Open-Vocabulary SAM): its own vocabulary, class ids 1..K
+        vocab = Vocabulary(tuple(model_names), tuple(range(1, len(model_names) + 1)), model)
+        if Format.yolo in formats:
+            from ..vocab.labels import check_class_names
+
+            check_class_names(out, vocab)
     written = write_outputs(masks, img, image, out, image.stem, formats, vocab)
     if Format.json in formats:
         doc = {"image": str(image), "model": model, "height": int(img.shape[0]), "width": int(img.shape[1]),
@@ -216,7 +223,8 @@ def segment(
 def _predict(img, model: str, checkpoint, device: str, offline: bool, backend, compile_: bool, prompts: dict,
              multimask: bool, clip_args: tuple):
     """Load the model (and, for text, the CLIP unless the model reads text itself) and predict;
-    masks sorted best first: by score, or by label score for text."""
+    masks sorted best first: by score, or by label score for text. Returns (masks, the model's
+    own class names when it names its masks, else None)."""
     from ..masks import Masks
     from ..predict.image import ImagePredictor
     from ..registry import load_model
@@ -225,8 +233,9 @@ def _predict(img, model: str, checkpoint, device: str, offline: bool, backend, c
                      backend=backend.value, compile=compile_)
     if "text" not in prompts:
         predictor = ImagePredictor(net).set_image(img)
-        return predictor.predict(points=prompts["points"], labels=prompts["labels"], box=prompts["box"],
-                                 mask_input=None, multimask=multimask).sorted("score")  # best first, everywhere below
+        masks = predictor.predict(points=prompts["points"], labels=prompts["labels"], box=prompts["box"],
+                                  mask_input=None, multimask=multimask)
+        return masks.sorted("score"), getattr(net, "label_names", None)  # best first, everywhere below
     clip_name, clip_checkpoint, threshold = clip_args
     dense = None if callable(getattr(net, "predict_text", None)) else build_clip(clip_name, clip_checkpoint, device,
                                                                                  offline)
@@ -234,7 +243,7 @@ def _predict(img, model: str, checkpoint, device: str, offline: bool, backend, c
     found = predictor.predict_batch(texts=prompts["text"], multimask=multimask, threshold=threshold)
     for t, m in zip(prompts["text"], found):
         info(f"  {t!r}: {len(m)} instance(s)")
-    return Masks.concatenate(found).sorted("label_score")
+    return Masks.concatenate(found).sorted("label_score"), None
 
 
 COMMAND = segment
