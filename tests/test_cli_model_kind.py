@@ -45,7 +45,7 @@ def test_registry_kinds():
     assert CLIPS == ["clip_vit_b16", "clip_rn50x16"]
     assert set(list_models(kind="clip")) == set(CLIPS)
     assert "sam_vit_b" in list_models(kind="segmenter") and not set(CLIPS) & set(list_models(kind="segmenter"))
-    assert all(s.kind in ("segmenter", "clip") for s in MODELS.values())
+    assert all(s.kind in ("segmenter", "clip", "component") for s in MODELS.values())
 
 
 def test_cached_clip_weights_never_make_it_the_default(empty_cache):

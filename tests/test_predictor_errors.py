@@ -7,6 +7,7 @@ import torch
 
 from samkit import ImagePredictor
 from samkit.errors import CheckpointError, InputError
+from samkit.models.base import DecoderOutput
 from tiny import tiny_sam
 
 
@@ -137,13 +138,13 @@ def test_stability_selection_never_prefers_an_empty_mask(predictor, monkeypatch)
     low[0, 2, 8:12, 8:12] = 0.5  # unstable: nothing above +1
     low[0, 3, 2:6, 2:6] = 4.0
     iou = torch.tensor([[0.99, 0.5, 0.6, 0.4]])  # the empty token 0 has the best IoU
-    monkeypatch.setattr(p, "predict_torch", lambda *a: (low, iou))
+    monkeypatch.setattr(p, "decode_torch", lambda *a: DecoderOutput(low, iou))
     out = p.predict(points=[[40, 30]], labels=[1], multimask=False)
     assert out.masks[0].any() and out.stability[0] == pytest.approx(1.0)
     assert np.array_equal(out.low_res_logits[0], low[0, 3].numpy())
     every = ImagePredictor(predictor.model, selection="iou")
     every._state = predictor._state
-    monkeypatch.setattr(every, "predict_torch", lambda *a: (low, iou))
+    monkeypatch.setattr(every, "decode_torch", lambda *a: DecoderOutput(low, iou))
     empty = every.predict(points=[[40, 30]], labels=[1], multimask=False)
     assert not empty.masks[0].any() and empty.stability[0] == 0.0  # 0, not NaN
 

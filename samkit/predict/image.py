@@ -196,10 +196,12 @@ class ImagePredictor:
                       boxes: Optional[torch.Tensor], mask_input: Optional[torch.Tensor], multimask):
         """Tensor-level decode with prompts already in model-frame coordinates (B x N x 2, B x N,
         B x 4, B x 1 x 256 x 256). Returns (low-res logits B x K x 256 x 256, iou B x K)."""
-        out = self._decode_torch(points, labels, boxes, mask_input, multimask)
+        out = self.decode_torch(points, labels, boxes, mask_input, multimask)
         return out.low_res, out.iou
 
-    def _decode_torch(self, points, labels, boxes, mask_input, multimask):
+    def decode_torch(self, points, labels, boxes, mask_input, multimask):
+        """As :meth:`predict_torch`, returning the model's whole ``DecoderOutput`` (object score,
+        tokens, and for models that name their masks ``label_ids`` / ``label_scores``)."""
         state = self._require()
         with torch.inference_mode():
             return self.model.decode(state.features, points, labels, boxes, mask_input, multimask)
@@ -212,7 +214,7 @@ class ImagePredictor:
         lb = torch.from_numpy(lab).to(dev) if lab is not None else None
         b = t.boxes_to_frame(torch.from_numpy(bx.astype(np.float64))).float().to(dev) if bx is not None else None
         select = None if multimask or self.selection == "native" else self.selection
-        dec = self._decode_torch(p, lb, b, mask_input, "all" if select else multimask)
+        dec = self.decode_torch(p, lb, b, mask_input, "all" if select else multimask)
         low, iou = dec.low_res, dec.iou
         # models that name their masks (Open-Vocabulary SAM): class indices into model.label_names
         names = getattr(dec, "label_ids", None), getattr(dec, "label_scores", None)
