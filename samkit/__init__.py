@@ -8,8 +8,7 @@ Heavy modules are imported on first use, so ``import samkit`` stays light and ne
 """
 from __future__ import annotations
 
-import importlib
-
+from ._lazy import lazy_getattr
 from .errors import (AccelerationError, CheckpointError, DownloadError, ImageError, InputError, MissingExtraError,
                      SamkitError, VideoError)
 from .specs import MODELS, ModelSpec, get_spec, list_models
@@ -33,10 +32,4 @@ __all__ = ["MODELS", "ModelSpec", "get_spec", "list_models", "SamkitError", "Inp
            "AccelerationError", *_LAZY]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(module), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'samkit' has no attribute {name!r}")
+__getattr__ = lazy_getattr("samkit", globals(), _LAZY)

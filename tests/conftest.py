@@ -14,6 +14,16 @@ from oracle_shims import shim_on_path as official_import_path  # noqa: E402,F401
 from parity import synth_checkpoint_file  # noqa: E402
 
 
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    """An empty weights cache (so the CLI's default model is classic) and no network: tests of the
+    command line use it (``pytestmark = pytest.mark.usefixtures("empty_cache")``)."""
+    home = tmp_path / "cache"
+    monkeypatch.setenv("SAMKIT_HOME", str(home))
+    monkeypatch.setenv("SAMKIT_OFFLINE", "1")
+    return home
+
+
 @pytest.fixture(scope="session")
 def synth_ckpt_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("synth_ckpts")

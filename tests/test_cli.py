@@ -18,13 +18,7 @@ from samkit.errors import InputError  # noqa: E402
 from samkit.specs import MODELS  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def empty_cache(tmp_path, monkeypatch):
-    """Every test sees an empty weights cache (so the default model is classic) and no network."""
-    home = tmp_path / "cache"
-    monkeypatch.setenv("SAMKIT_HOME", str(home))
-    monkeypatch.setenv("SAMKIT_OFFLINE", "1")
-    return home
+pytestmark = pytest.mark.usefixtures("empty_cache")
 
 
 @pytest.fixture(scope="module")

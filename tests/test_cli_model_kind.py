@@ -16,12 +16,7 @@ from samkit.specs import MODELS, list_models  # noqa: E402
 CLIPS = [n for n, s in MODELS.items() if s.kind == "clip"]
 
 
-@pytest.fixture(autouse=True)
-def empty_cache(tmp_path, monkeypatch):
-    home = tmp_path / "cache"
-    monkeypatch.setenv("SAMKIT_HOME", str(home))
-    monkeypatch.setenv("SAMKIT_OFFLINE", "1")
-    return home
+pytestmark = pytest.mark.usefixtures("empty_cache")
 
 
 def _run(capsys, *args):

@@ -26,6 +26,7 @@ import os
 from contextlib import contextmanager
 from typing import Any, Optional
 
+from .._lazy import lazy_getattr
 from .base import DenseClip, check_dense_clip
 from .vocabularies import BUILTIN, Vocabulary, check_texts, load_vocabulary, vocabulary
 
@@ -75,10 +76,4 @@ def load_clip(name: str = DEFAULT_CLIP, checkpoint: Optional[Any] = None, device
     return check_dense_clip(clip)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(module), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'samkit.vocab' has no attribute {name!r}")
+__getattr__ = lazy_getattr("samkit.vocab", globals(), _LAZY)
