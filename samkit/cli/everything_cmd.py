@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from .common import (Backend, Command, backend_option, check_out_dir, compile_option, emit_json, format_option, info,
-                     parse_formats, resolve_model, typer)
+                     is_export_path, parse_formats, resolve_model, typer)
 from ..errors import InputError, require
 
 
@@ -113,6 +113,10 @@ def everything(
     """Segment everything in IMAGE and write the masks (COCO RLE JSON, PNGs, overlay)."""
     formats = parse_everything_formats(fmt)
     check_out_dir(out)
+    if is_export_path(model):
+        raise InputError(f"--model {model} is an export folder; segment everything runs in torch (samkit.auto), which "
+                         "export folders do not hold. Fix: pass a model name (`samkit models ls`), or prompt the "
+                         "export folder with `samkit segment IMAGE --model FOLDER --point X,Y`.")
     model = resolve_model(model, checkpoint)
     from ..specs import get_spec
 

@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from ..errors import InputError
 from .common import (Backend, Format, backend_option, check_out_dir, compile_option, emit_json, format_option, info,
-                     parse_box, parse_formats, parse_point, resolve_model, typer)
+                     is_export_path, parse_box, parse_formats, parse_point, resolve_model, typer)
 
 EPILOG = (
     "[bold]Examples[/bold]\n\n"
@@ -111,13 +112,27 @@ def coco_document(masks, image_path: Path) -> dict:
             "annotations": annotations, "categories": [{"id": 1, "name": "object"}]}
 
 
+def _export_predictor(folder: Path, checkpoint, backend, compile_: bool, device: str):
+    """``OnnxImagePredictor`` of an export folder (no torch import); torch-only options refused."""
+    if checkpoint is not None or compile_ or backend is not Backend.torch or device != "cpu":
+        raise InputError(f"--model {folder} is an export folder: its weights are the ONNX graphs and onnxruntime runs "
+                         "them, so --checkpoint, --backend, --compile and --device do not apply. Fix: drop those "
+                         "options (or pass a model name to run it in torch).")
+    from ..runtime import OnnxImagePredictor
+
+    predictor = OnnxImagePredictor(folder)
+    info(f"model: {predictor.model_name} (ONNX export {folder}, onnxruntime, {predictor.precision})")
+    return predictor
+
+
 def segment(
     image: Path = typer.Argument(..., metavar="IMAGE", help="Image file (JPEG, PNG, WebP, TIFF, ...).",
                                  show_default=False),
     point: Optional[List[str]] = typer.Option(None, "--point", "-p", metavar="X,Y[,LABEL]",
                                               help="Prompt point; repeat for more. LABEL 1 = object (default), 0 = background."),
     box: Optional[str] = typer.Option(None, "--box", "-b", metavar="X0,Y0,X1,Y1", help="Prompt box in pixels."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (`samkit models ls`). "
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (`samkit models ls`), or a folder "
+                                        "written by `samkit export` (runs in onnxruntime, without torch). "
                                         "Default: first neural model with cached weights, else classic."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Weights file (default: the cache)."),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder (created). A rerun replaces the "
@@ -135,22 +150,25 @@ def segment(
     parsed = [parse_point(p) for p in point or []]
     bx = parse_box(box) if box else None
     if not parsed and bx is None:
-        from ..errors import InputError
-
         raise InputError("no prompt given. Fix: add --point X,Y (repeatable) and/or --box X0,Y0,X1,Y1.")
     if any(f is not Format.json for f in formats):
         check_out_dir(out)
-    model = resolve_model(model, checkpoint)
-
     from ..io.image import load_image
-    from ..predict.image import ImagePredictor
-    from ..registry import load_model
 
-    img = load_image(image)
-    t0 = time.perf_counter()
-    net = load_model(model, checkpoint=checkpoint, device=device, download=not offline,
-                     backend=backend.value, compile=compile_)
-    predictor = ImagePredictor(net)
+    if is_export_path(model):
+        predictor = _export_predictor(Path(model).expanduser(), checkpoint, backend, compile_, device)
+        img = load_image(image)
+        t0 = time.perf_counter()
+    else:
+        model = resolve_model(model, checkpoint)
+        from ..predict.image import ImagePredictor
+        from ..registry import load_model
+
+        img = load_image(image)
+        t0 = time.perf_counter()
+        net = load_model(model, checkpoint=checkpoint, device=device, download=not offline,
+                         backend=backend.value, compile=compile_)
+        predictor = ImagePredictor(net)
     predictor.set_image(img)
     pts = [[x, y] for x, y, _ in parsed] or None
     labels = [lab for _, _, lab in parsed] or None
