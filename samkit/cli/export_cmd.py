@@ -89,7 +89,7 @@ def export(
     images = _images(calibration)
     net = load_model(model, checkpoint=checkpoint, download=not offline)
     folder = export_onnx(net, out, quantize=quantize.value if quantize else None, opset=opset, calibration=images,
-                         single_mask=single_mask)
+                         single_mask=single_mask, name=spec.name)
     info(f"exported {model} to {folder}:")
     for f in sorted(p.name for p in Path(folder).iterdir() if p.is_file()):
         info(f"  {f}")

@@ -12,6 +12,8 @@ Whether either pays (speed, agreement with float32) is measured per family by
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Sequence
@@ -28,10 +30,22 @@ def check_quantize(quantize) -> None:
         raise InputError(f"unknown quantization {quantize!r}. Fix: use one of {', '.join(QUANTIZE)} (or none).")
 
 
+@contextlib.contextmanager
+def _quiet():
+    """onnxruntime.quantization logs advice (pre-processing, tensors it skips) on the root
+    logger; an export prints its own summary."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 def quantize_dynamic_file(src: Path, dst: Path) -> None:
     """Dynamic int8 quantisation of the graph ``src`` into ``dst``."""
     q = require("onnxruntime.quantization", "onnx", "int8 quantisation")
-    q.quantize_dynamic(str(src), str(dst), per_channel=False, reduce_range=False, weight_type=q.QuantType.QUInt8)
+    with _quiet():
+        q.quantize_dynamic(str(src), str(dst), per_channel=False, reduce_range=False, weight_type=q.QuantType.QUInt8)
 
 
 class _Feeds:
@@ -59,7 +73,7 @@ def quantize_static_file(src: Path, dst: Path, feeds: Iterable[Dict[str, np.ndar
     class Reader(_Feeds, q.CalibrationDataReader):
         pass
 
-    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".quant-") as tmp:
+    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".quant-") as tmp, _quiet():
         prepped = Path(tmp) / "prepped.onnx"
         try:
             q.quant_pre_process(str(src), str(prepped), skip_symbolic_shape=True)

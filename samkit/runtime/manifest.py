@@ -66,7 +66,7 @@ class ExportFolder:
         found = [g for g in self.graphs(role).values() if precision is None or g.get("precision") == precision]
         if not found:
             have = sorted({g.get("precision", "?") for g in self.graphs(role).values()})
-            what = f"a {precision} {role}" if precision else f"a {role}"
+            what = f"{precision} {role}" if precision else role
             extra = f" (it has: {', '.join(have)})" if have else ""
             raise InputError(f"the export folder {self.folder} has no {what} graph{extra}. Fix: choose one it has, "
                              "or export again with the option that writes it (e.g. --quantize int8).")
