@@ -99,6 +99,7 @@ def test_batches_of_prompts_and_mask_refinement(family, tiny_export):
     prev = first.low_res_logits[int(np.argmax(first.scores))][None]
     kw = dict(points=[[30, 40], [10, 70]], labels=[1, 0], mask_input=prev, multimask=False)
     _same(ours.predict(**kw), ref.predict(**kw))
+    _same(ours.predict(mask_input=prev), ref.predict(mask_input=prev))  # a mask alone: no sparse token at all
     batch = dict(points=pts[:, :2], labels=labels[:, :2], mask_input=np.repeat(prev[None], 3, 0))
     for a, b in zip(ours.predict_batch(**batch), ref.predict_batch(**batch)):
         _same(a, b)

@@ -146,3 +146,19 @@ def test_runtime_modules_do_not_import_torch():
                   "samkit.runtime.predictor", "samkit.cli.main"):
             importlib.import_module(m)
     ''')
+
+
+def test_readme_runtime_example_runs_without_torch(tiny_export, tmp_path):
+    """The README's torch-free example, on a tiny export and an 800 x 600 photo."""
+    from PIL import Image
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```python\nimport numpy as np\nfrom samkit.runtime import OnnxImagePredictor")
+    code = readme[start + len("```python\n"): readme.index("```", start + 10)]
+    assert len(code.strip().splitlines()) <= 12
+    _, folder = tiny_export("sam2")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (600, 800, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    code = (code.replace('"mobile_sam-onnx/"', repr(str(folder))).replace('"photo.jpg"', repr(str(tmp_path / "p.png")))
+            .replace('"out/"', repr(str(tmp_path / "out"))))
+    run_without_torch(code + "\nassert len(out) == 3 and len(again) == 1\n")
+    assert (tmp_path / "out" / "photo_000.png").is_file()

@@ -58,8 +58,9 @@ def export(
     fmt: Optional[List[str]] = format_option(ExportFormat, [ExportFormat.onnx]),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created). A new export there replaces the "
                              "previous one as a set.", show_default=False),
-    quantize: Optional[Quantize] = typer.Option(None, "--quantize", help="Also write an int8 image encoder: int8 "
-                                                "(dynamic) or int8-static (calibrated on --calibration images)."),
+    quantize: Optional[List[Quantize]] = typer.Option(None, "--quantize", help="Also write an int8 image encoder: "
+                                                      "int8 (dynamic) or int8-static (calibrated on --calibration "
+                                                      "images); repeat for both (the first is the default)."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset of the graphs."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Weights file (default: the cache)."),
     calibration: Optional[List[Path]] = typer.Option(None, "--calibration", help="Images (files or folders) that "
@@ -88,7 +89,7 @@ def export(
     check_opset(opset)  # before the weights are read
     images = _images(calibration)
     net = load_model(model, checkpoint=checkpoint, download=not offline)
-    folder = export_onnx(net, out, quantize=quantize.value if quantize else None, opset=opset, calibration=images,
+    folder = export_onnx(net, out, quantize=[q.value for q in quantize or []], opset=opset, calibration=images,
                          single_mask=single_mask, name=spec.name)
     info(f"exported {model} to {folder}:")
     for f in sorted(p.name for p in Path(folder).iterdir() if p.is_file()):

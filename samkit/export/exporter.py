@@ -177,14 +177,15 @@ def _quantize(kind: str, outs: OutputSet, fp32: dict, stem: str, spec: dict, cal
     return dict(fp32, file=file, precision=kind, quantized_from=fp32["file"])
 
 
-def export_onnx(model: nn.Module, out_dir: Union[str, Path], *, quantize: Optional[str] = None, opset: int = OPSET,
+def export_onnx(model: nn.Module, out_dir: Union[str, Path], *, quantize: Union[None, str, Sequence[str]] = None,
+                opset: int = OPSET,
                 calibration: Optional[Sequence] = None, name: Optional[str] = None, single_mask: bool = False) -> Path:
     """Export the image pipeline of ``model`` into ``out_dir`` (see :mod:`samkit.export` for the
     folder layout and manifest) and return the folder.
 
     ``quantize``: None, ``"int8"`` (dynamic) or ``"int8-static"`` (calibrated on ``calibration``
-    images, default a few variants of the bundled photo); the float32 encoder is kept beside the
-    int8 one. ``opset``: the ONNX opset (default 17). ``name``: the file stem (default the
+    images, default a few variants of the bundled photo), or a sequence of both; the float32
+    encoder is kept beside the int8 ones, and the first one named is the folder's default. ``opset``: the ONNX opset (default 17). ``name``: the file stem (default the
     model's registered name). ``single_mask``: the segment-anything decoder returns one mask
     (``SamOnnxModel(return_single_mask=True)``, as CVAT's and segment-anything's browser demos
     use it) instead of all four; SAM, MobileSAM, EdgeSAM and EfficientSAM only. Every graph is checked against torch once exported. The files are
@@ -195,7 +196,9 @@ def export_onnx(model: nn.Module, out_dir: Union[str, Path], *, quantize: Option
         raise InputError("single_mask applies to the segment-anything decoder (SAM, MobileSAM, EdgeSAM, EfficientSAM); "
                          "the SAM 2 family follows samexporter's decoder, which returns every mask. Fix: drop "
                          "single_mask (--single-mask).")
-    check_quantize(quantize)
+    kinds = [quantize] if isinstance(quantize, str) else list(quantize or ())
+    for kind in kinds:
+        check_quantize(kind)
     opset = onnx_io.check_opset(opset)
     out = check_out_dir(Path(out_dir), option="out_dir")
     onnx = require("onnx", "onnx", "ONNX export")
@@ -221,12 +224,11 @@ def export_onnx(model: nn.Module, out_dir: Union[str, Path], *, quantize: Option
             dec = decoder_plan(model, layout, tuple(_ref(enc.module, enc.inputs)), single_mask=single_mask)
             graphs["prompt_decoder"] = _export_graph(dec, outs, f"{stem}.decoder.onnx", opset, meta,
                                                      _decoder_checks(dec, layout))
-            if quantize:
-                graphs[f"image_encoder_{quantize.replace('-', '_')}"] = _quantize(
-                    quantize, outs, graphs["image_encoder"], stem, image, calibration)
-            image["default_precision"] = quantize or "fp32"
-            encoder_file = graphs[f"image_encoder_{quantize.replace('-', '_')}"]["file"] if quantize else \
-                graphs["image_encoder"]["file"]
+            for kind in kinds:
+                graphs[f"image_encoder_{kind.replace('-', '_')}"] = _quantize(kind, outs, graphs["image_encoder"],
+                                                                             stem, image, calibration)
+            image["default_precision"] = kinds[0] if kinds else "fp32"
+            encoder_file = graphs[f"image_encoder_{kinds[0].replace('-', '_')}" if kinds else "image_encoder"]["file"]
             anylabeling = None
             if layout == "sam" or (layout == "sam2" and model.use_high_res_features):
                 anylabeling = ANYLABELING_CONFIG

@@ -198,7 +198,8 @@ class Sam2DecoderGraph(nn.Module):
     ``high_res_feats_1`` 1 x C/4 x 2h x 2w (not for models without high-res features:
     EfficientTAM), ``point_coords`` N x P x 2 float32 (x, y) in the S x S model frame, box corners
     first (labels 2, 3) then the clicks, ``point_labels`` N x P float32, ``mask_input``
-    M x 1 x 4h x 4w, ``has_mask_input`` (M,). A padding point is appended inside. Outputs:
+    M x 1 x 4h x 4w, ``has_mask_input`` (M,). A padding point is appended inside (none when
+    there are no points: a mask-only prompt, as in SAM 2's predictor). Outputs:
     ``masks`` N x 4 x 4h x 4w low-res logits, ``iou_predictions`` N x 4."""
 
     def __init__(self, model: nn.Module) -> None:
@@ -215,6 +216,9 @@ class Sam2DecoderGraph(nn.Module):
             high_res = None
         pe = self.model.prompt_encoder
         sparse = pe._embed_points(point_coords, point_labels, pad=True)
+        # SAM 2 pads only a non-empty prompt list (a mask alone has no sparse token): keep P + min(P, 1)
+        p = torch._shape_as_tensor(point_labels)[1]
+        sparse = torch.index_select(sparse, 1, torch.arange(p + torch.clamp(p, max=1)))
         dense = _dense(self.model, mask_input, has_mask_input)
         low, iou, _, _ = self.model.mask_decoder._predict(image_embed, pe.get_dense_pe(), sparse, dense, None,
                                                           high_res)
