@@ -13,8 +13,9 @@ structure (a tensor, or the SAM 2-family dict of lists). ``accelerate(model)`` w
 restores the plain encoder.
 
 * ``backend="onnxruntime"``: the encoder is exported once per (model name, weights, input size,
-  torch version) with the TorchScript-based ``torch.onnx.export`` (opset 17), checked against
-  torch on a random input, and cached under ``<cache_dir>/onnx``; later calls load the file.
+  torch version) with the TorchScript-based ``torch.onnx.export`` (opset 17) through samkit's one
+  exporter (:mod:`samkit.export.onnx_io`, shared with the export folders of ``samkit export``),
+  checked against torch on a random input, and cached under ``<cache_dir>/onnx``; later calls load the file.
   It runs on the CPU (``CPUExecutionProvider``, ``torch.get_num_threads()`` threads, all graph
   optimisations); outputs are moved back to the input's device. A batch of B images runs as B
   calls; a new input size is exported on first use. The session holds its own copy of the
@@ -335,8 +336,9 @@ def _export(runner: _OrtRunner, shape: Tuple[int, ...], path: Path):
             proto = onnx_io.trace_to_onnx(
                 flat, (x,), Path(tmp), input_names=["image"], opset=OPSET, what=what,
                 fix="use backend='torch' (optionally with compile=True), or report the unsupported operator.")
-            onnx_io.set_metadata(proto, {"samkit.treespec": pytree.treespec_dumps(flat.spec), "samkit.model": runner.name,
-                                         "samkit.input_shape": json.dumps(list(shape)), "samkit.torch": torch.__version__})
+            onnx_io.set_metadata(proto, {"samkit.treespec": pytree.treespec_dumps(flat.spec),
+                                         "samkit.model": runner.name, "samkit.input_shape": json.dumps(list(shape)),
+                                         "samkit.torch": torch.__version__})
             session = _verify(runner, proto, x, ref)
             onnx_io.save_model(proto, path, external_above=EXTERNAL_DATA_ABOVE, staging=Path(tmp))
     finally:

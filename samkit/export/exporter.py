@@ -185,12 +185,15 @@ def export_onnx(model: nn.Module, out_dir: Union[str, Path], *, quantize: Union[
 
     ``quantize``: None, ``"int8"`` (dynamic) or ``"int8-static"`` (calibrated on ``calibration``
     images, default a few variants of the bundled photo), or a sequence of both; the float32
-    encoder is kept beside the int8 ones, and the first one named is the folder's default. ``opset``: the ONNX opset (default 17). ``name``: the file stem (default the
-    model's registered name). ``single_mask``: the segment-anything decoder returns one mask
+    encoder is kept beside the int8 ones, and the first one named is the folder's default.
+    ``opset``: the ONNX opset (default 17). ``name``: the file stem (default the model's
+    registered name). ``single_mask``: the segment-anything decoder returns one mask
     (``SamOnnxModel(return_single_mask=True)``, as CVAT's and segment-anything's browser demos
-    use it) instead of all four; SAM, MobileSAM, EdgeSAM and EfficientSAM only. Every graph is checked against torch once exported. The files are
-    published as one set (``samkit.io.outputs.OutputSet``, key ``export``): a failed export
-    leaves the folder as it was; a new export into the same folder replaces the previous one."""
+    use it) instead of all four; SAM, MobileSAM, EdgeSAM and EfficientSAM only.
+
+    Every graph is checked against torch once exported. The files are published as one set
+    (``samkit.io.outputs.OutputSet``, key ``export``): a failed export leaves the folder as it
+    was; a new export into the same folder replaces the previous one."""
     layout = layout_of(model)
     if single_mask and layout == "sam2":
         raise InputError("single_mask applies to the segment-anything decoder (SAM, MobileSAM, EdgeSAM, EfficientSAM); "

@@ -84,8 +84,9 @@ def _load(folder: Path) -> dict:
         raise CheckpointError(f"{path} cannot be read as JSON ({exc}). Fix: copy the export folder again or "
                               "re-export it with `samkit export MODEL --format onnx --out DIR`.") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a samkit export manifest (format {doc.get('format') if isinstance(doc, dict) else None!r}, "
-                              f"expected {FORMAT!r}). Fix: pass a folder written by `samkit export`.")
+        got = doc.get("format") if isinstance(doc, dict) else None
+        raise CheckpointError(f"{path} is not a samkit export manifest (format {got!r}, expected {FORMAT!r}). "
+                              "Fix: pass a folder written by `samkit export`.")
     version = doc.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
         raise CheckpointError(f"{path} has format_version {version!r}; this samkit reads versions up to "
