@@ -83,8 +83,9 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def bench_model(model, name: str, samples: Sequence[tuple], calibration: Sequence[np.ndarray], runs: int,
-                workdir: Path, torch_runs: Optional[int] = None) -> Dict[str, object]:
-    """One row: encoder and decoder seconds per backend, mask agreement, file sizes."""
+                workdir: Path, torch_runs: Optional[int] = None, static: bool = True) -> Dict[str, object]:
+    """One row: encoder and decoder seconds per backend, mask agreement, file sizes. ``static``:
+    also the int8-static encoder (its calibration needs 7 to 16+ GB on 1024 x 1024 inputs)."""
     import torch
 
     from samkit import ImagePredictor
@@ -92,12 +93,13 @@ def bench_model(model, name: str, samples: Sequence[tuple], calibration: Sequenc
     from samkit.runtime import OnnxImagePredictor
 
     t0 = time.perf_counter()
-    folder = export_onnx(model, workdir / name, quantize=["int8", "int8-static"], calibration=list(calibration),
+    precisions = PRECISIONS if static else PRECISIONS[:2]
+    folder = export_onnx(model, workdir / name, quantize=list(precisions[1:]), calibration=list(calibration),
                          name=name)
     row: Dict[str, object] = {"model": name, "export_s": time.perf_counter() - t0}
     preds = {"torch": ImagePredictor(model)}
-    preds.update({p: OnnxImagePredictor(folder, precision=p) for p in PRECISIONS})
-    for p in PRECISIONS:
+    preds.update({p: OnnxImagePredictor(folder, precision=p) for p in precisions})
+    for p in precisions:
         g = preds[p].export.graph("image_encoder", p)
         row[f"size_{p}_mb"] = (folder / g["file"]).stat().st_size / 2 ** 20
     img0 = samples[0][1]
@@ -108,8 +110,8 @@ def bench_model(model, name: str, samples: Sequence[tuple], calibration: Sequenc
         prompt = prompts_from_gt(samples[0][2])[1]
         with torch.inference_mode():
             row[f"dec_{key}"] = median_time(lambda: pred.predict(**prompt), max(runs, 5))
-    agree: Dict[str, List[float]] = {"fp32_vs_torch": [], "int8_vs_fp32": [], "int8-static_vs_fp32": []}
-    gt_iou: Dict[str, List[float]] = {k: [] for k in ("torch",) + PRECISIONS}
+    agree: Dict[str, List[float]] = {"fp32_vs_torch": [], **{f"{p}_vs_fp32": [] for p in precisions[1:]}}
+    gt_iou: Dict[str, List[float]] = {k: [] for k in ("torch",) + precisions}
     for _, img, gt in samples:
         masks = {}
         for key, pred in preds.items():
@@ -118,7 +120,7 @@ def bench_model(model, name: str, samples: Sequence[tuple], calibration: Sequenc
                 masks[key] = [pred.predict(**p).masks[0] for p in prompts_from_gt(gt)]
             gt_iou[key] += [iou(m, gt) for m in masks[key]]
         agree["fp32_vs_torch"] += [iou(a, b) for a, b in zip(masks["fp32"], masks["torch"])]
-        for p in ("int8", "int8-static"):
+        for p in precisions[1:]:
             agree[f"{p}_vs_fp32"] += [iou(a, b) for a, b in zip(masks[p], masks["fp32"])]
     row.update({f"agree_{k}": float(np.mean(v)) for k, v in agree.items()})
     row.update({f"gt_{k}": float(np.mean(v)) for k, v in gt_iou.items()})
@@ -126,20 +128,25 @@ def bench_model(model, name: str, samples: Sequence[tuple], calibration: Sequenc
     return row
 
 
+def _fmt(r: dict, key: str, spec: str, scale: float = 1.0) -> str:
+    return format(r[key] * scale, spec) if key in r else "-"
+
+
 def table(rows: List[dict]) -> str:
     head = ("| model | encoder s: torch / ort fp32 / int8 / int8-static | decoder ms per prompt: torch / ort fp32 / "
             "int8 / int8-static | mask IoU fp32 vs torch | int8 vs fp32 | int8-static vs fp32 | encoder MB fp32 / "
             "int8 / int8-static | export s |")
-    lines = [head, "|" + "---|" * 7]
+    lines = [head, "|" + "---|" * 8]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['model']} | failed: {r['error']} |||||||")
             continue
-        enc = " / ".join(f"{r[f'enc_{k}']:.2f}" for k in ("torch",) + PRECISIONS)
-        dec = " / ".join(f"{1000 * r[f'dec_{k}']:.1f}" for k in ("torch",) + PRECISIONS)
-        size = " / ".join(f"{r[f'size_{k}_mb']:.0f}" for k in PRECISIONS)
-        lines.append(f"| {r['model']} | {enc} | {dec} | {r['agree_fp32_vs_torch']:.4f} | {r['agree_int8_vs_fp32']:.3f} "
-                     f"| {r['agree_int8-static_vs_fp32']:.3f} | {size} | {r['export_s']:.0f} |")
+        enc = " / ".join(_fmt(r, f"enc_{k}", ".2f") for k in ("torch",) + PRECISIONS)
+        dec = " / ".join(_fmt(r, f"dec_{k}", ".1f", 1000) for k in ("torch",) + PRECISIONS)
+        size = " / ".join(_fmt(r, f"size_{k}_mb", ".0f") for k in PRECISIONS)
+        lines.append(f"| {r['model']} | {enc} | {dec} | {r['agree_fp32_vs_torch']:.4f} | "
+                     f"{_fmt(r, 'agree_int8_vs_fp32', '.3f')} | {_fmt(r, 'agree_int8-static_vs_fp32', '.3f')} | "
+                     f"{size} | {r['export_s']:.0f} |")
     return "\n".join(lines)
 
 
@@ -152,7 +159,7 @@ def write_section(results: Path, body: str) -> None:
     results.write_text(text)
 
 
-def run(models: Sequence[str], davis: Path, frames: int = 2, runs: int = 3) -> str:
+def run(models: Sequence[str], davis: Path, frames: int = 2, runs: int = 3, static: bool = True) -> str:
     """The section body: a description and the table, for ``models`` on the parity weights."""
     import torch
 
@@ -167,13 +174,13 @@ def run(models: Sequence[str], davis: Path, frames: int = 2, runs: int = 3) -> s
             print(f"== {name}", flush=True)
             try:
                 model = load_model(name, checkpoint=synth_checkpoint_file(name, Path(tmp)))
-                rows.append(bench_model(model, name, samples, calibration, runs, Path(tmp)))
+                rows.append(bench_model(model, name, samples, calibration, runs, Path(tmp), static=static))
             except Exception as exc:  # noqa: BLE001 - one failing model must not hide the others
                 rows.append({"model": name, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"})
             print(rows[-1], flush=True)
     return (f"{len(samples)} DAVIS frames ({', '.join(s[0] for s in samples)}), 2 prompts each (ground-truth box, "
-            f"one click at the innermost object pixel), single-mask output; int8-static calibrated on "
-            f"{len(calibration)} other DAVIS frames. torch {torch.__version__}, {torch.get_num_threads()} threads; "
+            f"one click at the innermost object pixel), single-mask output; int8-static "
+            f"{f'calibrated on {len(calibration)} other DAVIS frames' if static else 'not run (--no-static)'}. torch {torch.__version__}, {torch.get_num_threads()} threads; "
             f"encoder time on a 854 x 480 frame, median of {runs} runs. Weights: the synthesized parity "
             "weights, so the IoU columns check the plumbing (the same pipeline runs in every precision), not "
             "quality.\n\n" + table(rows))
@@ -190,10 +197,11 @@ def main(argv=None) -> str:
     ap.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     ap.add_argument("--no-write", action="store_true", help="print the table only")
+    ap.add_argument("--no-static", action="store_true", help="skip int8-static (its calibration needs 7-16+ GB)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    body = run(args.models, args.davis, args.frames, args.runs)
+    body = run(args.models, args.davis, args.frames, args.runs, static=not args.no_static)
     print(body)
     if not args.no_write:
         write_section(args.results, body)
