@@ -22,7 +22,7 @@ def test_bench_row_table_and_results_section(tmp_path):
     gt[10:40, 20:70] = True
     row = bench_onnx.bench_model(tiny_family("sam2"), "tiny", [("synthetic/0", img, gt)], [img], runs=1,
                                  workdir=tmp_path)
-    for key in ("enc_torch", "enc_fp32", "enc_int8", "enc_int8-static", "dec_torch", "dec_int8", "size_int8_mb"):
+    for key in ("enc_torch", "enc_fp32", "enc_int8", "enc_int8-static", "dec_torch", "dec_fp32", "size_int8_mb"):
         assert row[key] > 0
     assert row["agree_fp32_vs_torch"] > 0.99 and row["n_prompts"] == 2
     assert 0 <= row["agree_int8_vs_fp32"] <= 1 and 0 <= row["agree_int8-static_vs_fp32"] <= 1

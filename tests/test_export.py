@@ -170,14 +170,15 @@ def test_numpy_preprocessing_equals_torch(rule, hw):
     assert (x - ref).abs().max().item() <= 1e-5
 
 
-@pytest.mark.parametrize("size", [(300, 170), (64, 64), (1000, 9)])
-def test_numpy_upsampling_equals_torch(size):
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("size", [(300, 170), (64, 64), (1000, 9), (20, 500)])
+def test_numpy_upsampling_equals_torch(size, mode):
     from samkit.runtime import imageops
 
-    low = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    ref = torch.nn.functional.interpolate(low, size, mode="bilinear", align_corners=False)
-    out = imageops.resize_bilinear(low.numpy(), size)
-    assert np.abs(out - ref.numpy()).max() <= 1e-5
+    low = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 5
+    ref = torch.nn.functional.interpolate(low, size, mode=mode, align_corners=False)
+    out = (imageops.resize_bilinear if mode == "bilinear" else imageops.resize_bicubic)(low.numpy(), size)
+    assert np.abs(out - ref.numpy()).max() <= 1e-4
 
 
 def test_numpy_stability_and_dynamic_multimask_equal_torch():

@@ -7,6 +7,8 @@ Each function reproduces one torch step of samkit (tested against it in tests/te
 * :func:`resize_bilinear` = ``F.interpolate(x, size, mode="bilinear", align_corners=False,
   antialias=...)`` (SAM 2 family with antialias, EfficientSAM without; upsampling the SAM 2
   low-resolution masks);
+* :func:`resize_bicubic` = ``F.interpolate(x, size, mode="bicubic", align_corners=False)``
+  (EfficientSAM's masks);
 * :func:`stability_score` = ``samkit.ops.stability_score`` (0.0 where the low mask is empty);
 * :func:`dynamic_multimask_index` = the SAM 2 decoder's single-mask fallback.
 """
@@ -68,6 +70,32 @@ def resize_bilinear(x: np.ndarray, size: Sequence[int], antialias: bool = False)
     t = x[..., c0] * cl0 + x[..., c1] * cl1  # columns first, then rows: torch's order of operations
     r0, r1, rl0, rl1 = _taps(h, oh)
     return (t[..., r0, :] * rl0[:, None] + t[..., r1, :] * rl1[:, None]).astype(np.float32)
+
+
+def _cubic_taps(in_size: int, out_size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Four-tap bicubic indices ``out x 4`` (clamped to the input) and weights ``out x 4``
+    (A = -0.75, align_corners=False: torch's ``upsample_bicubic2d``)."""
+    a = np.float32(-0.75)
+    scale = np.float32(in_size) / np.float32(out_size)
+    src = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    base = np.floor(src)
+    t = (src - base).astype(np.float32)
+    x1, x2 = t + 1, 1 - t
+    w = np.stack([((a * x1 - 5 * a) * x1 + 8 * a) * x1 - 4 * a, ((a + 2) * t - (a + 3)) * t * t + 1,
+                  ((a + 2) * x2 - (a + 3)) * x2 * x2 + 1, ((a * (x2 + 1) - 5 * a) * (x2 + 1) + 8 * a) * (x2 + 1) - 4 * a],
+                 axis=1).astype(np.float32)
+    idx = np.clip(base.astype(np.int64)[:, None] + np.arange(-1, 3)[None, :], 0, in_size - 1)
+    return idx, w
+
+
+def resize_bicubic(x: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """``... x H x W`` float32 -> ``... x size[0] x size[1]``, as ``F.interpolate(...,
+    mode="bicubic", align_corners=False)`` (EfficientSAM's mask upsampling)."""
+    x = np.asarray(x, dtype=np.float32)
+    ci, cw = _cubic_taps(x.shape[-1], int(size[1]))
+    t = sum(x[..., ci[:, k]] * cw[:, k] for k in range(4))  # columns first, then rows
+    ri, rw = _cubic_taps(x.shape[-2], int(size[0]))
+    return sum(t[..., ri[:, k], :] * rw[:, k, None] for k in range(4)).astype(np.float32)
 
 
 def normalise_chw(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

@@ -172,8 +172,11 @@ class OnnxImagePredictor:
         coords, labels = self._prompt_arrays(pts, lab, bx, n)
         feeds = dict(state.features)
         if self.layout != "sam2":
+            # EfficientSAM: the graph's bicubic upsampling of all 4 masks is slow in onnxruntime; it is
+            # asked for the low-res size (a no-op) and the chosen masks are upsampled in numpy
+            size = self.mask_input_size if self.layout == "efficient_sam" else state.image.shape[:2]
             feeds = {"image_embeddings": state.features["image_embeddings"],
-                     "orig_im_size": np.array(state.image.shape[:2], dtype=np.float32)}
+                     "orig_im_size": np.array(size, dtype=np.float32)}
         has = np.ones(1, np.float32) if mask_input is not None else np.zeros(1, np.float32)
         if mask_input is None:
             mask_input = np.zeros((1, 1, *self.mask_input_size), np.float32)
@@ -209,10 +212,14 @@ class OnnxImagePredictor:
             idx = np.argmax(key, axis=1)[:, None]
         low, iou = low_all[rows, idx], iou_all[rows, idx]
         stab = imageops.stability_score(low, self.mask_threshold, self.stability_offset)
-        full = outs["masks"][rows, idx] if "low_res_masks" in outs else self._upscale(low)
+        full = outs["masks"][rows, idx] if self.layout == "sam" else self._upscale(low)
         return [Masks(masks=full[i] > self.mask_threshold, scores=iou[i].astype(np.float32),
                       low_res_logits=low[i].astype(np.float32), stability=stab[i]) for i in range(low.shape[0])]
 
     def _upscale(self, low: np.ndarray) -> np.ndarray:
-        """SAM 2 family: low-res logits ``N x K x h x w`` -> ``N x K x H x W`` (bilinear, straight)."""
-        return imageops.resize_bilinear(low, self._require().image.shape[:2])
+        """Low-res logits ``N x K x h x w`` -> ``N x K x H x W`` straight to the image size: bilinear
+        (SAM 2 family) or bicubic (EfficientSAM), as the torch models do."""
+        size = self._require().image.shape[:2]
+        if self.layout == "efficient_sam":
+            return imageops.resize_bicubic(low, size)
+        return imageops.resize_bilinear(low, size)
