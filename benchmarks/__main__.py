@@ -89,7 +89,7 @@ def section_onnx(quick: bool) -> str:
     import bench_onnx
 
     models = ["mobile_sam", "edgetam"] if quick else bench_onnx.DEFAULT_MODELS
-    # int8-static is left out here: its calibration needs 7 to 16+ GB on 1024 x 1024 encoders
+    # int8-static is left out here: its calibration needs 4 to 16+ GB on 1024 x 1024 encoders
     return bench_onnx.run(models, HERE.parent.parent / "shared" / "data" / "davis", frames=1 if quick else 2,
                           runs=2 if quick else 3, static=False)
 

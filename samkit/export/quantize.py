@@ -6,8 +6,9 @@
 * ``"int8-static"``: static quantisation (``quantize_static``, QDQ format, per-channel int8
   weights, uint8 activations, MinMax calibration) on a few calibration images, preprocessed
   exactly as the runtime does. Calibration runs the float32 graph with every intermediate tensor
-  as an output (two images at a time): measured peaks on 1024 x 1024 inputs are 7 GB
-  (EfficientTAM-Ti), 11 GB (EdgeTAM) and more than 16 GB (MobileSAM).
+  as an output (two images at a time): measured peaks on 1024 x 1024 inputs are 4 GB (EdgeTAM),
+  8 GB (EfficientTAM-Ti), 11 GB (MobileSAM) and more than 16 GB (SAM 2.1-T, whose Hiera has
+  global attention at that size; the SAM ViTs are larger still).
   Only the image encoder is quantised; decoders stay float32.
 
 Whether either pays (speed, agreement with float32) is measured per family by
