@@ -1,4 +1,4 @@
-"""One command for every benchmark: ``python -m benchmarks [--quick] [--sections image everything video]``.
+"""One command for every benchmark: ``python -m benchmarks [--quick] [--sections image everything video onnx]``.
 
 Runs samkit and the official implementations in the same process on the same synthesized
 weights and inputs, prints the tables and writes ``benchmarks/RESULTS.md`` with a
@@ -83,8 +83,19 @@ def section_encoders(quick: bool) -> str:
     return "```\n" + out.getvalue().strip() + "\n```"
 
 
+def section_onnx(quick: bool) -> str:
+    """Export folders: torch vs onnxruntime fp32 / int8 / int8-static, encoder and decoder, with
+    mask agreement on DAVIS frames (``bench_onnx.py``)."""
+    import bench_onnx
+
+    models = ["mobile_sam", "edgetam"] if quick else bench_onnx.DEFAULT_MODELS
+    # int8-static is left out here: its calibration needs 4 to 16+ GB on 1024 x 1024 encoders
+    return bench_onnx.run(models, HERE.parent.parent / "shared" / "data" / "davis", frames=1 if quick else 2,
+                          runs=2 if quick else 3, static=False)
+
+
 SECTIONS = {"image": section_image, "encoders": section_encoders, "everything": section_everything,
-            "video": section_video}
+            "video": section_video, "onnx": section_onnx}
 
 
 def main(argv=None) -> None:

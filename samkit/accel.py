@@ -13,8 +13,9 @@ structure (a tensor, or the SAM 2-family dict of lists). ``accelerate(model)`` w
 restores the plain encoder.
 
 * ``backend="onnxruntime"``: the encoder is exported once per (model name, weights, input size,
-  torch version) with the TorchScript-based ``torch.onnx.export`` (opset 17), checked against
-  torch on a random input, and cached under ``<cache_dir>/onnx``; later calls load the file.
+  torch version) with the TorchScript-based ``torch.onnx.export`` (opset 17) through samkit's one
+  exporter (:mod:`samkit.export.onnx_io`, shared with the export folders of ``samkit export``),
+  checked against torch on a random input, and cached under ``<cache_dir>/onnx``; later calls load the file.
   It runs on the CPU (``CPUExecutionProvider``, ``torch.get_num_threads()`` threads, all graph
   optimisations); outputs are moved back to the input's device. A batch of B images runs as B
   calls; a new input size is exported on first use. The session holds its own copy of the
@@ -295,11 +296,9 @@ class _OrtRunner:
     def _session(self, model: Union[Path, bytes]):
         """An onnxruntime session (CPU, torch's thread count, all graph optimisations) of a file or
         of serialised bytes."""
-        opts = self.ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, torch.get_num_threads())
-        opts.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        source = model if isinstance(model, bytes) else str(model)
-        return self.ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
+        from .export.onnx_io import ort_session
+
+        return ort_session(model, threads=torch.get_num_threads())
 
     def __call__(self, x: torch.Tensor):
         if x.dim() != 4:
@@ -317,11 +316,11 @@ class _OrtRunner:
 
 
 def _export(runner: _OrtRunner, shape: Tuple[int, ...], path: Path):
-    """Export ``runner.encoder`` at ``shape`` to ``path`` (atomically), checked against torch.
-    Returns the session used for the check (same graph as the file), or None."""
-    from .io.atomic import atomic_write_bytes
+    """Export ``runner.encoder`` at ``shape`` to ``path`` (atomically), checked against torch with
+    the shared exporter of :mod:`samkit.export.onnx_io`. Returns the session used for the check
+    (same graph as the file), or None."""
+    from .export import onnx_io
 
-    onnx = runner.onnx
     encoder = runner.encoder
     was_training = encoder.training
     encoder.eval()
@@ -329,37 +328,19 @@ def _export(runner: _OrtRunner, shape: Tuple[int, ...], path: Path):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=gen).to(next(encoder.parameters()).device)
     runner.dir.mkdir(parents=True, exist_ok=True)
+    what = f"the image encoder of {runner.name}"
     try:
         with tempfile.TemporaryDirectory(dir=runner.dir, prefix=".export-") as tmp:
-            raw = Path(tmp) / "encoder.onnx"
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with torch.no_grad():
                 ref = [t.detach().cpu().clone() for t in pytree.tree_leaves(flat(x))]
-                try:
-                    torch.onnx.export(flat, (x,), str(raw), dynamo=False, opset_version=OPSET,
-                                      input_names=["image"], do_constant_folding=True)
-                except Exception as exc:
-                    raise AccelerationError(
-                        f"ONNX export of the image encoder of {runner.name} failed "
-                        f"({type(exc).__name__}: {' '.join(str(exc).split())[:500]}). Fix: use backend='torch' "
-                        "(optionally with compile=True), or report the unsupported operator.") from exc
-            proto = onnx.load(str(raw), load_external_data=False)
-            onnx.load_external_data_for_model(proto, tmp)
-            meta = {"samkit.treespec": pytree.treespec_dumps(flat.spec), "samkit.model": runner.name,
-                    "samkit.input_shape": json.dumps(list(shape)), "samkit.torch": torch.__version__}
-            del proto.metadata_props[:]
-            for k, v in meta.items():
-                proto.metadata_props.add(key=k, value=v)
+            proto = onnx_io.trace_to_onnx(
+                flat, (x,), Path(tmp), input_names=["image"], opset=OPSET, what=what,
+                fix="use backend='torch' (optionally with compile=True), or report the unsupported operator.")
+            onnx_io.set_metadata(proto, {"samkit.treespec": pytree.treespec_dumps(flat.spec),
+                                         "samkit.model": runner.name, "samkit.input_shape": json.dumps(list(shape)),
+                                         "samkit.torch": torch.__version__})
             session = _verify(runner, proto, x, ref)
-            if proto.ByteSize() > EXTERNAL_DATA_ABOVE:
-                data_name = path.name + ".data"
-                staged = Path(tmp) / "staged.onnx"
-                onnx.save_model(proto, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
-                                location=data_name, size_threshold=1024)
-                os.replace(Path(tmp) / data_name, path.parent / data_name)  # data first, model last
-                atomic_write_bytes(path, staged.read_bytes())
-            else:
-                atomic_write_bytes(path, proto.SerializeToString())
+            onnx_io.save_model(proto, path, external_above=EXTERNAL_DATA_ABOVE, staging=Path(tmp))
     finally:
         encoder.train(was_training)
     return session
@@ -368,23 +349,8 @@ def _export(runner: _OrtRunner, shape: Tuple[int, ...], path: Path):
 def _verify(runner: _OrtRunner, proto, x: torch.Tensor, ref):
     """Run the exported graph once and compare with torch: catches a silently wrong export.
     Returns the session (None when the graph is too large to check in memory)."""
-    if proto.ByteSize() > EXTERNAL_DATA_ABOVE:
-        return None  # cannot be serialised in one piece; checked by the tests on smaller models
-    session = runner._session(proto.SerializeToString())
-    outs = session.run(None, {session.get_inputs()[0].name: x.detach().cpu().numpy()})
-    if len(outs) != len(ref):
-        raise AccelerationError(f"the ONNX export of {runner.name} returns {len(outs)} tensors, torch "
-                                f"{len(ref)}. Fix: use backend='torch' and report this model.")
-    for i, (o, r) in enumerate(zip(outs, ref)):
-        o = torch.from_numpy(o)
-        if o.shape != r.shape:
-            raise AccelerationError(f"output {i} of the ONNX export of {runner.name} has shape {tuple(o.shape)}, "
-                                    f"torch {tuple(r.shape)}. Fix: use backend='torch' and report this model.")
-        if not r.numel():
-            continue
-        err = ((o.double() - r.double()).norm() / r.double().norm().clamp_min(1e-12)).item()
-        if not err <= VERIFY_RTOL:
-            raise AccelerationError(
-                f"output {i} of the ONNX export of {runner.name} differs from torch (relative L2 error "
-                f"{err:.3g}, limit {VERIFY_RTOL:g}). Fix: use backend='torch' and report this model.")
-    return session
+    from .export import onnx_io
+
+    return onnx_io.check_graph(proto, {"image": x.detach().cpu().numpy()}, ref, runner.name,
+                               "use backend='torch' and report this model.", threads=torch.get_num_threads(),
+                               rtol=VERIFY_RTOL, external_above=EXTERNAL_DATA_ABOVE)

@@ -68,3 +68,23 @@ def sam2_family(request, synth_checkpoint):
     if report:
         print(f"\n{name} max-abs differences:", {k: f"{v:.2e}" if isinstance(v, float) else v
                                                  for k, v in report.items()})
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """``tiny_export(family, **options) -> (model, folder)``: a reduced model of the family
+    (``tests/_tiny_families.py``) exported once per session with ``samkit.export.export_onnx``."""
+    cache: dict = {}
+
+    def get(family: str, **options):
+        key = (family, tuple(sorted(options.items())))
+        if key not in cache:
+            from _tiny_families import tiny_family
+            from samkit.export import export_onnx
+
+            model = tiny_family(family)
+            folder = tmp_path_factory.mktemp(f"export_{family}")
+            cache[key] = (model, export_onnx(model, folder, name=family, **options))
+        return cache[key]
+
+    return get

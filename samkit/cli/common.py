@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import enum
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import (CheckpointError, DownloadError, InputError, MissingExtraError, SamkitError, require)
+from ..io.outputs import check_out_dir  # noqa: F401 (the one --out check; re-exported for the commands)
 
 typer = require("typer", "cli", "The samkit command line")
 
@@ -148,27 +148,23 @@ def parse_formats(values: Optional[Iterable[str]], default: Sequence[enum.Enum] 
     return out or list(default)
 
 
-def check_out_dir(out: Path, option: str = "--out") -> Path:
-    """Refuse an output folder that cannot be created or written to, before any work is done:
-    an existing file, a path below a file (``file/sub``), a broken link, or a folder without
-    write permission. Creates nothing. Returns ``out``."""
-    out = Path(out)
-    if out.is_symlink() and not out.exists():
-        raise InputError(f"{option} {out} is a broken symbolic link. Fix: remove the link or pass another folder.")
-    if out.exists():
-        if not out.is_dir():
-            raise InputError(f"{option} {out} is a file, not a folder. Fix: pass a folder path (it is created "
-                             "when missing), or move the file away.")
-        target = out
-    else:
-        target = next((p for p in out.absolute().parents if p.exists()), None)
-        if target is None or not target.is_dir():
-            raise InputError(f"{option} {out} cannot be created: {target} is a file, not a folder. "
-                             "Fix: pass a folder path that is not below a file.")
-    if not os.access(target, os.W_OK | os.X_OK):
-        raise InputError(f"{option} {out}: no permission to write in {target}. "
-                         "Fix: pass a folder you can write to.")
-    return out
+def is_export_path(model: Optional[str]) -> bool:
+    """Whether ``--model`` names a folder written by ``samkit export`` (rather than a model name):
+    a folder with a ``samkit-export.json``, or any existing folder whose name is not a model name
+    (it is then checked, and refused, as an export folder)."""
+    if model is None or not Path(model).expanduser().is_dir():
+        return False
+    from ..runtime.manifest import is_export_folder
+
+    if is_export_folder(model):
+        return True
+    from ..specs import get_spec
+
+    try:
+        get_spec(model)
+    except KeyError:
+        return True
+    return False
 
 
 def resolve_model(model: Optional[str], checkpoint) -> str:

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from .common import (Backend, Command, backend_option, build_clip, check_clip_name, check_out_dir,
-                     clip_checkpoint_option, clip_option, compile_option, emit_json, format_option, info, parse_formats,
-                     resolve_model, typer)
+                     clip_checkpoint_option, clip_option, compile_option, emit_json, format_option, info,
+                     is_export_path, parse_formats, resolve_model, typer)
 from ..errors import InputError, require
 
 
@@ -139,6 +139,10 @@ def everything(
         from ..vocab.labels import check_class_names
 
         check_class_names(out, vocab)
+    if is_export_path(model):
+        raise InputError(f"--model {model} is an export folder; segment everything runs in torch (samkit.auto), which "
+                         "export folders do not hold. Fix: pass a model name (`samkit models ls`), or prompt the "
+                         "export folder with `samkit segment IMAGE --model FOLDER --point X,Y`.")
     model = resolve_model(model, checkpoint)
     if vocab is not None:
         check_clip_name(clip)

@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from ..errors import InputError
 from .common import (Backend, Format, backend_option, build_clip, check_clip_name, check_out_dir,
-                     clip_checkpoint_option, clip_option, compile_option, emit_json, format_option, info, parse_box,
-                     parse_formats, parse_point, resolve_model, typer)
+                     clip_checkpoint_option, clip_option, compile_option, emit_json, format_option, info,
+                     is_export_path, parse_box, parse_formats, parse_point, resolve_model, typer)
 
 EPILOG = (
     "[bold]Examples[/bold]\n\n"
@@ -146,7 +147,8 @@ def segment(
     text: Optional[List[str]] = typer.Option(None, "--text", "-t", metavar="TEXT",
                                              help="Find every instance of TEXT (repeatable; not with --point/--box). "
                                                   "Masks get labels; needs a CLIP (--clip)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (`samkit models ls`). "
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (`samkit models ls`), or a folder "
+                                        "written by `samkit export` (runs in onnxruntime, without torch). "
                                         "Default: first neural model with cached weights, else classic."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Weights file (default: the cache)."),
     clip: str = clip_option(),
@@ -164,7 +166,6 @@ def segment(
     compile_: bool = compile_option(),
 ) -> None:
     """Segment one image from point and/or box prompts (or find --text) and write masks in the chosen formats."""
-    from ..errors import InputError
     from ..vocab import Vocabulary, check_texts
 
     formats = parse_formats(fmt, command="samkit segment")
@@ -183,7 +184,12 @@ def segment(
             from ..vocab.labels import check_class_names
 
             check_class_names(out, vocab)
-    model = resolve_model(model, checkpoint)
+    export = Path(model).expanduser() if is_export_path(model) else None
+    if export is not None and texts:
+        raise InputError(f"--model {model} is an export folder, which holds no text path (the CLIP and MaskCLIP run "
+                         "in torch). Fix: pass a model name with --text, or prompt the folder with --point/--box.")
+    if export is None:
+        model = resolve_model(model, checkpoint)
     if texts:
         check_clip_name(clip)
 
@@ -195,8 +201,13 @@ def segment(
                "box": list(bx) if bx else None}
     if texts:
         prompts = {"text": texts}
-    masks, model_names = _predict(img, model, checkpoint, device, offline, backend, compile_, prompts, multimask,
-                                  (clip, clip_checkpoint, text_threshold))
+    if export is not None:
+        predictor = _export_predictor(export, checkpoint, backend, compile_, device).set_image(img)
+        masks, model_names = predictor.predict(points=prompts["points"], labels=prompts["labels"], box=prompts["box"],
+                                               mask_input=None, multimask=multimask).sorted("score"), None
+    else:
+        masks, model_names = _predict(img, model, checkpoint, device, offline, backend, compile_, prompts, multimask,
+                                      (clip, clip_checkpoint, text_threshold))
     elapsed = time.perf_counter() - t0
     if vocab is None and masks.labels is not None and model_names:
         # a model that names its masks (Open-Vocabulary SAM): its own vocabulary, class ids 1..K
@@ -218,6 +229,19 @@ def segment(
     for fmt_name, paths in written.items():
         shown = paths if len(paths) <= 2 else [paths[0], "...", paths[-1]]
         info(f"  {fmt_name:<9} {' '.join(shown)}")
+
+
+def _export_predictor(folder: Path, checkpoint, backend, compile_: bool, device: str):
+    """``OnnxImagePredictor`` of an export folder (no torch import); torch-only options refused."""
+    if checkpoint is not None or compile_ or backend is not Backend.torch or device != "cpu":
+        raise InputError(f"--model {folder} is an export folder: its weights are the ONNX graphs and onnxruntime runs "
+                         "them, so --checkpoint, --backend, --compile and --device do not apply. Fix: drop those "
+                         "options (or pass a model name to run it in torch).")
+    from ..runtime import OnnxImagePredictor
+
+    predictor = OnnxImagePredictor(folder)
+    info(f"model: {predictor.model_name} (ONNX export {folder}, onnxruntime, {predictor.precision})")
+    return predictor
 
 
 def _predict(img, model: str, checkpoint, device: str, offline: bool, backend, compile_: bool, prompts: dict,

@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
-from ..errors import SamkitError
+from ..errors import InputError, SamkitError
 from .atomic import atomic_write_text
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -113,6 +113,29 @@ def _move_files(src: Path, dest: Path, names: List[str]) -> None:
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(src / name, target)
+
+
+def check_out_dir(out: Path, option: str = "--out") -> Path:
+    """Refuse an output folder that cannot be created or written to, before any work is done:
+    an existing file, a path below a file (``file/sub``), a broken link, or a folder without
+    write permission. Creates nothing. Returns ``out``."""
+    out = Path(out)
+    if out.is_symlink() and not out.exists():
+        raise InputError(f"{option} {out} is a broken symbolic link. Fix: remove the link or pass another folder.")
+    if out.exists():
+        if not out.is_dir():
+            raise InputError(f"{option} {out} is a file, not a folder. Fix: pass a folder path (it is created "
+                             "when missing), or move the file away.")
+        target = out
+    else:
+        target = next((p for p in out.absolute().parents if p.exists()), None)
+        if target is None or not target.is_dir():
+            raise InputError(f"{option} {out} cannot be created: {target} is a file, not a folder. "
+                             "Fix: pass a folder path that is not below a file.")
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {out}: no permission to write in {target}. "
+                         "Fix: pass a folder you can write to.")
+    return out
 
 
 class OutputSet:

@@ -1,0 +1,61 @@
+"""ONNX export folders: ``samkit export MODEL --format onnx --out DIR`` / :func:`export_onnx`.
+
+```python
+from samkit import load_model
+from samkit.export import export_onnx
+export_onnx(load_model("mobile_sam"), "mobile_sam-onnx", quantize="int8")
+```
+
+Folder layout (``<m>`` is the model name, e.g. ``sam_vit_b``)::
+
+    DIR/
+      samkit-export.json          the manifest below
+      <m>.encoder.onnx            image encoder, float32 (+ <m>.encoder.onnx.data above 1.8 GB)
+      <m>.encoder.quant.onnx      int8 encoder (--quantize int8; "int8-static": <m>.encoder.int8-static.onnx)
+      <m>.decoder.onnx            prompt decoder, float32
+      config.yaml                 AnyLabeling model config (SAM, MobileSAM, EdgeSAM, SAM 2, EdgeTAM)
+      .samkit/export.json         samkit's own bookkeeping of the files it published
+
+File names and graph contracts follow samexporter (github.com/vietanhdev/samexporter), whose
+layout AnyLabeling reads: the SAM-family encoder takes the resized image (h x w x 3, 0..255)
+and normalises and pads it itself; the SAM-family decoder is segment-anything's ONNX decoder;
+the SAM 2-family encoder / decoder are samexporter's SAM 2 graphs. See
+:mod:`samkit.export.graphs` for every input and output.
+
+Manifest (``samkit-export.json``, JSON, ``format_version`` 1)::
+
+    format            "samkit-onnx-export"
+    format_version    1 (bumped only by incompatible changes; readers ignore unknown keys,
+                      graphs and pipelines)
+    samkit_version    the samkit that wrote it
+    model             {name, weights_sha256 (samkit.accel.weights_digest of the state dict),
+                       spec: {name, family, license, commercial_use, paper, url, filename,
+                              checkpoint_format, tag, input_size, video}}
+    opset             ONNX opset of every graph
+    exporter          {torch, onnx, onnxruntime} versions
+    image             the image pipeline's rules: layout ("sam" | "efficient_sam" | "sam2"),
+                      input_size, preprocess {rule "longest_side" | "stretch", antialias, mean,
+                      std, ...}, prompts {coordinates, order, labels}, postprocess,
+                      mask_threshold, mask_input_size, supports_mask_input, embedding_size,
+                      mask_tokens {count, single, multimask}, dynamic_multimask (SAM 2: stability
+                      delta / thresh, else null), default_selection, default_precision
+    graphs            {id: {file, role, precision ("fp32" | "int8" | "int8-static"),
+                       inputs / outputs: [{name, dtype, shape}] (symbolic axes as strings),
+                       data_file (external weights, if any), quantized_from}}
+                      image ids: image_encoder, image_encoder_int8 / _int8_static, prompt_decoder
+    pipelines         {"image": {"encoder": "image_encoder", "decoder": "prompt_decoder"}}
+    anylabeling       "config.yaml" or null (layouts AnyLabeling cannot read)
+    files             {relative path: {sha256, bytes}} for every file of the folder but the
+                      manifest itself (and .samkit/)
+
+The video pipeline (issue 16, second half) adds graphs with their own roles (``memory_attention``,
+``memory_encoder``, ``video_decoder`` with object pointer and occlusion score, a video image
+encoder if its outputs differ) under the same ``graphs`` table, a ``pipelines.video`` entry
+naming them, and a ``video`` section (memory configuration) beside ``image``; the
+runtime keeps the memory bank between graph calls. None of that changes what is above.
+"""
+from __future__ import annotations
+
+from .exporter import ANYLABELING_CONFIG, OPSET, export_onnx
+
+__all__ = ["export_onnx", "OPSET", "ANYLABELING_CONFIG"]
