@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import math
 import re
-from dataclasses import replace
 import sys
 import zlib
 from pathlib import Path
@@ -40,9 +40,9 @@ from samkit.memory.config import SAM3 as SAM3_MEMORY  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REDUCED = Sam3Config(image_size=252, patch_size=14, vit_dim=64, vit_depth=4, vit_heads=4, vit_mlp=128, window=6,
-                     global_blocks=(1, 3), pretrain_size=84, d_model=32, heads=4, ffn=64, geometry_layers=1,
+                     global_blocks=(1, 3), pretrain_size=84, d_model=128, heads=4, ffn=64, geometry_layers=1,
                      encoder_layers=2, decoder_layers=2, num_queries=16, text_width=64, text_heads=4, text_layers=2,
-                     sam_heads=4, sam_mlp=64, iou_hidden=32, memory=replace(SAM3_MEMORY, mem_dim=16))
+                     sam_heads=4, sam_mlp=64, iou_hidden=32, memory=SAM3_MEMORY)  # memory width 64: fixed in transformers
 
 
 # --------------------------------------------------------------------------- released layout
@@ -265,7 +265,6 @@ def _without_torchvision():
 @functools.lru_cache(maxsize=1)
 def transformers_modules() -> SimpleNamespace:
     """transformers' SAM 3 modules, imported once with torchvision hidden."""
-    import importlib
 
     with _without_torchvision():
         iu = importlib.import_module("transformers.utils.import_utils")
@@ -274,8 +273,9 @@ def transformers_modules() -> SimpleNamespace:
         transformers = importlib.import_module("transformers")
         modeling_sam3 = importlib.import_module("transformers.models.sam3.modeling_sam3")
         for name in ("Sam3Config", "Sam3Model", "Sam3VisionConfig", "Sam3ViTConfig", "Sam3TrackerConfig",
-                     "Sam3TrackerModel"):
+                     "Sam3TrackerModel", "Sam3VideoConfig", "Sam3VideoModel", "Sam3TrackerVideoConfig"):
             getattr(transformers, name)
+        importlib.import_module("transformers.models.sam3_video.modeling_sam3_video")
     modeling_sam3.torchvision = SimpleNamespace(ops=SimpleNamespace(roi_align=tv_roi_align))
     return SimpleNamespace(transformers=transformers, modeling_sam3=modeling_sam3)
 
@@ -346,8 +346,14 @@ def _vision_config(cfg: Sam3Config, scales):
 def hf_detector(cfg: Sam3Config, hf_sd: Dict[str, torch.Tensor], assign: bool = False):
     """transformers' ``Sam3Model`` with ``cfg``'s numbers and the detector part of ``hf_sd``
     (``assign``: the model takes the tensors themselves, no copy)."""
-    tf = transformers_modules().transformers
-    HFConfig, HFModel = tf.Sam3Config, tf.Sam3Model
+    model = transformers_modules().transformers.Sam3Model(hf_detector_config(cfg)).eval()
+    sd = {k[len("detector_model."):]: v for k, v in hf_sd.items() if k.startswith("detector_model.")}
+    model.load_state_dict(sd, strict=True, assign=assign)
+    return model
+
+
+def hf_detector_config(cfg: Sam3Config):
+    HFConfig = transformers_modules().transformers.Sam3Config
     d, h, f = cfg.d_model, cfg.heads, cfg.ffn
     text = dict(model_type="clip_text_model", vocab_size=cfg.vocab_size, hidden_size=cfg.text_width,
                 intermediate_size=4 * cfg.text_width, projection_dim=512, num_hidden_layers=cfg.text_layers,
@@ -360,10 +366,7 @@ def hf_detector(cfg: Sam3Config, hf_sd: Dict[str, torch.Tensor], assign: bool = 
                       detr_decoder_config=dict(hidden_size=d, num_layers=cfg.decoder_layers, num_attention_heads=h,
                                                intermediate_size=f, num_queries=cfg.num_queries),
                       mask_decoder_config=dict(hidden_size=d, num_attention_heads=h))
-    model = HFModel(hf_cfg).eval()
-    sd = {k[len("detector_model."):]: v for k, v in hf_sd.items() if k.startswith("detector_model.")}
-    model.load_state_dict(sd, strict=True, assign=assign)
-    return model
+    return hf_cfg
 
 
 def hf_tracker(cfg: Sam3Config, hf_sd: Dict[str, torch.Tensor], assign: bool = False):
@@ -389,3 +392,94 @@ def hf_tracker(cfg: Sam3Config, hf_sd: Dict[str, torch.Tensor], assign: bool = F
             sd[k[len("tracker_model."):]] = v
     model.load_state_dict(sd, strict=True, assign=assign)
     return model
+
+
+def hf_video(cfg: Sam3Config, hf_sd: Dict[str, torch.Tensor], **video_options):
+    """transformers' ``Sam3VideoModel`` (detector, tracker with memory, tracker neck) with
+    ``cfg``'s numbers, restated to the official code in four places (module docstring of
+    ``samkit.video.concept``): the text-only prompt ends with the geometry CLS token (a padding
+    box stands for "no box"), masks enter memory as sigmoid -> scale -> resize, a mask prompt's
+    object pointer comes from the decoder's single-mask token (upstream ``_use_mask_as_output``
+    runs the heads without multimask output), and an object removed on a frame leaves after that
+    frame's outputs are built (transformers removes it first and then pairs the remaining ids
+    with the masks of all tracks, shifting the masks of the later ids by one)."""
+    tf = transformers_modules().transformers
+    g, d = cfg.image_size // cfg.patch_size, cfg.d_model
+    mem = cfg.memory
+    tracker = tf.Sam3TrackerVideoConfig(
+        vision_config=_vision_config(cfg, (4.0, 2.0, 1.0, 0.5)),
+        prompt_encoder_config=dict(hidden_size=d, image_size=cfg.image_size, patch_size=cfg.patch_size),
+        mask_decoder_config=dict(hidden_size=d, mlp_dim=cfg.sam_mlp, num_attention_heads=cfg.sam_heads,
+                                 iou_head_hidden_dim=cfg.iou_hidden),
+        memory_attention_hidden_size=d, memory_attention_rope_feat_sizes=[g, g], memory_encoder_hidden_size=d,
+        memory_encoder_output_channels=mem.mem_dim, mask_downsampler_embed_dim=d, memory_fuser_embed_dim=d,
+        memory_fuser_intermediate_dim=4 * d, image_size=cfg.image_size)
+    config = tf.Sam3VideoConfig(detector_config=hf_detector_config(cfg), tracker_config=tracker,
+                                low_res_mask_size=4 * g, **video_options)
+    model = tf.Sam3VideoModel(config).eval()
+    model.load_state_dict(hf_sd, strict=True)
+    det_forward = model.detector_model.forward
+
+    def detector_with_cls(*args, **kwargs):
+        if kwargs.get("input_boxes") is None:
+            b = kwargs["vision_embeds"].fpn_hidden_states[0].shape[0]
+            kwargs["input_boxes"] = torch.zeros(b, 1, 4)
+            kwargs["input_boxes_labels"] = torch.full((b, 1), -10)
+        return det_forward(*args, **kwargs)
+
+    model.detector_model.forward = detector_with_cls
+    trk = model.tracker_model
+    size = 4 * trk.prompt_encoder.mask_input_size[0]
+
+    def encode_new_memory(current_vision_feats, pred_masks_high_res, object_score_logits, is_mask_from_pts):
+        b, c = current_vision_feats.size(1), trk.hidden_dim
+        h, w = trk.backbone_feature_sizes[-1]
+        pix = current_vision_feats.permute(1, 2, 0).view(b, c, h, w)
+        m = torch.sigmoid(pred_masks_high_res.float()) * 20.0 - 10.0
+        if tuple(m.shape[-2:]) != (size, size):
+            m = torch.nn.functional.interpolate(m, size=(size, size), mode="bilinear", align_corners=False,
+                                                antialias=True)
+        feats, pos = trk.memory_encoder(pix, m)
+        appearing = (object_score_logits > 0).float()
+        feats = feats + (1 - appearing[..., None]) * trk.occlusion_spatial_embedding_parameter[..., None, None]
+        return feats.to(torch.bfloat16).flatten(2).permute(2, 0, 1), pos.flatten(2).permute(2, 0, 1)
+
+    trk._encode_new_memory = encode_new_memory
+    single_frame_forward = trk._single_frame_forward
+
+    def mask_as_output_single_mask(*args, **kwargs):  # only _use_mask_as_output leaves it unset
+        kwargs.setdefault("multimask_output", False)
+        return single_frame_forward(*args, **kwargs)
+
+    trk._single_frame_forward = mask_as_output_single_mask
+    execute, build = model.run_tracker_update_execution_phase, model.build_outputs
+    pending: list = []
+
+    def execute_then_wait(**kwargs):  # objects removed on this frame leave after its outputs are built
+        plan = dict(kwargs["tracker_update_plan"])
+        pending.extend(plan["obj_ids_newly_removed"])
+        plan["obj_ids_newly_removed"] = set()
+        return execute(**{**kwargs, "tracker_update_plan": plan})
+
+    def build_then_remove(**kwargs):
+        out = build(**kwargs)
+        for oid in pending:
+            kwargs["inference_session"].remove_object(oid, strict=False)
+        pending.clear()
+        return out
+
+    model.run_tracker_update_execution_phase = execute_then_wait
+    model.build_outputs = build_then_remove
+    return model
+
+
+def hf_video_session(frames: torch.Tensor, height: int, width: int, texts, ids: torch.Tensor):
+    """A transformers video session over preprocessed ``frames`` (T x 3 x S x S) with ``texts``
+    tokenized as ``ids`` (N x L)."""
+    mod = importlib.import_module("transformers.models.sam3_video.modeling_sam3_video")
+    session = mod.Sam3VideoInferenceSession(video=frames, video_height=height, video_width=width, dtype=torch.float32)
+    for text, row in zip(texts, ids):
+        pid = session.add_prompt(text)
+        session.prompt_input_ids[pid] = row[None]
+        session.prompt_attention_masks[pid] = (row[None] != 0).long()
+    return session
