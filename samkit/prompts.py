@@ -28,6 +28,8 @@ Rules
 * A video ``mask`` prompt is H x W, the frame size (non-zero is object), and cannot be
   combined with points or a box.
 * Something must be given: points, a box or a mask ("no prompt given").
+* Exemplars (SAM 3's concept prompts, ``check_exemplars``): boxes N x 4 with the box rules
+  above, labels N of 1 (positive: find more like it) or 0 (negative), all 1 by default.
 
 Every violation raises ``InputError`` naming the problem (with the expected shape or range)
 and the fix.
@@ -155,6 +157,37 @@ def check_prompt(points, labels, box, size_hw: Sequence[int], *, batched: bool =
     rules). Coordinates come back as ``dtype``, labels as int32."""
     pts, lab = check_points(points, labels, size_hw, batched=batched, dtype=dtype)
     return Prompt(pts, lab, check_box(box, size_hw, batched=batched, dtype=dtype))
+
+
+def check_exemplars(exemplars, labels, size_hw: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+    """Exemplar boxes (concept prompts of SAM 3) N x 4 x0, y0, x1, y1 (one box (4,) is taken as
+    N = 1), checked like boxes (inside the image, not inverted, finite), with ``labels`` N of
+    1 (more like this) or 0 (not like this; default all 1). Returns (boxes float64 N x 4,
+    labels int64 N)."""
+    if exemplars is None:
+        raise InputError("exemplar_labels were given without exemplars. Fix: pass exemplars=[[x0, y0, x1, y1]].")
+    ex = _as_array(exemplars, "exemplars")
+    if ex.ndim == 1:
+        ex = ex[None]
+    if ex.size == 0:
+        raise InputError("exemplars is empty. Fix: pass at least one box, exemplars=[[x0, y0, x1, y1]].")
+    if ex.ndim != 2 or ex.shape[-1] != 4:
+        raise InputError(f"exemplars must have shape N x 4 ([[x0, y0, x1, y1], ...]), got {ex.shape}. Fix: give "
+                         "4 numbers per box in pixels (top-left, then bottom-right corner).")
+    try:
+        boxes = check_box(ex, size_hw, batched=True, dtype=np.float64)
+    except InputError as exc:
+        raise InputError(f"exemplar {exc}") from None
+    if labels is None:
+        return boxes, np.ones(len(boxes), np.int64)
+    lab = _as_array(labels, "exemplar_labels").reshape(-1)
+    if lab.shape[0] != boxes.shape[0]:
+        raise InputError(f"{lab.shape[0]} exemplar_labels for {boxes.shape[0]} exemplars. Fix: give one label per "
+                         "box (1: find more like it, 0: not like it).")
+    if not np.isin(lab, LABELS).all():
+        raise InputError("exemplar_labels must be 1 (positive: find more like this box) or 0 (negative). Fix: use "
+                         "1 or 0 per box.")
+    return boxes, lab.astype(np.int64)
 
 
 def require_prompt(prompt: Prompt, mask: Any = None, mask_name: str = "mask_input") -> None:

@@ -49,9 +49,14 @@ def build_model(name_or_spec: Union[str, ModelSpec]):
 
 
 def _warn_license(spec: ModelSpec) -> None:
-    if spec.commercial_use or spec.name in _LICENSE_WARNED:
+    notice = spec.extra.get("license_notice")
+    if (spec.commercial_use and not notice) or spec.name in _LICENSE_WARNED:
         return
     _LICENSE_WARNED.add(spec.name)
+    if spec.commercial_use:  # allowed, with terms beyond a permissive licence (SAM 3)
+        warnings.warn(f"{spec.name} weights are released under the {spec.license}: {notice}.", UserWarning,
+                      stacklevel=3)
+        return
     warnings.warn(
         f"{spec.name} weights are released under the {spec.license}. "
         "Choose a model with commercial_use=True (e.g. mobile_sam, sam2.1_hiera_t) for "

@@ -174,6 +174,24 @@ for _size in ("ti", "s"):
             input_size=_res, pixel_mean=IMAGENET_MEAN, pixel_std=IMAGENET_STD,
         ))
 
+# --- SAM 3 (Perception Encoder ViT + concept detector + SAM 2-style tracker) -----------------------
+_P_SAM3 = "Carion et al., SAM 3: Segment Anything with Concepts (arXiv:2511.16719)"
+_SAM3_LICENSE = "SAM License (Meta, 2025-11-19)"
+_SAM3_NOTICE = ("commercial use is allowed, but the SAM License forbids military, warfare, nuclear and espionage "
+                "uses and uses under ITAR, requires compliance with trade controls, forbids reverse engineering, "
+                "and derivatives must be distributed under the same licence")
+_add(ModelSpec(
+    name="sam3", family="sam3", module="samkit.models.sam3",
+    url="https://huggingface.co/facebook/sam3/resolve/main/sam3.pt", filename="sam3.pt",
+    license=_SAM3_LICENSE, paper=_P_SAM3, checkpoint_format="sam3", tag="2025-11", input_size=1008, video=True,
+    pixel_mean=(0.5, 0.5, 0.5), pixel_std=(0.5, 0.5, 0.5),
+    extra={"license_notice": _SAM3_NOTICE, "gated": True},
+    notes="Finds every instance of a text or exemplar box (predict(text=...), predict(exemplars=...)) and "
+          "answers points/boxes like SAM 2. The weights are gated on the Hugging Face hub: accept the licence "
+          "at huggingface.co/facebook/sam3, download sam3.pt with your account and pass --checkpoint (or copy "
+          "it to the cache path). The transformers file model.safetensors of the same repository loads too.",
+))
+
 # --- classic (no learned weights) ----------------------------------------------------------
 _add(ModelSpec(
     name="classic", family="classic", module="samkit.models.classic",
@@ -255,6 +273,8 @@ _CLIP_SRC = ("sha256 in the URL's path, checked by openai/CLIP clip/clip.py _dow
              "checks the sha256 of the URL's path); exact size not seen")
 _OVSAM_SRC = "HF HarborYuan/ovsam_models LFS pointer, commit "
 _PINS = {
+    # gated repository: the LFS pointer (sha256 / size) of facebook/sam3's sam3.pt was not seen
+    "sam3.pt": _Pin(None, None, "HF facebook/sam3 (gated); its LFS pointer was not seen: no public sha256"),
     # renamed from sam2clip_vith_rn50.pth in a7abe75 "without changes"; pointer of 1b935e1
     "sam2clip_vith_rn50x16.pth": _Pin("f2b14b8e480626cffc815a7262297731ee1372c87d054836daad5148f636cfeb",
                                       536408050, _OVSAM_SRC + "1b935e1 (file renamed unchanged in a7abe75)"),

@@ -1,8 +1,9 @@
 """``samkit segment IMAGE``: promptable segmentation of one image from the command line.
 
 ``--text "red car"`` (repeatable) finds every instance of each text instead of taking point/box
-prompts (``ImagePredictor.predict_batch(texts=...)`` with the CLIP of ``--clip``); the masks then
-carry labels, which every format writes (``samkit.vocab.labels``), and are sorted by label score.
+prompts (``ImagePredictor.predict_batch(texts=...)`` with the CLIP of ``--clip``, or by the model
+itself when it reads text: SAM 3, no CLIP is loaded then); the masks then carry labels, which
+every format writes (``samkit.vocab.labels``), and are sorted by label score.
 
 Masks are sorted by predicted score, best first, in everything the command writes and prints:
 ``{stem}_000.png`` is the best mask, and the COCO, polygons, YOLO, LabelMe and JSON outputs
@@ -146,7 +147,8 @@ def segment(
     box: Optional[str] = typer.Option(None, "--box", "-b", metavar="X0,Y0,X1,Y1", help="Prompt box in pixels."),
     text: Optional[List[str]] = typer.Option(None, "--text", "-t", metavar="TEXT",
                                              help="Find every instance of TEXT (repeatable; not with --point/--box). "
-                                                  "Masks get labels; needs a CLIP (--clip)."),
+                                                  "Masks get labels; needs a CLIP (--clip) unless the model "
+                                                  "reads text itself (--model sam3)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (`samkit models ls`), or a folder "
                                         "written by `samkit export` (runs in onnxruntime, without torch). "
                                         "Default: first neural model with cached weights, else classic."),
@@ -203,11 +205,12 @@ def segment(
         prompts = {"text": texts}
     if export is not None:
         predictor = _export_predictor(export, checkpoint, backend, compile_, device).set_image(img)
-        masks, model_names = predictor.predict(points=prompts["points"], labels=prompts["labels"], box=prompts["box"],
-                                               mask_input=None, multimask=multimask).sorted("score"), None
+        masks, model_names, used_clip = predictor.predict(
+            points=prompts["points"], labels=prompts["labels"], box=prompts["box"], mask_input=None,
+            multimask=multimask).sorted("score"), None, False
     else:
-        masks, model_names = _predict(img, model, checkpoint, device, offline, backend, compile_, prompts, multimask,
-                                      (clip, clip_checkpoint, text_threshold))
+        masks, model_names, used_clip = _predict(img, model, checkpoint, device, offline, backend, compile_, prompts,
+                                                 multimask, (clip, clip_checkpoint, text_threshold))
     elapsed = time.perf_counter() - t0
     if vocab is None and masks.labels is not None and model_names:
         # a model that names its masks (Open-Vocabulary SAM): its own vocabulary, class ids 1..K
@@ -221,7 +224,7 @@ def segment(
         doc = {"image": str(image), "model": model, "height": int(img.shape[0]), "width": int(img.shape[1]),
                "prompts": prompts, "multimask": multimask, "seconds": round(elapsed, 3), "files": written}
         if texts:
-            doc["clip"] = clip
+            doc["clip"] = clip if used_clip else None  # None: the model read the text itself (SAM 3)
         doc.update(masks.to_json())
         emit_json(doc)
     scores = ", ".join(f"{s:.3f}" for s in (masks.label_scores if texts else masks.scores))
@@ -248,7 +251,7 @@ def _predict(img, model: str, checkpoint, device: str, offline: bool, backend, c
              multimask: bool, clip_args: tuple):
     """Load the model (and, for text, the CLIP unless the model reads text itself) and predict;
     masks sorted best first: by score, or by label score for text. Returns (masks, the model's
-    own class names when it names its masks, else None)."""
+    own class names when it names its masks, else None, whether a CLIP was used)."""
     from ..masks import Masks
     from ..predict.image import ImagePredictor
     from ..registry import load_model
@@ -259,7 +262,7 @@ def _predict(img, model: str, checkpoint, device: str, offline: bool, backend, c
         predictor = ImagePredictor(net).set_image(img)
         masks = predictor.predict(points=prompts["points"], labels=prompts["labels"], box=prompts["box"],
                                   mask_input=None, multimask=multimask)
-        return masks.sorted("score"), getattr(net, "label_names", None)  # best first, everywhere below
+        return masks.sorted("score"), getattr(net, "label_names", None), False  # best first, everywhere below
     clip_name, clip_checkpoint, threshold = clip_args
     dense = None if callable(getattr(net, "predict_text", None)) else build_clip(clip_name, clip_checkpoint, device,
                                                                                  offline)
@@ -267,7 +270,7 @@ def _predict(img, model: str, checkpoint, device: str, offline: bool, backend, c
     found = predictor.predict_batch(texts=prompts["text"], multimask=multimask, threshold=threshold)
     for t, m in zip(prompts["text"], found):
         info(f"  {t!r}: {len(m)} instance(s)")
-    return Masks.concatenate(found).sorted("label_score"), None
+    return Masks.concatenate(found).sorted("label_score"), None, dense is not None
 
 
 COMMAND = segment

@@ -4,7 +4,9 @@ Prompts name their frame and object: ``--point FRAME,X,Y,OBJ[,LABEL]`` and
 ``--box FRAME,X0,Y0,X1,Y1,OBJ``; ``--text "dog"`` (repeatable) finds the objects on frame
 ``--text-frame`` (default 0) by name with the CLIP of ``--clip`` and tracks each instance as an
 object of its own, numbered after the highest OBJ of the point/box prompts, with the text as
-its label (``VideoTracker.add_text_prompt``). Outputs (``--format``, repeatable or comma-separated):
+its label (``VideoTracker.add_text_prompt``); with ``--model sam3`` the model reads the text
+itself, detects on every frame from ``--text-frame`` on and adds instances as they appear
+(no CLIP). Outputs (``--format``, repeatable or comma-separated):
 * ``png``: ``OUT/masks/{frame:05d}_obj{id}.png`` (0/255) per frame and object,
 * ``coco``: ``OUT/tracks.jsonl``, one line per frame: ``{"frame", "objects": [{"id",
   "score", "segmentation": COCO RLE}]}`` plus ``"label"`` for objects found by text (written
@@ -227,7 +229,8 @@ def track(
                                             help="Prompt box on frame FRAME for object OBJ; repeatable."),
     text: Optional[List[str]] = typer.Option(None, "--text", "-t", metavar="TEXT",
                                              help="Find every TEXT instance on --text-frame and track each one, "
-                                                  "labelled (repeatable); needs a CLIP (--clip)."),
+                                                  "labelled (repeatable); needs a CLIP (--clip) unless the "
+                                                  "model reads text itself (--model sam3: every frame)."),
     text_frame: int = typer.Option(0, "--text-frame", min=0, help="The frame where --text objects are found."),
     text_threshold: float = typer.Option(0.5, "--text-threshold", help="Heat-map probability above which a text counts "
                                          "as found."),
@@ -305,6 +308,12 @@ def track(
 def _add_text_objects(tracker, session, texts: List[str], frame: int, threshold: float, clip_args: tuple) -> None:
     """Add the objects of ``texts`` found on ``frame``; refuse a run where none is found."""
     name, checkpoint, device = clip_args
+    if getattr(tracker, "concepts", None) is not None:  # SAM 3: detects on every frame from `frame` on
+        added = tracker.add_text_prompt(session, frame, texts)
+        for t in texts:
+            info(f"  {t!r} from frame {frame}: {sum(lab == t for lab in added.values())} instance(s) on that "
+                 "frame; new instances join as they appear")
+        return
     native = callable(getattr(tracker.model, "predict_text", None))
     dense = None if native else build_clip(name, checkpoint, device, offline=False)
     added = tracker.add_text_prompt(session, frame, texts, clip=dense, threshold=threshold)

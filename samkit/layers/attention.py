@@ -50,3 +50,43 @@ class Attention(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         q, k, v = self.project(q, k, v)
         return self.out_proj(self._merge(F.scaled_dot_product_attention(q, k, v)))
+
+
+class PackedAttention(nn.Module):
+    """Multi-head attention in ``nn.MultiheadAttention``'s parameter layout (``in_proj_weight``
+    3C x C packing q, k, v; ``in_proj_bias`` 3C; ``out_proj``) with separate query / key / value
+    inputs, batch first: ``B x Nq x C``, ``B x Nk x C``, ``B x Nk x C`` -> ``B x Nq x C``
+    (the DETR-style layers of SAM 3).
+
+    ``key_padding_mask``: ``B x Nk`` bool, True where a key is padding (never attended);
+    ``bias``: additive float ``B x heads x Nq x Nk`` (SAM 3's box relative-position bias)."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"num_heads {num_heads} must divide the width {dim}")
+        self.num_heads = num_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+
+    def _heads(self, x: torch.Tensor, part: int) -> torch.Tensor:
+        c = self.out_proj.in_features
+        w, b = self.in_proj_weight[part * c:(part + 1) * c], self.in_proj_bias[part * c:(part + 1) * c]
+        y = F.linear(x, w, b)
+        bsz, n, _ = y.shape
+        return y.reshape(bsz, n, self.num_heads, c // self.num_heads).transpose(1, 2)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                key_padding_mask: Optional[torch.Tensor] = None, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        qh, kh, vh = self._heads(q, 0), self._heads(k, 1), self._heads(v, 2)
+        mask = None
+        if key_padding_mask is not None:
+            keep = ~key_padding_mask[:, None, None, :]
+            mask = keep if bias is None else bias.masked_fill(~keep, float("-inf"))
+        elif bias is not None:
+            mask = bias
+        out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask)
+        b, h, n, d = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))

@@ -9,7 +9,7 @@ Keys are the official ones: a block holds ``ln_1``, ``attn.in_proj_weight`` / ``
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -53,17 +53,18 @@ class PackedSelfAttention(nn.Module):
 
 
 class ResidualAttentionBlock(nn.Module):
-    """``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``; the MLP is ``c_fc`` (C -> 4C), QuickGELU,
-    ``c_proj`` (4C -> C). ``B x N x C -> B x N x C``."""
+    """``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``; the MLP is ``c_fc`` (C -> 4C), ``act``
+    (OpenAI CLIP: QuickGELU; SAM 3's text encoder: exact GELU), ``c_proj`` (4C -> C).
+    ``B x N x C -> B x N x C``."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, act: Type[nn.Module] = QuickGELU) -> None:
         super().__init__()
         hidden = int(dim * mlp_ratio)
         self.ln_1 = nn.LayerNorm(dim)
         self.attn = PackedSelfAttention(dim, num_heads)
         self.ln_2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(OrderedDict([
-            ("c_fc", nn.Linear(dim, hidden)), ("gelu", QuickGELU()), ("c_proj", nn.Linear(hidden, dim))]))
+            ("c_fc", nn.Linear(dim, hidden)), ("gelu", act()), ("c_proj", nn.Linear(hidden, dim))]))
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), causal=causal)
@@ -73,11 +74,11 @@ class ResidualAttentionBlock(nn.Module):
 class ResidualTransformer(nn.Module):
     """``layers`` residual attention blocks (keys ``resblocks.N``) of width ``width``."""
 
-    def __init__(self, width: int, layers: int, heads: int) -> None:
+    def __init__(self, width: int, layers: int, heads: int, act: Type[nn.Module] = QuickGELU) -> None:
         super().__init__()
         self.width = width
         self.layers = layers
-        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads) for _ in range(layers)])
+        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads, act=act) for _ in range(layers)])
 
     def forward(self, x: torch.Tensor, causal: bool = False, upto: Optional[int] = None) -> torch.Tensor:
         """``B x N x C -> B x N x C`` through blocks ``0 .. upto-1`` (all by default)."""

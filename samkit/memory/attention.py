@@ -32,12 +32,16 @@ from ..layers.attention import Attention
 
 
 def axial_rope_angles(head_dim: int, end_x: int, end_y: int, theta: float = 10000.0,
-                      device: Optional[torch.device] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(cos, sin), each ``(end_x*end_y) x head_dim/2``, for tokens in row-major order."""
+                      device: Optional[torch.device] = None, scale: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin), each ``(end_x*end_y) x head_dim/2``, for tokens in row-major order; token
+    positions are multiplied by ``scale`` (SAM 3's ViT runs its global blocks at the window's
+    rope scale: 24/72)."""
     freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 4, device=device)[: head_dim // 4].float() / head_dim))
     t = torch.arange(end_x * end_y, dtype=torch.float32, device=device)
     tx = t % end_x
     ty = torch.div(t, end_x, rounding_mode="floor")
+    if scale != 1.0:
+        tx, ty = tx * scale, ty * scale
     ang = torch.cat([torch.outer(tx, freqs), torch.outer(ty, freqs)], dim=-1)
     return torch.cos(ang), torch.sin(ang)
 

@@ -11,6 +11,8 @@ official state-dict names (``memory_attention``, ``memory_encoder``, ``obj_ptr_p
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -24,7 +26,7 @@ class MemoryConfig:
 
     ``cross_attention``: "rope" (SAM 2.1), "pooled_v1" / "pooled_v2" (EfficientTAM _1/_2),
     "rope_v2" (EdgeTAM, with the spatial perceiver). ``feat_size`` is the memory grid side
-    (image_size / 16).
+    (image_size / backbone_stride).
     """
 
     family: str = "sam2"
@@ -60,6 +62,8 @@ class MemoryConfig:
     max_cond_frames_in_attn: int = -1
     memory_temporal_stride_for_eval: int = 1
     non_overlap_masks_for_mem_enc: bool = False
+    # SAM 3: masks are resized to this side before the memory encoder's mask downsampler
+    mask_interpol_size: Optional[int] = None
     # EdgeTAM perceiver
     perceiver_latents: int = 256
     perceiver_latents_2d: int = 256
@@ -81,6 +85,10 @@ EFFICIENTTAM = replace(SAM21, family="efficienttam", no_obj_embed_spatial=False,
                        use_signed_tpos_enc_to_obj_ptrs=False)
 EFFICIENTTAM_1 = replace(EFFICIENTTAM, cross_attention="pooled_v1")
 EFFICIENTTAM_2 = replace(EFFICIENTTAM, cross_attention="pooled_v2")
+# SAM 3's tracker (official ``build_tracker``): SAM 2.1's memory on the 1008 px / stride-14 grid
+# (72 x 72), at most 4 conditioning frames in the memory attention
+SAM3 = replace(SAM21, family="sam3", image_size=1008, backbone_stride=14, max_cond_frames_in_attn=4,
+               mask_interpol_size=1152)
 EDGETAM = replace(SAM21, family="edgetam", attention_layers=2, cross_attention="rope_v2", no_obj_embed_spatial=False,
                   add_tpos_enc_to_obj_ptrs=False, proj_tpos_enc_in_obj_ptrs=False,
                   use_signed_tpos_enc_to_obj_ptrs=False, prompted_frames_condition_all=True)
@@ -108,7 +116,7 @@ def attach_memory(model: nn.Module, cfg: MemoryConfig) -> nn.Module:
     c, m = cfg.hidden_dim, cfg.mem_dim
     model.memory_config = cfg
     model.memory_attention = build_memory_attention(cfg)
-    model.memory_encoder = MemoryEncoder(c, m)
+    model.memory_encoder = MemoryEncoder(c, m, mask_interpol_size=cfg.mask_interpol_size)
     model.maskmem_tpos_enc = nn.Parameter(torch.zeros(cfg.num_maskmem, 1, 1, m))
     model.no_mem_embed = nn.Parameter(torch.zeros(1, 1, c))
     model.no_mem_pos_enc = nn.Parameter(torch.zeros(1, 1, c))

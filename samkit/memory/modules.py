@@ -9,7 +9,7 @@ encoding. Module names follow the official checkpoints (``memory_encoder.mask_do
 from __future__ import annotations
 
 import math
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -27,11 +27,14 @@ class MaskDownSampler(nn.Module):
     ``log_stride(total_stride)`` stages of conv(k, stride, pad) + LayerNorm2d + GELU, each
     multiplying channels by stride^2 (1 -> 4 -> 16 -> 64 -> 256), then a 1x1 conv.
     Sequential indices match upstream (``encoder.0`` conv, ``.1`` norm, ``.2`` GELU, ...).
+    ``interpol_size``: the mask is first resized to ``interpol_size`` x ``interpol_size``
+    (bilinear, antialiased; SAM 3: 1152, so that its 1008 px masks reach the 72 x 72 grid).
     """
 
     def __init__(self, embed_dim: int = 256, kernel_size: int = 3, stride: int = 2, padding: int = 1,
-                 total_stride: int = 16) -> None:
+                 total_stride: int = 16, interpol_size: Optional[int] = None) -> None:
         super().__init__()
+        self.interpol_size = interpol_size
         n = int(round(math.log(total_stride) / math.log(stride)))
         if stride ** n != total_stride:
             raise ValueError(f"total_stride {total_stride} is not a power of stride {stride}")
@@ -45,6 +48,9 @@ class MaskDownSampler(nn.Module):
         self.encoder = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.interpol_size
+        if size is not None and tuple(x.shape[-2:]) != (size, size):
+            x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         *stages, last = self.encoder
         for m in stages:
             x = m(x)
@@ -90,9 +96,10 @@ class MemoryEncoder(nn.Module):
     prepared by the caller (binary or sigmoid, times scale plus bias).
     """
 
-    def __init__(self, in_dim: int = 256, out_dim: int = 64, fuser_layers: int = 2) -> None:
+    def __init__(self, in_dim: int = 256, out_dim: int = 64, fuser_layers: int = 2,
+                 mask_interpol_size: Optional[int] = None) -> None:
         super().__init__()
-        self.mask_downsampler = MaskDownSampler(in_dim)
+        self.mask_downsampler = MaskDownSampler(in_dim, interpol_size=mask_interpol_size)
         self.pix_feat_proj = nn.Conv2d(in_dim, in_dim, kernel_size=1)
         self.fuser = Fuser(in_dim, fuser_layers)
         self.out_proj = nn.Conv2d(in_dim, out_dim, kernel_size=1) if out_dim != in_dim else nn.Identity()

@@ -250,7 +250,8 @@ class Sam2Model(PromptableModel):
         cfg = self._video_config()
         mask = mask_inputs.float()
         high = mask * 20.0 - 10.0
-        low = F.interpolate(high, size=(high.shape[-2] // 4, high.shape[-1] // 4), mode="bilinear",
+        # the decoder's low-res size, image_size / backbone_stride * 4 (256 for SAM 2, 288 for SAM 3)
+        low = F.interpolate(high, size=tuple(self.prompt_encoder.mask_input_size), mode="bilinear",
                             align_corners=False, antialias=True)
         ious = mask.new_ones(mask.shape[0], 1)
         if cfg.use_obj_ptrs_in_encoder:

@@ -14,7 +14,10 @@ All prompt coordinates are (x, y) pixels of the original (upright) image; boxes 
 x0, y0, x1, y1 in pixels. The prompt rules (ranges, labels, shapes, errors) are those of
 ``samkit.prompts``; the stability score is ``samkit.ops.stability_score``. Text prompts
 (``text=`` / ``texts=``) are answered by the model itself when it has ``predict_text``, else
-through the attached CLIP (``samkit.vocab.text_predict`` documents both).
+through the attached CLIP (``samkit.vocab.text_predict`` documents both). Exemplar boxes
+(``exemplars=`` / ``exemplar_labels=``, checked by ``samkit.prompts.check_exemplars``) go to
+the model's ``predict_exemplars(image, boxes, labels, text=None, features=None,
+transform=None) -> Masks`` (SAM 3).
 """
 from __future__ import annotations
 
@@ -133,14 +136,22 @@ class ImagePredictor:
 
     def predict(self, points: Optional[Sequence] = None, labels: Optional[Sequence] = None,
                 box: Optional[Sequence] = None, mask_input=None, multimask: bool = True,
-                text: Optional[str] = None, **text_options: Any) -> Masks:
+                text: Optional[str] = None, exemplars: Optional[Sequence] = None,
+                exemplar_labels: Optional[Sequence] = None, **text_options: Any) -> Masks:
         """Points N x 2 (x, y) with labels N (1 fg / 0 bg), box (4,) xyxy pixels, mask_input
         1 x 256 x 256 logits from a previous call. Returns ``Masks`` with K = 3 (multimask) or 1.
 
         ``text="dog"`` instead finds every instance of the text: one mask each (K >= 0), best
         label score first, ``labels`` = the text, ``label_scores`` its mask-pooled CLIP
         probability; ``text_options`` (threshold, max_instances, min_area, background,
-        templates, temperature, denoise, nms_thresh) as in ``samkit.vocab.text_predict``."""
+        templates, temperature, denoise, nms_thresh) as in ``samkit.vocab.text_predict``.
+
+        ``exemplars=[[x0, y0, x1, y1], ...]`` (with ``exemplar_labels``, 1 positive / 0 negative,
+        default all 1, and optionally ``text``) finds every instance like the boxes: models
+        with concept prompts only (SAM 3); one mask per instance, best first."""
+        if exemplars is not None or exemplar_labels is not None:
+            return self._predict_exemplars(text, exemplars, exemplar_labels, (points, labels, box, mask_input),
+                                           text_options)
         if text is not None or text_options:
             return self._predict_text([text], points, box, mask_input, multimask, "text", text_options)[0]
         state = self._require()
@@ -175,6 +186,27 @@ class ImagePredictor:
                                              None if lab is None else lab[i], None if bx is None else bx[i],
                                              None, multimask) for i in range(n)]
         return self._decode(pts, lab, bx, self._mask_input(mask_input, n), multimask)
+
+    def _predict_exemplars(self, text, exemplars, exemplar_labels, others: tuple, options: dict) -> Masks:
+        from ..prompts import check_exemplars
+        from ..vocab.text_predict import check_texts
+
+        state = self._require()
+        hook = getattr(self.model, "predict_exemplars", None)
+        if not callable(hook):
+            name = getattr(getattr(self.model, "spec", None), "name", type(self.model).__name__)
+            raise InputError(f"the model {name!r} cannot find objects from exemplar boxes (concept prompts). Fix: "
+                             "load a model with concept prompts (samkit.load_model('sam3')), or segment the one "
+                             "object in a box with predict(box=[x0, y0, x1, y1]).")
+        if any(v is not None for v in others) or options:
+            raise InputError("exemplars cannot be combined with points, labels, box, mask_input or text options. "
+                             "Fix: predict(exemplars=..., exemplar_labels=..., text=...) alone.")
+        if text is not None:
+            if not isinstance(text, str):
+                raise InputError(f"text must be a string, got {type(text).__name__}. Fix: pass text='dog'.")
+            text = check_texts([text], "text")[0]
+        boxes, labels = check_exemplars(exemplars, exemplar_labels, state.image.shape[:2])
+        return hook(state.image, boxes, labels, text=text, features=state.features, transform=state.transform)
 
     def _predict_text(self, texts, points, box, mask_input, multimask: bool, what: str, options: dict):
         from ..vocab.text_predict import check_texts, predict_texts

@@ -122,10 +122,12 @@ class ClipTokenizer:
         return bytearray(self._byte_of[c] for c in text).decode("utf-8", errors="replace").replace("</w>", " ")
 
     # ------------------------------------------------------------------ the API
-    def tokenize(self, texts: Union[str, Sequence[str]], context_length: int = CONTEXT_LENGTH) -> torch.Tensor:
+    def tokenize(self, texts: Union[str, Sequence[str]], context_length: int = CONTEXT_LENGTH,
+                 reader: str = "CLIP") -> torch.Tensor:
         """``texts`` (one string or a list) -> ``B x context_length`` int64: start token, the text's
         tokens, end token, zeros. A text that does not fit raises ``InputError`` (CLIP never sees
-        what lies past its context, so it is not silently cut)."""
+        what lies past its context, so it is not silently cut); ``reader`` names the text encoder
+        in that message (SAM 3 reads the same tokens with a context of 32)."""
         if isinstance(texts, str):
             texts = [texts]
         if not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
@@ -140,7 +142,7 @@ class ClipTokenizer:
             if len(ids) > context_length:
                 shown = text if len(text) <= 80 else text[:77] + "..."
                 raise InputError(
-                    f"text {shown!r} is {len(ids) - 2} tokens long; CLIP reads at most {context_length - 2} "
+                    f"text {shown!r} is {len(ids) - 2} tokens long; {reader} reads at most {context_length - 2} "
                     f"(its context of {context_length} minus the start and end tokens). "
                     "Fix: shorten the text (a short noun phrase such as 'red car' works best).")
             out[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)

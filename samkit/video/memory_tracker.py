@@ -53,7 +53,10 @@ class MemoryTracker:
         ``forward_image``, keeping the levels the heads read)."""
         out = self.model.forward_image(x)
         levels = self.model.num_feature_levels
-        return FrameFeatures(index, list(out["backbone_fpn"][-levels:]), out["vision_pos_enc"][-1])
+        det = out.get("detector_fpn")  # concept models (SAM 3): the detector neck of the same frame
+        return FrameFeatures(index, list(out["backbone_fpn"][-levels:]), out["vision_pos_enc"][-1],
+                             detector=None if det is None else list(det),
+                             detector_pos=None if det is None else [p[:1] for p in out["vision_pos_enc"]])
 
     # ----------------------------------------------------------------------- memory
     @torch.inference_mode()
@@ -174,7 +177,7 @@ class MemoryTracker:
     def step(self, session: TrackingSession, track: ObjectTrack, feats: FrameFeatures, frame_idx: int,
              is_init_cond: bool, reverse: bool, coords: Optional[torch.Tensor] = None,
              labels: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None,
-             prev_logits: Optional[torch.Tensor] = None) -> FrameEntry:
+             prev_logits: Optional[torch.Tensor] = None, encode: bool = True) -> FrameEntry:
         """Track ``track``'s object on one frame (upstream ``track_step``). Prompts in
         model-frame pixels (coords 1 x N x 2, labels 1 x N int32, box corners as labels 2/3)
         or ``mask`` 1 x 1 x S x S binary; ``prev_logits`` 1 x 1 x 256 x 256 replace the
@@ -197,7 +200,7 @@ class MemoryTracker:
             from_points = coords is not None
         _, _, _, low, _, obj_ptr, score = out
         entry = FrameEntry(obj_ptr=obj_ptr, object_score=score, low_res=low)
-        if cfg.num_maskmem > 0:
+        if cfg.num_maskmem > 0 and encode:  # encode=False: the caller encodes (SAM 3 concepts)
             entry.maskmem = self.encode_memory(session, feats, low, score, from_points)
         return entry
 

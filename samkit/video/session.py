@@ -37,6 +37,9 @@ class FrameFeatures:
     index: int
     feats: List[torch.Tensor]
     pos: torch.Tensor
+    #: concept models (SAM 3): the detector neck's levels (finest first) and their positions
+    detector: Optional[List[torch.Tensor]] = None
+    detector_pos: Optional[List[torch.Tensor]] = None
 
     @property
     def top(self) -> torch.Tensor:
@@ -149,6 +152,39 @@ class FlowState:
 
 
 @dataclass
+class ConceptState:
+    """Concept tracking (SAM 3, ``VideoTracker.add_text_prompt``): the texts (prompt id = index)
+    and the detector-tracker association's bookkeeping, bounded: per live object its prompt,
+    first frame, keep-alive count, last occluded frame, and, only while the object is young
+    enough to be removed by the hot-start rules (``hotstart_delay`` frames), its unmatched frames
+    and the frames it duplicated an older object. ``removed``: ids taken out by those rules
+    (never reused). ``start``: the first frame of the concept pass; ``done``: the last frame
+    it processed; ``first``: the result of the prompted frame until the pass yields it."""
+
+    texts: List[str] = field(default_factory=list)
+    start: int = 0
+    done: Optional[int] = None
+    reverse: bool = False
+    tokens: Optional[tuple] = None
+    obj_prompt: Dict[int, int] = field(default_factory=dict)
+    first_frame: Dict[int, int] = field(default_factory=dict)
+    keep_alive: Dict[int, int] = field(default_factory=dict)
+    last_occluded: Dict[int, int] = field(default_factory=dict)
+    unmatched: Dict[int, List[int]] = field(default_factory=dict)
+    overlaps: Dict[tuple, List[int]] = field(default_factory=dict)
+    removed: set = field(default_factory=set)
+    suppressed: set = field(default_factory=set)
+    next_id: int = 1
+    first: Optional["FrameResult"] = None
+
+    def forget(self, obj_id: int) -> None:
+        for table in (self.obj_prompt, self.first_frame, self.keep_alive, self.last_occluded, self.unmatched):
+            table.pop(obj_id, None)
+        for pair in [p for p in self.overlaps if obj_id in p]:
+            del self.overlaps[pair]
+
+
+@dataclass
 class SessionStats:
     """Peak memory-bank size, for tests and benchmarks."""
 
@@ -163,7 +199,8 @@ class TrackingSession:
     ``features``: backbone features of the last ``feature_cache`` frames; ``maskmem_pos``:
     position of the memory tokens (set by the first memory encoding); ``flow``: the flow
     tracker's state (empty for SAM 2-family models); ``last_frame``: the last frame tracked;
-    ``labels``: obj_id -> label of objects found by text (kept for the object's lifetime)."""
+    ``labels``: obj_id -> label of objects found by text (kept for the object's lifetime);
+    ``concept``: the state of concept tracking (SAM 3 text prompts), None otherwise."""
 
     source: FrameSource
     height: int
@@ -177,6 +214,7 @@ class TrackingSession:
     last_frame: Optional[int] = None
     stats: SessionStats = field(default_factory=SessionStats)
     labels: Dict[int, str] = field(default_factory=dict)
+    concept: Optional[ConceptState] = None
 
     @property
     def num_frames(self) -> Optional[int]:

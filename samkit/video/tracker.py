@@ -54,7 +54,8 @@ class VideoTracker:
     """
 
     def __init__(self, model: Any, *, keep_logits: bool = False, max_cond_frames: int = 16,
-                 feature_cache: int = 2, stream_keep: int = 2, corrections_as_conditioning: bool = True) -> None:
+                 feature_cache: int = 2, stream_keep: int = 2, corrections_as_conditioning: bool = True,
+                 concept_config: Any = None) -> None:
         self.model = model
         self.keep_logits = keep_logits
         self.max_cond_frames = int(max_cond_frames)
@@ -73,6 +74,10 @@ class VideoTracker:
                                  "(sam2.1_hiera_*, efficienttam_*, edgetam) or 'classic'.")
             self.flow = None
             self.engine = MemoryTracker(model)
+            if callable(getattr(model, "detect", None)):  # SAM 3: text prompts detect and track
+                from .concept import ConceptConfig, ConceptEngine
+
+                self.concepts = ConceptEngine(model, self.engine, concept_config or ConceptConfig())
             spec = getattr(model, "spec", None)
             self.mean = tuple(getattr(spec, "pixel_mean", _IMAGENET_MEAN)) if spec is not None else _IMAGENET_MEAN
             self.std = tuple(getattr(spec, "pixel_std", _IMAGENET_STD)) if spec is not None else _IMAGENET_STD
@@ -90,8 +95,11 @@ class VideoTracker:
         return TrackingSession(source=src, height=int(h), width=int(w), feature_cache=self.feature_cache,
                                max_cond_frames=self.max_cond_frames)
 
+    concepts = None  # a ConceptEngine for models that read text (SAM 3)
+
     def reset(self, session: TrackingSession) -> None:
         """Forget every object and prompt (frames stay readable)."""
+        session.concept = None
         session.objects.clear()
         session.features.clear()
         session.maskmem_pos = None
@@ -106,6 +114,9 @@ class VideoTracker:
         del session.objects[obj_id]
         session.flow.remove(obj_id)
         session.labels.pop(obj_id, None)
+        if session.concept is not None:
+            session.concept.forget(obj_id)
+            session.concept.removed.add(obj_id)
 
     # ------------------------------------------------------------------ prompts
     def _check_frame(self, session: TrackingSession, frame: Any) -> int:
@@ -118,13 +129,30 @@ class VideoTracker:
                              "Fix: prompt on an existing frame.")
         return frame
 
-    def add_prompt(self, session: TrackingSession, frame: int, obj_id: int, points: Optional[Sequence] = None,
-                   labels: Optional[Sequence] = None, box: Optional[Sequence] = None,
-                   mask: Optional[np.ndarray] = None) -> FrameResult:
+    def add_prompt(self, session: TrackingSession, frame: int, obj_id: Optional[int] = None,
+                   points: Optional[Sequence] = None, labels: Optional[Sequence] = None,
+                   box: Optional[Sequence] = None, mask: Optional[np.ndarray] = None,
+                   text: Any = None) -> FrameResult:
         """Prompt object ``obj_id`` on ``frame`` with points (video pixels, x y) and labels
         (1 foreground, 0 background), and/or a box ``[x0, y0, x1, y1]``, or a ``mask``
         (H x W bool). Replaces earlier prompts of that object on that frame. New objects may
-        be added at any time. Returns the masks on that frame."""
+        be added at any time. Returns the masks on that frame.
+
+        ``text="dog"`` (or a list) instead: every instance of the text, found from ``frame`` on
+        (``add_text_prompt``; no ``obj_id``)."""
+        if text is not None:
+            if obj_id is not None or any(v is not None for v in (points, labels, box, mask)):
+                raise InputError("text= takes no obj_id, points, box or mask: every instance gets an id of its "
+                                 "own. Fix: add_prompt(session, frame, text='dog') alone.")
+            if self.concepts is None:
+                self.add_text_prompt(session, frame, text)
+                return self._result(session, frame, {oid: o.entry(frame) for oid, o in session.objects.items()})
+            return self._concept_first(session, frame, text)
+        if obj_id is None:
+            raise InputError("add_prompt needs obj_id for points, boxes and masks. Fix: pass obj_id=1.")
+        if session.concept is not None:
+            raise InputError("this session tracks text concepts, which detect and track on their own; points, "
+                             "boxes and masks cannot be added to it. Fix: start another session for them.")
         frame = self._check_frame(session, frame)
         if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)):
             raise InputError(f"obj_id must be an integer, got {obj_id!r}. Fix: pass e.g. obj_id=1.")
@@ -169,6 +197,12 @@ class VideoTracker:
         Returns {obj_id: label} of the added objects ({} when the text is not found)."""
         from ..vocab.video import add_text_objects
 
+        if self.concepts is not None:  # SAM 3: detect on every frame, new instances as they appear
+            if clip is not None or first_obj_id is not None or text_options:
+                raise InputError("SAM 3 reads text itself and numbers its objects: clip, first_obj_id and text "
+                                 "options do not apply. Fix: add_text_prompt(session, frame, text) alone.")
+            result = self._concept_first(session, frame, text)
+            return {oid: result.labels[oid] for oid in result.masks}
         return add_text_objects(self, session, frame, text, clip, first_obj_id, **text_options)
 
     def _condition_all(self, session: TrackingSession, frame: int, obj_id: int) -> None:
@@ -230,6 +264,9 @@ class VideoTracker:
         ``reverse``), at most ``max_frames`` frames. A source that fails mid-way raises
         ``VideoError`` after every earlier frame was yielded; a live stream that ends just
         stops."""
+        if session.concept is not None:
+            yield from self._propagate_concepts(session, reverse, max_frames)
+            return
         if not session.objects:
             raise InputError("no object has a prompt in this session. Fix: call add_prompt first.")
         empty = [oid for oid, o in session.objects.items() if not o.cond and self.flow is None]
@@ -276,6 +313,84 @@ class VideoTracker:
             yield t, result
             t = t - 1 if reverse else t + 1
 
+    # ------------------------------------------------------------------ concepts (SAM 3)
+    def _concept_first(self, session: TrackingSession, frame: int, text: Any) -> FrameResult:
+        """Register the texts of a concept session and process its first frame."""
+        from ..vocab.vocabularies import check_texts
+        from .concept import check_concept_session
+        from .session import ConceptState
+
+        frame = self._check_frame(session, frame)
+        texts = check_texts([text] if isinstance(text, str) else text, "text")
+        problem = check_concept_session(session, texts)
+        if problem:
+            raise InputError(problem)
+        with torch.inference_mode():
+            tokens = self.model.encode_text(texts)  # a text too long for SAM 3: InputError here
+        session.concept = ConceptState(texts=list(texts), start=frame, tokens=tokens,
+                                       next_id=max(session.objects, default=0) + 1)
+        return self._concept_frame(session, frame)
+
+    def _concept_frame(self, session: TrackingSession, t: int) -> FrameResult:
+        state = session.concept
+        feats = self._features(session, t)
+        streaming = not session.source.random_access
+        shown, scores = self.concepts.frame(session, t, feats, False, streaming)
+        state.done = session.last_frame = t
+        keep_mem = self.engine.cfg.num_maskmem * self.engine.cfg.memory_temporal_stride_for_eval
+        keep_ptr = max(self.engine.cfg.max_obj_ptrs_in_encoder - 1, keep_mem)
+        for track in session.objects.values():
+            evict(track, t, False, keep_mem, keep_ptr, session.max_cond_frames)
+        session.note_stats()
+        result = self._low_res_result(session, t, shown, scores)
+        state.first = result if t == state.start else None
+        return result
+
+    def _propagate_concepts(self, session: TrackingSession, reverse: bool,
+                            max_frames: Optional[int]) -> Iterator[Tuple[int, FrameResult]]:
+        """The concept pass: frame by frame from the prompted frame; outputs are held back
+        ``hotstart_delay`` frames (objects removed meanwhile are hidden), except on streams."""
+        state, cfg = session.concept, self.concepts.config
+        if reverse:
+            raise InputError("text concepts are tracked forward only. Fix: propagate(session) without reverse.")
+        streaming = not session.source.random_access
+        delay = 0 if streaming else cfg.hotstart_delay
+        held: list = []
+        n, count = session.num_frames, 0
+        t = state.start if state.first is not None else state.done + 1
+        while (n is None or t < n) and (max_frames is None or count < max_frames):
+            if t == state.start and state.first is not None:
+                result = state.first
+            else:
+                try:
+                    result = self._concept_frame(session, t)
+                except VideoError:
+                    if session.source.ended:
+                        break
+                    raise
+            n, count = session.num_frames, count + 1
+            held.append((t, result))
+            while len(held) > delay:
+                yield _hide(held.pop(0), state.removed)
+            t += 1
+        for item in held:
+            yield _hide(item, state.removed)
+
+    def _low_res_result(self, session: TrackingSession, t: int, shown: dict, scores: dict) -> FrameResult:
+        """``FrameResult`` from low-res logits (obj_id -> h x w): video size, > 0, empty masks left out."""
+        masks, out_scores, logits = {}, {}, {}
+        for oid, low in shown.items():
+            up = F.interpolate(low[None, None].float(), size=(session.height, session.width), mode="bilinear",
+                               align_corners=False)[0, 0]
+            arr = up.cpu().numpy()
+            if not (arr > 0).any():
+                continue
+            masks[oid], out_scores[oid] = arr > 0, float(scores[oid])
+            if self.keep_logits:
+                logits[oid] = arr
+        return _labelled(session, FrameResult(frame=t, masks=masks, scores=out_scores,
+                                              logits=logits if self.keep_logits else None))
+
     def _result(self, session: TrackingSession, t: int, entries: dict) -> FrameResult:
         masks, scores, logits = {}, {}, {}
         for oid, e in entries.items():
@@ -290,6 +405,19 @@ class VideoTracker:
                 logits[oid] = arr
         return _labelled(session, FrameResult(frame=t, masks=masks, scores=scores,
                                               logits=logits if self.keep_logits else None))
+
+
+def _hide(item: Tuple[int, FrameResult], removed: set) -> Tuple[int, FrameResult]:
+    """Leave the objects in ``removed`` out of a held-back result."""
+    t, res = item
+    for oid in [o for o in res.masks if o in removed]:
+        res.masks.pop(oid)
+        res.scores.pop(oid, None)
+        if res.logits is not None:
+            res.logits.pop(oid, None)
+        if res.labels is not None:
+            res.labels.pop(oid, None)
+    return t, res
 
 
 def _labelled(session: TrackingSession, result: FrameResult) -> FrameResult:
