@@ -103,3 +103,49 @@ def tiny_family(name: str, seed: int = 0) -> nn.Module:
             if "no_mem_embed" in pname or "pos_embed" in pname or "not_a_point" in pname:
                 p.normal_(0.0, 0.02)
     return model.eval()
+
+
+# ----------------------------------------------------------------------------- video
+VIDEO_FAMILIES = ("sam2", "edgetam", "efficienttam", "efficienttam_1", "efficienttam_2")
+_MEMORY = ("memory_attention", "memory_encoder", "maskmem_tpos_enc", "no_mem_embed", "no_mem_pos_enc", "obj_ptr_proj",
+           "obj_ptr_tpos_proj", "mask_downsample", "no_obj_ptr", "no_obj_embed_spatial", "spatial_perceiver")
+
+
+def _memory_config(family: str, size: int):
+    from dataclasses import replace
+
+    from samkit.memory import config
+
+    base = {"sam2": config.SAM21, "edgetam": config.EDGETAM, "efficienttam": config.EFFICIENTTAM,
+            "efficienttam_1": config.EFFICIENTTAM_1, "efficienttam_2": config.EFFICIENTTAM_2}[family]
+    return replace(base, hidden_dim=DIM, mem_dim=DIM // 2, image_size=size, attention_layers=2,
+                   perceiver_latents=8, perceiver_latents_2d=16)  # EdgeTAM: 4 x 4 windows of 2 x 2 tokens
+
+
+def tiny_video_family(name: str, seed: int = 0, score_bias: float = 2.0) -> nn.Module:
+    """A reduced video model of family ``name`` (``VIDEO_FAMILIES``): the image family's reduced
+    encoder and heads (``tiny_family``) plus its video memory at 32 / 16 channels (2 attention
+    layers; EdgeTAM's perceiver with 8 + 16 latents). Memory weights are drawn visibly (no zero
+    tokens, no identity fuser); ``score_bias`` is the object-score head's output bias (> 0:
+    objects mostly present). Eval mode."""
+    from samkit.memory import attach_memory
+
+    model = tiny_family(name.split("_")[0] if name.startswith("efficienttam") else name, seed)
+    cfg = _memory_config(name, int(model.image_size))
+    del model.no_mem_embed  # attach_memory adds it again, with the memory modules
+    torch.manual_seed(seed + 2)
+    attach_memory(model, cfg)
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if not pname.startswith(_MEMORY):
+                continue
+            if p.ndim >= 2:
+                nn.init.normal_(p, 0.0, 1.0 / max(1, p[0].numel()) ** 0.5)
+            elif pname.endswith("bias"):
+                p.normal_(0.0, 0.02)
+            elif pname.endswith(("weight", "gamma")):
+                p.normal_(1.0, 0.1)
+            else:
+                p.normal_(0.0, 0.5)
+        model.mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(score_bias)
+    return model.eval()

@@ -33,7 +33,8 @@ from typing import Dict, List, Optional, Tuple
 
 from ..errors import InputError, SamkitError, require
 from .common import (Command, _numbers, build_clip, check_clip_name, check_out_dir, check_segmenter,
-                     clip_checkpoint_option, clip_option, emit_json, format_option, info, parse_formats, typer)
+                     clip_checkpoint_option, clip_option, emit_json, format_option, info, is_export_path,
+                     parse_formats, typer)
 
 EPILOG = (
     "[bold]Examples[/bold]\n\n"
@@ -236,7 +237,8 @@ def track(
                                          "as found."),
     clip: str = clip_option(),
     clip_checkpoint: Optional[Path] = clip_checkpoint_option(),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Video model (`samkit models ls`). "
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Video model (`samkit models ls`) or a "
+                                        "folder written by `samkit export` (run with onnxruntime). "
                                         "Default: the first one with cached weights, else classic."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Weights file (default: the cache)."),
     out: Path = typer.Option(Path("track_out"), "--out", "-o", help="Output folder (created). A rerun replaces "
@@ -269,17 +271,20 @@ def track(
         if texts and source.num_frames is not None and text_frame >= source.num_frames:
             raise InputError(f"--text-frame {text_frame} is outside the video ({source.num_frames} frames, "
                              f"0..{source.num_frames - 1}). Fix: pick an existing frame.")
-        if model is None:
-            model, why = default_video_model()
-            info(f"model: {model} ({why})")
+        if is_export_path(model):
+            tracker = _export_tracker(Path(model), checkpoint, device, texts)
         else:
-            from ..specs import get_spec
+            if model is None:
+                model, why = default_video_model()
+                info(f"model: {model} ({why})")
+            else:
+                from ..specs import get_spec
 
-            check_segmenter(get_spec(model))
-        from ..registry import load_model
-        from ..video import VideoTracker
+                check_segmenter(get_spec(model))
+            from ..registry import load_model
+            from ..video import VideoTracker
 
-        tracker = VideoTracker(load_model(model, checkpoint=checkpoint, device=device))
+            tracker = VideoTracker(load_model(model, checkpoint=checkpoint, device=device))
         session = tracker.start(source)
     except BaseException:
         source.close()
@@ -303,6 +308,19 @@ def track(
         emit_json(summary)
     else:
         info(f"tracked {frames} frames of {len(summary['objects'])} object(s) in {dt:.1f} s -> {out}")
+
+
+def _export_tracker(folder: Path, checkpoint, device: str, texts):
+    """``OnnxVideoTracker`` of an export folder (no torch import); torch-only options refused."""
+    if checkpoint is not None or device != "cpu" or texts:
+        raise InputError(f"--model {folder} is an export folder: onnxruntime runs its graphs, so --checkpoint, "
+                         "--device and --text do not apply. Fix: drop those options (or pass a model name to run it "
+                         "in torch).")
+    from ..runtime import OnnxVideoTracker
+
+    tracker = OnnxVideoTracker(folder)
+    info(f"model: {tracker.model_name} (ONNX export {folder}, onnxruntime)")
+    return tracker
 
 
 def _add_text_objects(tracker, session, texts: List[str], frame: int, threshold: float, clip_args: tuple) -> None:

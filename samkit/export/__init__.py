@@ -43,16 +43,32 @@ Manifest (``samkit-export.json``, JSON, ``format_version`` 1)::
                        inputs / outputs: [{name, dtype, shape}] (symbolic axes as strings),
                        data_file (external weights, if any), quantized_from}}
                       image ids: image_encoder, image_encoder_int8 / _int8_static, prompt_decoder
-    pipelines         {"image": {"encoder": "image_encoder", "decoder": "prompt_decoder"}}
+    pipelines         {"image": {"encoder": "image_encoder", "decoder": "prompt_decoder"}, "video": ...}
     anylabeling       "config.yaml" or null (layouts AnyLabeling cannot read)
     files             {relative path: {sha256, bytes}} for every file of the folder but the
                       manifest itself (and .samkit/)
 
-The video pipeline (issue 16, second half) adds graphs with their own roles (``memory_attention``,
-``memory_encoder``, ``video_decoder`` with object pointer and occlusion score, a video image
-encoder if its outputs differ) under the same ``graphs`` table, a ``pipelines.video`` entry
-naming them, and a ``video`` section (memory configuration) beside ``image``; the
-runtime keeps the memory bank between graph calls. None of that changes what is above.
+Video models (SAM 2 / 2.1, EdgeTAM, EfficientTAM; ``video=None``: whenever the model has a video
+memory, ``video=True`` refuses a model without one) add their stateless video graphs, run by
+:class:`samkit.runtime.OnnxVideoTracker`, which keeps the memory bank between graph calls
+(see :mod:`samkit.export.video_graphs` for every input and output)::
+
+      <m>.video_encoder.onnx              frame -> high-res features, vision features, position
+      <m>.memory_attention.onnx           features + F memory frames + P object pointers -> features
+      <m>.memory_attention_single.onnx    EfficientTAM v1 / v2 only: the same with one memory frame
+      <m>.video_decoder.onnx              prompts -> masks of every token, IoU, object pointers, score
+      <m>.memory_encoder.onnx             features + mask -> memory tokens and positions
+      <m>.mask_downsample.onnx            mask prompt -> the decoder's mask input
+
+with graph ids = roles ``video_image_encoder``, ``memory_attention`` (``_single``),
+``video_decoder``, ``memory_encoder``, ``mask_downsample`` in ``graphs``, ``pipelines.video``
+{"image_encoder", "memory_attention", ["memory_attention_single"], "decoder",
+"memory_encoder", ["mask_downsample"]} -> graph id, and a ``video`` section: layout
+"sam2_memory", image_size, feat_size, hidden_dim, mem_dim, memory_tokens_per_frame,
+high_res_features, preprocess (PIL bicubic S x S, mean / std), config (every field of
+``samkit.memory.config.MemoryConfig``), memory_dtype (bfloat16), mask_threshold,
+no_obj_score, mask_tokens, dynamic_multimask, constants (no_mem_embed, no_obj_ptr,
+maskmem_tpos_enc as float lists). Nothing of the image pipeline changes.
 """
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from ..io.outputs import OutputSet, check_out_dir
 from ..runtime.manifest import FORMAT, FORMAT_VERSION, MANIFEST, file_entries
 from . import onnx_io
 from .graphs import GraphPlan, decoder_plan, encoder_plan, layout_of, reference_decoder
+from .video_graphs import VIDEO_FILES, VIDEO_PIPELINE, video_plans, video_section
 from .quantize import (calibration_feeds, check_quantize, default_calibration, quantize_dynamic_file,
                        quantize_static_file)
 
@@ -71,9 +72,14 @@ def _export_graph(plan: GraphPlan, outs: OutputSet, file: str, opset: int, meta:
         init = [t.name for t in proto.graph.initializer]
         entry = {"file": file, "role": plan.role, "precision": "fp32", "inputs": _io(proto.graph.input, init),
                  "outputs": _io(proto.graph.output)}
-        session = onnx_io.check_graph(proto, _numpy(plan.inputs), ref, what, _FIX)
+        read = {i.name for i in proto.graph.input}  # an input the model does not read is not in the graph
+
+        def feeds(inputs: Dict[str, torch.Tensor]) -> Dict[str, np.ndarray]:
+            return _numpy({k: v for k, v in inputs.items() if k in read})
+
+        session = onnx_io.check_graph(proto, feeds(plan.inputs), ref, what, _FIX)
         for extra in checks if session is not None else ():
-            onnx_io.compare_outputs(session.run(None, _numpy(extra)), _ref(plan.module, extra), what, _FIX)
+            onnx_io.compare_outputs(session.run(None, feeds(extra)), _ref(plan.module, extra), what, _FIX)
         written = onnx_io.save_model(proto, outs.path(file), staging=Path(tmp))
     if len(written) > 1:
         entry["data_file"] = written[1].name
@@ -177,11 +183,32 @@ def _quantize(kind: str, outs: OutputSet, fp32: dict, stem: str, spec: dict, cal
     return dict(fp32, file=file, precision=kind, quantized_from=fp32["file"])
 
 
+def _wants_video(model: nn.Module, video: Optional[bool]) -> bool:
+    """Whether the video graphs are exported: by default for models with a video memory."""
+    has = getattr(model, "memory_config", None) is not None
+    if video and not has:
+        name = _spec_facts(model, type(model).__name__)["name"]
+        raise InputError(f"{name} has no video memory, so it has no video graphs to export. Fix: drop video=True "
+                         "(--video), or export a video model (sam2.1_hiera_*, edgetam, efficienttam_*).")
+    return has if video is None else bool(video)
+
+
+def _export_video(model: nn.Module, outs: OutputSet, stem: str, opset: int, meta: Dict[str, str]):
+    """The video graphs (``samkit.export.video_graphs``): ``(graphs, video section)``."""
+    graphs: Dict[str, dict] = {}
+    for plan, checks in video_plans(model):
+        graphs[plan.role] = _export_graph(plan, outs, f"{stem}.{VIDEO_FILES[plan.role]}.onnx", opset, meta, checks)
+    tokens = int(graphs["memory_encoder"]["outputs"][0]["shape"][1])  # memory tokens per frame (static)
+    return graphs, video_section(model, tokens)
+
+
 def export_onnx(model: nn.Module, out_dir: Union[str, Path], *, quantize: Union[None, str, Sequence[str]] = None,
                 opset: int = OPSET,
-                calibration: Optional[Sequence] = None, name: Optional[str] = None, single_mask: bool = False) -> Path:
-    """Export the image pipeline of ``model`` into ``out_dir`` (see :mod:`samkit.export` for the
-    folder layout and manifest) and return the folder.
+                calibration: Optional[Sequence] = None, name: Optional[str] = None, single_mask: bool = False,
+                video: Optional[bool] = None) -> Path:
+    """Export the image pipeline of ``model`` (and, for video models, the video graphs) into
+    ``out_dir`` (see :mod:`samkit.export` for the folder layout and manifest) and return the
+    folder.
 
     ``quantize``: None, ``"int8"`` (dynamic) or ``"int8-static"`` (calibrated on ``calibration``
     images, default a few variants of the bundled photo), or a sequence of both; the float32
@@ -202,6 +229,7 @@ def export_onnx(model: nn.Module, out_dir: Union[str, Path], *, quantize: Union[
     kinds = [quantize] if isinstance(quantize, str) else list(quantize or ())
     for kind in kinds:
         check_quantize(kind)
+    with_video = _wants_video(model, video)
     opset = onnx_io.check_opset(opset)
     out = check_out_dir(Path(out_dir), option="out_dir")
     onnx = require("onnx", "onnx", "ONNX export")
@@ -232,6 +260,12 @@ def export_onnx(model: nn.Module, out_dir: Union[str, Path], *, quantize: Union[
                                                                              stem, image, calibration)
             image["default_precision"] = kinds[0] if kinds else "fp32"
             encoder_file = graphs[f"image_encoder_{kinds[0].replace('-', '_')}" if kinds else "image_encoder"]["file"]
+            pipelines = {"image": {"encoder": "image_encoder", "decoder": "prompt_decoder"}}
+            video_doc = None
+            if with_video:
+                more, video_doc = _export_video(model, outs, stem, opset, meta)
+                graphs.update(more)
+                pipelines["video"] = {k: v for k, v in VIDEO_PIPELINE.items() if v in more}
             anylabeling = None
             if layout == "sam" or (layout == "sam2" and model.use_high_res_features):
                 anylabeling = ANYLABELING_CONFIG
@@ -243,11 +277,12 @@ def export_onnx(model: nn.Module, out_dir: Union[str, Path], *, quantize: Union[
                 "model": {"name": name, "weights_sha256": weights_digest(model), "spec": _spec_facts(model, name)},
                 "opset": opset, "exporter": {"torch": torch.__version__, "onnx": onnx.__version__,
                                              "onnxruntime": ort.__version__},
-                "image": image, "graphs": graphs, "pipelines": {"image": {"encoder": "image_encoder",
-                                                                          "decoder": "prompt_decoder"}},
+                "image": image, "graphs": graphs, "pipelines": pipelines,
                 "anylabeling": anylabeling,
                 "files": file_entries(outs.staging, outs.staged_files()),
             }
+            if video_doc is not None:
+                doc["video"] = video_doc
             outs.path(MANIFEST).write_text(json.dumps(doc, indent=1, default=str) + "\n")
     finally:
         model.train(was_training)

@@ -20,6 +20,7 @@ from PIL import Image
 
 from ..memory.config import MemoryConfig
 from ..layers.position import sine_encoding_1d
+from .memory_plan import memory_plan, select_cond_frames  # noqa: F401  (select_cond_frames: old path)
 from .session import FrameEntry, FrameFeatures, ObjectTrack, TrackingSession
 
 MEMORY_DTYPE = torch.bfloat16
@@ -85,68 +86,36 @@ class MemoryTracker:
         return mem.to(MEMORY_DTYPE)
 
     def _memory_tokens(self, session: TrackingSession, track: ObjectTrack, frame_idx: int, reverse: bool):
-        """Gather memory tokens (B x M x Cm), their positions and the pointer-token count."""
+        """Gather memory tokens (B x M x Cm), their positions and the pointer-token count
+        (which frames and pointers: ``samkit.video.memory_plan``)."""
         cfg = self.cfg
         c, cm = cfg.hidden_dim, cfg.mem_dim
-        non_cond, num_frames = track.non_cond, session.num_frames
-        selected, unselected = select_cond_frames(frame_idx, track.cond, cfg.max_cond_frames_in_attn)
-        t_pos_and_prev: List[Tuple[int, Optional[FrameEntry]]] = [(0, e) for e in selected.values()]
-        stride = cfg.memory_temporal_stride_for_eval
-        for t_pos in range(1, cfg.num_maskmem):
-            t_rel = cfg.num_maskmem - t_pos
-            if t_rel == 1:
-                prev = frame_idx + t_rel if reverse else frame_idx - t_rel
-            elif not reverse:
-                prev = ((frame_idx - 2) // stride) * stride - (t_rel - 2) * stride
-            else:
-                prev = -(-(frame_idx + 2) // stride) * stride + (t_rel - 2) * stride
-            e = non_cond.get(prev)
-            if e is None:
-                e = unselected.get(prev)
-            t_pos_and_prev.append((t_pos, e))
+        frames, pointers, max_ptrs = memory_plan(cfg, track, frame_idx, reverse, session.num_frames)
         mems, poses = [], []
-        for t_pos, e in t_pos_and_prev:
-            if e is None or e.maskmem is None:
-                continue
+        for t_pos, e in frames:
             mems.append(e.maskmem.float())
             tpos = self.model.maskmem_tpos_enc[cfg.num_maskmem - t_pos - 1].reshape(1, 1, cm)
             poses.append(session.maskmem_pos + tpos)
         n_spatial = len(mems)
         n_ptr_tokens = 0
-        if cfg.use_obj_ptrs_in_encoder:
-            max_ptrs = cfg.max_obj_ptrs_in_encoder if num_frames is None else min(num_frames, cfg.max_obj_ptrs_in_encoder)
-            if cfg.only_obj_ptrs_in_the_past_for_eval:
-                ptr_cond = {t: e for t, e in selected.items() if (t >= frame_idx if reverse else t <= frame_idx)}
+        if pointers:
+            ptrs = torch.stack([e.obj_ptr for _, e in pointers], dim=0)  # P x B x C
+            b = ptrs.shape[1]
+            if cfg.add_tpos_enc_to_obj_ptrs:
+                t_max = max_ptrs - 1
+                dim = c if cfg.proj_tpos_enc_in_obj_ptrs else cm
+                rel = torch.tensor([float(p) for p, _ in pointers], device=ptrs.device)
+                ppos = self.model.obj_ptr_tpos_proj(sine_encoding_1d(rel / t_max, dim))
+                ppos = ppos.unsqueeze(1).expand(-1, b, cm)
             else:
-                ptr_cond = selected
-            sign = -1 if reverse else 1
-            pos_ptrs = [((frame_idx - t) * sign if cfg.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t), e.obj_ptr)
-                        for t, e in ptr_cond.items()]
-            for t_diff in range(1, max_ptrs):
-                t = frame_idx + t_diff if reverse else frame_idx - t_diff
-                if t < 0 or (num_frames is not None and t >= num_frames):
-                    break
-                e = non_cond.get(t, unselected.get(t))
-                if e is not None:
-                    pos_ptrs.append((t_diff, e.obj_ptr))
-            if pos_ptrs:
-                ptrs = torch.stack([p for _, p in pos_ptrs], dim=0)  # P x B x C
-                b = ptrs.shape[1]
-                if cfg.add_tpos_enc_to_obj_ptrs:
-                    t_max = max_ptrs - 1
-                    dim = c if cfg.proj_tpos_enc_in_obj_ptrs else cm
-                    rel = torch.tensor([float(p) for p, _ in pos_ptrs], device=ptrs.device)
-                    ppos = self.model.obj_ptr_tpos_proj(sine_encoding_1d(rel / t_max, dim))
-                    ppos = ppos.unsqueeze(1).expand(-1, b, cm)
-                else:
-                    ppos = ptrs.new_zeros(len(pos_ptrs), b, cm)
-                if cm < c:
-                    k = c // cm
-                    ptrs = ptrs.reshape(-1, b, k, cm).permute(0, 2, 1, 3).flatten(0, 1)
-                    ppos = ppos.repeat_interleave(k, dim=0)
-                mems.append(ptrs.transpose(0, 1))
-                poses.append(ppos.transpose(0, 1))
-                n_ptr_tokens = ptrs.shape[0]
+                ppos = ptrs.new_zeros(len(pointers), b, cm)
+            if cm < c:
+                k = c // cm
+                ptrs = ptrs.reshape(-1, b, k, cm).permute(0, 2, 1, 3).flatten(0, 1)
+                ppos = ppos.repeat_interleave(k, dim=0)
+            mems.append(ptrs.transpose(0, 1))
+            poses.append(ppos.transpose(0, 1))
+            n_ptr_tokens = ptrs.shape[0]
         return mems, poses, n_ptr_tokens, n_spatial
 
     def _with_memory(self, session: TrackingSession, track: ObjectTrack, feats: FrameFeatures, frame_idx: int,
@@ -218,19 +187,3 @@ class MemoryTracker:
         entry.maskmem = self.encode_memory(session, feats, low, score, True)
         return entry
 
-
-def select_cond_frames(frame_idx: int, cond: Dict[int, FrameEntry], max_num: int):
-    """Upstream ``select_closest_cond_frames``: all when ``max_num`` is -1, else the closest
-    before, the closest at/after and the temporally nearest others."""
-    if max_num == -1 or len(cond) <= max_num:
-        return dict(cond), {}
-    sel: Dict[int, FrameEntry] = {}
-    before = max((t for t in cond if t < frame_idx), default=None)
-    if before is not None:
-        sel[before] = cond[before]
-    after = min((t for t in cond if t >= frame_idx), default=None)
-    if after is not None:
-        sel[after] = cond[after]
-    rest = sorted((t for t in cond if t not in sel), key=lambda t: abs(t - frame_idx))[: max_num - len(sel)]
-    sel.update((t, cond[t]) for t in rest)
-    return sel, {t: e for t, e in cond.items() if t not in sel}

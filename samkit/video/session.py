@@ -16,17 +16,22 @@ Shapes (SAM 2.1 at 1024 px): image features ``1 x 256 x 64 x 64``; high-res feat
 object pointer ``1 x 256``; object score ``1 x 1``; memory features as tokens
 ``1 x 4096 x 64`` (EdgeTAM: ``1 x 512 x 64`` after its perceiver), stored bfloat16; memory
 position ``1 x 4096 x 64`` (one per session: it is the same for every frame).
+
+This module imports no torch: ``samkit.runtime.OnnxVideoTracker`` keeps the same state with
+numpy arrays in place of the tensors (memory features as bfloat16 bit patterns, uint16).
 """
 from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 import numpy as np
-import torch
 
 from ..io.video import FrameSource
+
+if TYPE_CHECKING:  # torch-free at run time: samkit.runtime.OnnxVideoTracker keeps numpy arrays here
+    import torch
 
 
 @dataclass
