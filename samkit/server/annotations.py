@@ -61,8 +61,9 @@ def clean_object(obj: dict, size, next_id: int) -> dict:
 class AnnotationStore:
     """Per-file annotation documents under ``DATA/.samkit/annotations`` (see module docstring)."""
 
-    def __init__(self, data: DataRoot) -> None:
+    def __init__(self, data: DataRoot, resolver=None) -> None:
         self.data = data
+        self.resolver = resolver or (lambda rel: data.resolve(rel))  # client path -> real image file
         self._locks: Dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -90,7 +91,7 @@ class AnnotationStore:
     # ------------------------------------------------------------------ images
     def load(self, rel: str) -> dict:
         """The document of image ``rel`` (an empty one, revision 0, when nothing was saved)."""
-        real = self.data.resolve(rel)
+        real = self.resolver(rel)
         doc = self.read(rel)
         if doc is None:
             h, w = image_size(real)

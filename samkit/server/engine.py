@@ -145,11 +145,17 @@ class ImageEngine:
                                 pred_iou_thresh=pred_iou_thresh, stability_score_thresh=stability_thresh)
         return gen.generate(image).sorted()
 
+    def supports_text(self) -> bool:
+        """Whether ``text`` can answer (a torch model with a CLIP, or one that reads text itself)."""
+        if self.export is not None or not self.neural:
+            return False
+        return getattr(self.predictor, "clip", None) is not None or hasattr(self.predictor.model, "predict_text")
+
     def text(self, path: Path, text: str) -> Masks:
         if self.export is not None:
             raise InputError("text prompts need a torch model. Fix: start `samkit serve --model NAME --clip "
                              "clip_vit_b16`.")
-        if getattr(self.predictor, "clip", None) is None and not hasattr(self.predictor.model, "predict_text"):
+        if not self.supports_text():
             raise InputError("text prompts need a CLIP model (or a model that reads text). Fix: start the server "
                              "with --clip clip_vit_b16.")
         self.encoded(path)

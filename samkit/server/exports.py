@@ -29,7 +29,7 @@ EXPORT_DIR = "exports"
 
 def _stem(rel: str) -> str:
     """``sub/dir/a.jpg`` -> ``sub__dir__a`` (unique per image inside one export folder)."""
-    p = PurePosixPath(rel)
+    p = PurePosixPath(rel.lstrip("@"))
     return "__".join([*p.parent.parts, p.stem]) if p.parent.parts else p.stem
 
 

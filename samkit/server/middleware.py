@@ -24,6 +24,7 @@ from typing import Optional
 from urllib.parse import parse_qs
 
 from .config import is_loopback
+from .errors import HTTPProblem
 
 log = logging.getLogger("samkit.server")
 COOKIE = "samkit_token"
@@ -31,8 +32,12 @@ ISOLATION = [(b"cross-origin-opener-policy", b"same-origin"), (b"cross-origin-em
              (b"x-content-type-options", b"nosniff")]
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPProblem):
+    """A body over the cap, found while reading it (answered 413 by the app's HTTPProblem handler)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is over this server's limit of {limit:,} bytes. Fix: send a "
+                              "smaller file, or start the server with a larger --max-upload.")
 
 
 def _json(status: int, message: str, extra_headers=()) -> tuple:
@@ -122,7 +127,7 @@ class Guard:
             if message["type"] == "http.request":
                 seen["body"] += len(message.get("body", b""))
                 if seen["body"] > self.max_body:
-                    raise BodyTooLarge()
+                    raise BodyTooLarge(self.max_body)
             return message
 
         async def isolated_send(message):
@@ -145,8 +150,9 @@ class Guard:
                                                     f"{self.max_body:,} bytes. Fix: send a smaller file, or start "
                                                     "the server with a larger --max-upload.")
         except Exception:  # noqa: BLE001 - last line of defence: JSON, never a traceback to the client
+            if seen["started"]:
+                return  # answered (and logged) by the app's own handler; starlette re-raises after answering
             error_id = uuid.uuid4().hex[:8]
             log.exception("internal error %s on %s %s", error_id, scope.get("method"), scope.get("path"))
-            if not seen["started"]:
-                await self._send_problem(send, 500, f"internal error {error_id} (the server log has the details). "
+            await self._send_problem(send, 500, f"internal error {error_id} (the server log has the details). "
                                                     "Fix: report it with the log lines of that id.")
