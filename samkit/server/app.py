@@ -12,6 +12,7 @@ Paths named by clients are relative to ``--data`` (``paths.DataRoot``); ``@examp
 names the example image shipped with samkit (read-only; its annotations live in ``--data``).
 """
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -196,18 +197,19 @@ def create_app(config: ServerConfig, predictor: Any, model_name: str, export_fol
                                               config.frames_in_memory),
                         tracker=tracker, video_model_name=video_model_name)
     state.annotations = AnnotationStore(data, lambda rel: resolve_image(state, rel))
-    app = fastapi.FastAPI(title="samkit serve", docs_url=None, redoc_url=None, openapi_url=None)
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        state.sessions.close_all()
+        queue.shutdown()
+
+    app = fastapi.FastAPI(title="samkit serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.samkit = state
     _install_errors(app)
     _base_routes(app, state)
     routes_image.install(app, state)
     routes_video.install(app, state)
     labelstudio.install(app, state)
-
-    @app.on_event("shutdown")
-    async def _stop():  # pragma: no cover - exercised by uvicorn
-        state.sessions.close_all()
-        queue.shutdown()
 
     guarded = Guard(app, config.token, config.max_upload_bytes, loopback_only=True)
     guarded.state = state  # tests and the CLI reach the state through the wrapper
