@@ -38,6 +38,7 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 EXAMPLE_PREFIX = "@example/"
 EXAMPLES = ("truck.png",)
 UPLOAD_DIR = "uploads"
+EXPORT_PREFIX = "exports/"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -149,6 +150,14 @@ def _base_routes(app, state: ServerState) -> None:
         if not path:
             out["examples"] = [{"path": EXAMPLE_PREFIX + n, "name": n} for n in EXAMPLES]
         return out
+
+    @app.get("/api/download")
+    async def download(path: str):
+        if not path.startswith(EXPORT_PREFIX):
+            raise HTTPProblem(403, "only exported files can be downloaded. Fix: export first (POST /api/export) and "
+                                   "download the paths it answers.")
+        real = state.data.resolve(path, kind="file")
+        return FileResponse(real, filename=real.name)
 
     @app.put("/api/upload")
     async def upload(request: Request, name: str):
