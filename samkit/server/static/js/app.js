@@ -146,7 +146,7 @@ async function decodeNow(t0) {
 
 export function drawn(t0) {
   const cand = S.candidates[S.choice];
-  stats.maskPixels = cand ? cand.mask.reduce((a, v) => a + v, 0) : 0;
+  stats.maskPixels = S.video ? S.video.maskPixels() : cand ? cand.mask.reduce((a, v) => a + v, 0) : 0;
   render();
   requestAnimationFrame(() => { stats.lastClickToDrawnMs = performance.now() - t0; canvas.dataset.drawn = String(stats.decodes); });
 }

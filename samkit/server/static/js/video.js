@@ -45,10 +45,15 @@ export class Video {
   step(d) { return this.show(this.frame + d); }
 
   keep(t, objects) {
-    this.results.set(t, objects.map((o) => ({ ...o, _canvas: maskCanvas(decodeRle(o.rle), S.W, S.H, COLORS[(o.id - 1) % COLORS.length], 0.5) })));
+    this.results.set(t, objects.map((o) => {
+      const m = decodeRle(o.rle);
+      return { ...o, _pixels: m.reduce((a, v) => a + v, 0), _canvas: maskCanvas(m, S.W, S.H, COLORS[(o.id - 1) % COLORS.length], 0.5) };
+    }));
   }
 
   layers() { return (this.results.get(this.frame) || []).map((o) => o._canvas); }
+
+  maskPixels() { return (this.results.get(this.frame) || []).reduce((a, o) => a + o._pixels, 0); }
 
   objectCount() { return (this.results.get(this.frame) || []).length; }
 
