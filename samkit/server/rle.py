@@ -138,7 +138,7 @@ def brush_encode(mask: np.ndarray) -> List[int]:
                 left -= take
     stream = "".join(parts)
     stream += "0" * (-len(stream) % 8)
-    return list(np.packbits(np.frombuffer(stream.encode("ascii"), np.uint8) - 48))
+    return np.packbits(np.frombuffer(stream.encode("ascii"), np.uint8) - 48).tolist()
 
 
 def brush_decode(data: Sequence[int], height: int, width: int) -> np.ndarray:

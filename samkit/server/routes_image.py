@@ -24,6 +24,7 @@ from . import rle as rle_codec
 from .app import read_json, resolve_image
 from .errors import HTTPProblem
 from .exports import export as export_annotations
+from .paths import VIDEO_EXTS
 
 MAX_POINTS = 64
 MAX_TEXT = 200
@@ -198,7 +199,11 @@ def _annotation_routes(app, state) -> None:
             key = (folder.replace("/", "__") or "all")
         else:
             rel = _path(body)
-            check_image(rel)
+            if rel.startswith("@") or state.data.resolve(rel, kind="new").is_file() and \
+                    not rel.lower().endswith(VIDEO_EXTS):
+                check_image(rel)
+            elif not state.data.resolve(rel, kind="new").exists():
+                raise HTTPProblem(404, f"no image, video or frame folder {rel!r}. Fix: pick one listed by /api/files.")
             rels = [rel]
             key = rel.replace("/", "__").replace("@", "")
         return await queue.run(export_annotations, store, fmt, rels, key)

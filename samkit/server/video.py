@@ -48,8 +48,10 @@ class VideoSession:
                 "frames_with_results": len(self.results)}
 
     def store_result(self, frame: int, result: Any) -> List[dict]:
-        """Keep a tracker ``FrameResult`` as RLE per object; returns the objects of that frame."""
-        objs = {}
+        """Keep a tracker ``FrameResult`` as RLE per object; returns the objects of that frame.
+        Objects the result does not mention keep their earlier mask on that frame (a propagation
+        from a frame without their prompt, e.g. backward with the flow tracker, yields none)."""
+        objs = dict(self.results.get(int(frame), {}))
         for oid, mask in result.masks.items():
             objs[int(oid)] = {"rle": rle_codec.encode(np.asarray(mask, bool)),
                               "score": float(result.scores.get(oid, 0.0))}
