@@ -146,3 +146,30 @@ def test_nothing_is_written_outside_data(served):
     new = files_under(root) - before
     assert new and all(p.startswith("data/") for p in new), sorted(new)
     assert not any(p.startswith("outside/") or "escape" in p.split("/")[-1] and "uploads" not in p for p in new)
+
+
+def test_cli_refuses_unsafe_settings_before_loading_a_model(tmp_path, capsys, monkeypatch):
+    from samkit.cli.main import main
+
+    monkeypatch.delenv("SAMKIT_TOKEN", raising=False)
+    assert main(["serve", "--host", "0.0.0.0", "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--token" in err and "Fix:" in err
+    assert main(["serve", "--data", str(tmp_path / "missing")]) == 2
+    assert main(["serve", "--queue", "0", "--data", str(tmp_path)]) == 2
+    monkeypatch.setenv("SAMKIT_TOKEN", "x")
+    assert main(["serve", "--host", "10.0.0.5", "--data", str(tmp_path)]) == 2  # a token of 1 character
+    assert "8 characters" in capsys.readouterr().err
+
+
+def test_embedding_cache_byte_cap():
+    from samkit.server.cache import LRUBytes
+
+    cache = LRUBytes(100)
+    cache.put("a", 1, 40)
+    cache.put("b", 2, 40)
+    assert cache.get("a") == 1  # a is now the most recent
+    cache.put("c", 3, 40)  # over the cap: b (least recent) goes
+    assert cache.get("b") is None and cache.get("a") == 1 and cache.get("c") == 3
+    assert cache.put("huge", 4, 101) is False and "huge" not in cache
+    assert cache.stats()["bytes"] == 80 and cache.stats()["evictions"] == 1
