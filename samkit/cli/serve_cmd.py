@@ -44,6 +44,9 @@ def serve(
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds a request waits for the model (then 504)."),
     cache_mb: int = typer.Option(1024, "--cache-mb", help="Embedding cache cap, in MB."),
     max_sessions: int = typer.Option(4, "--max-sessions", help="Open video sessions at most (LRU beyond)."),
+    browser_decoder: bool = typer.Option(True, "--browser-decoder/--no-browser-decoder", help="Let the page run "
+                                         "the exported decoder itself (onnxruntime-web); off: every click decodes on "
+                                         "the server."),
     device: str = typer.Option("cpu", "--device", help="torch device: cpu, cuda, mps."),
     offline: bool = typer.Option(False, "--offline", help="Never download weights."),
 ) -> None:
@@ -52,7 +55,8 @@ def serve(
 
     config = ServerConfig(data=data.expanduser(), host=host, port=port, token=token or os.environ.get(ENV_TOKEN) or None,
                           max_upload_bytes=max_upload * 1024 * 1024, queue_size=queue, timeout_s=timeout,
-                          cache_bytes=cache_mb * 1024 * 1024, max_sessions=max_sessions).check()
+                          cache_bytes=cache_mb * 1024 * 1024, max_sessions=max_sessions,
+                          browser_decoder=browser_decoder).check()
     require("fastapi", "server", "samkit serve")
     uvicorn = require("uvicorn", "server", "samkit serve")
     app = build_server(config, model, checkpoint, video_model, clip, device, offline)
