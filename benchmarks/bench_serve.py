@@ -90,7 +90,7 @@ def click_latency(url: str, clicks: int, chromium: str) -> dict:
         page.wait_for_selector("#canvas[data-ready='@example/truck.png']", timeout=300000)
         mode = page.eval_on_selector("#canvas", "c => c.dataset.mode")
         rng = random.Random(0)
-        times = []
+        times, decode = [], []
         for i in range(clicks + 1):  # the first click warms up
             page.keyboard.press("Escape")
             page.wait_for_function("window.samkit.S.points.length === 0")
@@ -106,10 +106,12 @@ def click_latency(url: str, clicks: int, chromium: str) -> dict:
             page.wait_for_timeout(30)
             if i:
                 times.append(page.evaluate("window.samkit.stats.lastClickToDrawnMs"))
+                decode.append(page.evaluate("window.samkit.stats.lastDecodeMs"))
         browser.close()
     t = np.array(times)
     return {"mode": mode, "clicks": len(t), "p50_ms": float(np.median(t)), "p95_ms": float(np.percentile(t, 95)),
-            "min_ms": float(t.min())}
+            "min_ms": float(t.min()), "decode_p50_ms": float(np.median(decode)),
+            "load_avg": os.getloadavg()[0]}
 
 
 def load_test(url: str, clients: int, seconds: float) -> dict:
@@ -124,7 +126,7 @@ def load_test(url: str, clients: int, seconds: float) -> dict:
         with httpx.Client(base_url=url, timeout=120) as c:
             while time.monotonic() < stop:
                 t0 = time.perf_counter()
-                r = c.post("/api/image/decode", json={"path": "truck.png", "multimask": False,
+                r = c.post("/api/image/decode", json={"path": "truck.png", "multimask": False, "polygons": False,
                                                       "points": [[rng.uniform(20, 380), rng.uniform(20, 250)]]})
                 dt = (time.perf_counter() - t0) * 1000
                 with lock:
@@ -165,12 +167,16 @@ def main(argv=None) -> int:
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--chromium", default=os.environ.get("SAMKIT_CHROMIUM", "/usr/bin/chromium"))
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument("--export", type=Path, default=None, help="reuse (or create) this export folder")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="samkit-bench-serve-"))
     try:
         t0 = time.perf_counter()
-        folder = export_model(args.model, work / "export")
-        print(f"exported {args.model} (random weights) in {time.perf_counter() - t0:.0f} s", flush=True)
+        if args.export is not None and (args.export / "samkit-export.json").is_file():
+            folder = args.export
+        else:
+            folder = export_model(args.model, args.export or work / "export")
+            print(f"exported {args.model} (random weights) in {time.perf_counter() - t0:.0f} s", flush=True)
         data = work / "data"
         data.mkdir()
         shutil.copy(ROOT / "samkit" / "assets" / "truck.png", data / "truck.png")

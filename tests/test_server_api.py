@@ -68,8 +68,10 @@ def test_classic_decode_box_and_points(classic):
     m = _mask(item, (48, 64))
     assert m[20, 32] and not m[2, 2]
     assert item["polygons"] and len(item["polygons"][0]) >= 6
-    r = c.post("/api/image/decode", json={"path": "@example/truck.png", "points": [[200, 150]], "labels": [1]})
+    r = c.post("/api/image/decode", json={"path": "@example/truck.png", "points": [[200, 150]], "labels": [1],
+                                          "polygons": False})
     assert r.status_code == 200 and len(r.json()["masks"]) == 3
+    assert all(m["polygons"] == [] and m["rle"]["size"] == [267, 400] for m in r.json()["masks"])
 
 
 def test_neural_decode_multimask_refine_and_cache(neural):

@@ -4,7 +4,8 @@
 * ``POST /api/image/encode {path}``       encode once (cached) -> ``{width, height, key, cached, browser_decoder}``;
 * ``GET  /api/image/embedding?path=P``    the encoder outputs for the browser decoder (``ImageEngine.embedding_payload``);
 * ``GET  /api/image/decoder``             the exported ONNX prompt decoder (bytes);
-* ``POST /api/image/decode {path, points: [[x, y]], labels: [1|0], box: [x0, y0, x1, y1], multimask, refine}``;
+* ``POST /api/image/decode {path, points: [[x, y]], labels: [1|0], box: [x0, y0, x1, y1], multimask, refine,
+  polygons}`` (``polygons: false`` leaves them out: the page draws the RLE);
 * ``POST /api/image/everything {path, points_per_side, pred_iou_thresh, stability_thresh}``;
 * ``POST /api/image/text {path, text}``;
 * ``GET/PUT /api/annotations`` (``{path, objects, revision}``), ``POST /api/annotations/object {path, object}``;
@@ -126,7 +127,8 @@ def install(app, state) -> None:
             return masks, eng.keep_low_res(masks)
 
         masks, ids = await queue.run(work)
-        return {"masks": mask_json(masks, ids), "width": masks.width, "height": masks.height}
+        polygons = _flag(body, "polygons", True)  # the page asks for none: it draws the RLE
+        return {"masks": mask_json(masks, ids, polygons), "width": masks.width, "height": masks.height}
 
     @app.post("/api/image/everything")
     async def everything(request: Request):

@@ -128,7 +128,7 @@ async function decodeNow(t0) {
       stats.mode = "browser";
     } else {
       const r = await api("POST", "/api/image/decode", { path: S.path, points: S.points, labels: S.labels,
-                                                           box: S.box, multimask });
+                                                           box: S.box, multimask, polygons: false });
       cands = r.masks.map((m) => ({ mask: decodeRle(m.rle), score: m.score }));
       stats.mode = "server";
     }

@@ -10,7 +10,8 @@ async function ort() {
   if (!ortModule) {
     ortModule = await import("/vendor/ort/ort.wasm.min.mjs");
     ortModule.env.wasm.wasmPaths = "/vendor/ort/";
-    ortModule.env.wasm.numThreads = 1;  // no SharedArrayBuffer needed; the decoder is small
+    // threads need SharedArrayBuffer, which the server's COOP / COEP headers allow (crossOriginIsolated)
+    ortModule.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
   }
   return ortModule;
 }
