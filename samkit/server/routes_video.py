@@ -33,7 +33,10 @@ def _need_tracker(state):
 
 
 def _open(state, rel: str):
-    real = state.data.resolve(rel, kind="dir" if "." not in rel.rsplit("/", 1)[-1] else "file")
+    real = state.data.resolve(rel, kind="new")
+    if not real.exists():
+        raise HTTPProblem(404, f"no video or frame folder {rel!r} in the data folder. Fix: pick one listed by "
+                               "/api/files.")
     if real.is_dir():
         if not any(f.suffix.lower() in IMAGE_EXTS for f in real.iterdir()):
             raise InputError(f"the folder {rel!r} holds no image frames. Fix: pick a folder of JPEG/PNG frames.")
