@@ -106,6 +106,9 @@ def test_video_session_prompt_propagate_and_save(served):
     r = c.post(f"/api/video/sessions/{sid}/prompt", json={"frame": 0, "obj_id": 1, "box": [8, 10, 32, 34],
                                                             "label": "square"})
     assert r.status_code == 200 and r.json()["objects"][0]["label"] == "square"
+    saved = json.loads((data / ".samkit" / "annotations" / "clip.json").read_text())
+    assert list(saved["frames"]) == ["0"]  # a prompt is saved at once, before any propagation
+    assert c.get("/api/annotations", params={"path": "clip"}).json()["frames"]["0"][0]["label"] == "square"
     lines = _ndjson(c.post(f"/api/video/sessions/{sid}/propagate", json={}))
     assert [ln["frame"] for ln in lines[:-1]] == [0, 1, 2, 3] and lines[-1]["end"] is True
     last = rle_codec.decode(lines[3]["objects"][0]["rle"], (48, 64))
@@ -116,7 +119,7 @@ def test_video_session_prompt_propagate_and_save(served):
     assert [ln["frame"] for ln in back[:-1]] == [3, 2, 1, 0]
     assert all([o["id"] for o in ln["objects"]] == [1, 2] for ln in back[:-1])  # object 1 kept from the forward pass
     doc = json.loads((data / ".samkit" / "annotations" / "clip.json").read_text())
-    assert doc["kind"] == "video" and doc["revision"] == 2 and len(doc["frames"]) == 4
+    assert doc["kind"] == "video" and doc["revision"] == 4 and len(doc["frames"]) == 4
     assert [o["id"] for o in c.get(f"/api/video/sessions/{sid}/results/1").json()["objects"]] == [1, 2]
     assert c.get(f"/api/video/sessions/{sid}/frames/9").status_code == 400
     r = c.post("/api/export", json={"path": "clip", "format": "coco"})
@@ -125,6 +128,13 @@ def test_video_session_prompt_propagate_and_save(served):
     assert len(coco["annotations"]) == 8 and coco["images"][0]["file_name"] == "clip#0"
     assert c.delete(f"/api/video/sessions/{sid}").status_code == 200
     assert c.get(f"/api/video/sessions/{sid}/results/0").status_code == 404
+    again = c.post("/api/video/sessions", json={"path": "clip"}).json()  # a reload: the saved frames come back
+    assert again["frames_with_results"] == 4
+    c.post(f"/api/video/sessions/{again['id']}/prompt", json={"frame": 1, "obj_id": 3, "box": [10, 10, 34, 34]})
+    doc = json.loads((data / ".samkit" / "annotations" / "clip.json").read_text())
+    assert len(doc["frames"]) == 4 and [o["id"] for o in doc["frames"]["1"]] == [1, 2, 3]  # nothing lost
+    assert doc["frames"]["0"][0]["label"] == "square"
+    c.delete(f"/api/video/sessions/{again['id']}")
 
 
 def test_video_bounds(served):

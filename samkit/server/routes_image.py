@@ -167,6 +167,13 @@ def _annotation_routes(app, state) -> None:
 
     @app.get("/api/annotations")
     async def get_annotations(path: str):
+        if not path.startswith("@"):
+            real = state.data.resolve(path, kind="new")
+            if real.is_dir() or real.suffix.lower() in VIDEO_EXTS:  # a video: its saved frames (if any)
+                if not real.exists():
+                    raise HTTPProblem(404, f"no video {path!r}. Fix: pick one listed by /api/files.")
+                return store.load_video(path) or {"format": "samkit-annotations", "version": 1, "kind": "video",
+                                                  "path": path, "revision": 0, "frames": {}}
         check_image(path)
         return doc_of(path)
 

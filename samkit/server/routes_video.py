@@ -6,7 +6,8 @@
 * ``GET    /api/video/sessions/{id}/frames/{t}``             frame ``t`` as JPEG;
 * ``GET    /api/video/sessions/{id}/results/{t}``            the objects on frame ``t``;
 * ``POST   /api/video/sessions/{id}/prompt {frame, obj_id, points, labels, box, label}``
-  -> ``{frame, objects: [{id, label, rle, score}]}`` (the masks on that frame);
+  -> ``{frame, objects: [{id, label, rle, score}]}`` (the masks on that frame; the video's
+  annotation document is saved at once);
 * ``POST   /api/video/sessions/{id}/propagate {start, reverse, max_frames}``: NDJSON, one line
   ``{"frame": t, "objects": [...], "done": k, "total": n}`` per frame, then ``{"end": true,
   "frames": k, "saved": path}`` (or ``{"error": ...}``); the results are saved atomically as the
@@ -60,6 +61,9 @@ def install(app, state) -> None:
             raise InputError("'path' is missing. Fix: send a video or frame folder relative to the data folder.")
         tracking = await queue.run(_open, state, rel)
         session = store.add(rel, tracking)
+        saved = state.annotations.load_video(rel)
+        if saved and (saved.get("width"), saved.get("height")) == (session.width, session.height):
+            session.restore(saved)  # a new session starts from what was saved (nothing is lost on a reload)
         return session.info()
 
     @app.get("/api/video/sessions")
@@ -96,7 +100,10 @@ def install(app, state) -> None:
             if label:
                 session.labels[int(oid)] = label
             session.labels.setdefault(int(oid), f"object {int(oid)}")
-            return session.store_result(frame_t, res)
+            objects = session.store_result(frame_t, res)
+            state.annotations.save_video(session.path, session.width, session.height, session.num_frames,
+                                         session.document_frames())  # saved as the user works
+            return objects
 
         return {"frame": frame_t, "objects": await queue.run(work)}
 

@@ -58,6 +58,15 @@ class VideoSession:
         self.results[int(frame)] = objs
         return self.frame_objects(frame)
 
+    def restore(self, doc: dict) -> None:
+        """Take the frames of a saved video document (``annotations.save_video``) as results; the
+        tracker itself starts without prompts, so only objects prompted again are tracked anew."""
+        for t, objs in doc.get("frames", {}).items():
+            if 0 <= int(t) < self.num_frames:
+                self.results[int(t)] = {int(o["id"]): {"rle": o["rle"], "score": o.get("score")} for o in objs}
+                for o in objs:
+                    self.labels.setdefault(int(o["id"]), o.get("label") or f"object {o['id']}")
+
     def frame_objects(self, frame: int) -> List[dict]:
         return [{"id": oid, "label": self.labels.get(oid, f"object {oid}"), **v}
                 for oid, v in sorted(self.results.get(int(frame), {}).items())]

@@ -25,6 +25,9 @@ export class Video {
     $("propagate").onclick = () => this.propagate(false);
     $("propagate-back").onclick = () => this.propagate(true);
     $("video-bar").hidden = false;
+    const saved = await api("GET", "/api/annotations?path=" + encodeURIComponent(this.path));
+    for (const [t, objects] of Object.entries(saved.frames || {})) this.keep(Number(t), objects);
+    this.objId = 1 + Math.max(0, ...[...this.results.values()].flat().map((o) => o.id));
     await this.show(0);
     fit();
     document.getElementById("canvas").dataset.ready = this.path;
