@@ -29,7 +29,7 @@ DEMO_IMAGE := samkit/assets/truck.png
 DEMO_BOX := 17,61,383,189
 DEMO_POINT := 111,83
 
-.PHONY: demo test test-slow bench venv test-venv measure clean-venv help
+.PHONY: demo test test-slow bench venv test-venv measure clean-venv help web browser
 
 help:
 	@echo "make demo   - create $(VENV), install samkit, segment $(DEMO_IMAGE) into $(OUT)/"
@@ -46,7 +46,7 @@ $(VENV)/.samkit-base: pyproject.toml
 	touch $@
 
 $(VENV)/.samkit-test: $(VENV)/.samkit-base
-	$(PIP) install -e '.[$(EXTRAS),onnx,test]'
+	$(PIP) install -e '.[$(EXTRAS),onnx,server,test]'
 	$(PIP) install 'setuptools>=70.1' wheel
 	$(PIP) install --no-deps segment-anything
 	# sam2 is an sdist whose build asks for torch: build it against the installed CPU torch,
@@ -62,6 +62,20 @@ $(VENV)/.samkit-test: $(VENV)/.samkit-base
 venv: $(VENV)/.samkit-base
 test-venv: $(VENV)/.samkit-test
 
+# ---- samkit serve: onnxruntime-web (npm, pinned in web/package-lock.json) copied into the package's
+# static files (never committed: the wasm is 14 MB), and Debian's chromium for the browser tests
+WEB_ORT := samkit/server/static/vendor/ort
+ORT_DIST := web/node_modules/onnxruntime-web/dist
+ORT_FILES := ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm
+web: $(WEB_ORT)/.stamp
+$(WEB_ORT)/.stamp: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	mkdir -p $(WEB_ORT)
+	cd $(ORT_DIST) && cp $(ORT_FILES) $(CURDIR)/$(WEB_ORT)/
+	touch $@
+browser:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
 # ---- the README's two commands
 demo: $(VENV)/.samkit-base
 	$(VENV)/bin/samkit segment $(DEMO_IMAGE) --box $(DEMO_BOX) --point $(DEMO_POINT) \
@@ -75,7 +89,7 @@ demo: $(VENV)/.samkit-base
 # $(PYTEST_RC) (5 = no tests collected, which .ci/run treats as a failure) and is make's
 # exit status whenever pytest fails.
 PYTEST_RC := $(VENV)/pytest-exit-code
-test: $(VENV)/.samkit-test
+test: $(VENV)/.samkit-test web browser
 	@rm -f $(PYTEST_RC)
 	@rc=0; $(PY) -m pytest $(PYTEST_ARGS) -m "$(PYTEST_MARK)" tests/ || rc=$$?; echo $$rc > $(PYTEST_RC); \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit code 5)" >&2; fi; \

@@ -27,6 +27,7 @@ SUBCOMMANDS = [
     ("samkit.cli.track_cmd", "track"),
     ("samkit.cli.eval_cmd", "eval"),
     ("samkit.cli.export_cmd", "export"),
+    ("samkit.cli.serve_cmd", "serve"),
 ]
 
 EPILOG = (
@@ -36,6 +37,7 @@ EPILOG = (
     "  samkit everything photo.jpg --model sam_vit_b --out out/\n\n"
     "  samkit track clip.mp4 --point 0,500,375,1 --out tracks/ --format png,coco\n\n"
     "  samkit export mobile_sam --format onnx --out mobile_sam-onnx/\n\n"
+    "  samkit serve --data photos/   (browser annotator on http://127.0.0.1:8000/)\n\n"
     "  samkit models ls\n\n"
     "  samkit models download sam_vit_b\n\n"
     f"Exit codes: 0 ok, {EXIT_ERROR} error, {EXIT_INPUT} bad input or unknown model, {EXIT_CHECKPOINT} bad checkpoint, "
@@ -70,7 +72,7 @@ def build_app(subcommands: Sequence = SUBCOMMANDS) -> "typer.Typer":
         command = getattr(module, "COMMAND", None)
         if command is not None:
             root.command(name, epilog=getattr(module, "EPILOG", None), cls=getattr(module, "COMMAND_CLS", Command),
-                         no_args_is_help=True)(command)
+                         no_args_is_help=getattr(module, "NO_ARGS_IS_HELP", True))(command)
             continue
         sub = getattr(module, "app", None)
         if sub is None:

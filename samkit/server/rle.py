@@ -1,0 +1,174 @@
+"""Mask codecs of the server, in numpy and plain Python (no pycocotools: RLE from clients is
+untrusted, and pycocotools' decoder writes past its buffer when the counts do not add up).
+
+* COCO compressed RLE strings (the ``counts`` of ``pycocotools.mask.encode``): each run length,
+  minus the run two before it from the third run on, written in 5-bit groups, least
+  significant first, each group + 48 as one ASCII character, with bit 0x20 set while more
+  groups follow (bit 0x10 of the last group is the sign). Column-major runs, the first run
+  counts zeros (``samkit.mask_codecs`` has the uncompressed form).
+* Label Studio brush RLE (``BrushLabels`` results, ``value.format == "rle"``): the H x W mask
+  as an RGBA byte array (each pixel's value four times, row-major), packed bitwise, most
+  significant bit first: 32 bits value count, 5 bits word size - 1, four 4-bit run-length widths
+  - 1, then chunks: 1 bit "repeat", 2 bits width index, ``length - 1`` in that many bits, then
+  one word (repeat) or ``length`` words (literal). Encoded here with repeat chunks only,
+  word size 8 and widths 3, 4, 8, 16 (those of label-studio-converter's encoder).
+"""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+
+MAX_RLE_CHARS = 8 * 1024 * 1024  # 8 M characters: far above any real mask string
+
+
+def runs_of(mask: np.ndarray) -> List[int]:
+    """H x W bool -> column-major run lengths, the first run counting zeros (0 if the first pixel is set)."""
+    flat = np.asarray(mask, dtype=bool).ravel(order="F")
+    if flat.size == 0:
+        return []
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    runs = np.diff(np.concatenate([[0], change, [flat.size]]))
+    return ([0] if flat[0] else []) + [int(r) for r in runs]
+
+
+def counts_to_string(counts: Sequence[int]) -> str:
+    """Run lengths -> COCO compressed string."""
+    out = []
+    for i, c in enumerate(counts):
+        x = int(c) - (int(counts[i - 2]) if i > 2 else 0)
+        more = True
+        while more:
+            group = x & 0x1F
+            x >>= 5
+            more = (x != -1) if (group & 0x10) else (x != 0)
+            if more:
+                group |= 0x20
+            out.append(chr(group + 48))
+    return "".join(out)
+
+
+def string_to_counts(text: str) -> List[int]:
+    """COCO compressed string -> run lengths (``InputError`` on characters outside the alphabet)."""
+    if not isinstance(text, str) or len(text) > MAX_RLE_CHARS:
+        raise InputError("an RLE 'counts' must be a string of at most 8 M characters. Fix: send the counts of "
+                         "pycocotools.mask.encode (or samkit's Masks.to_coco_rle()).")
+    counts: List[int] = []
+    p, n = 0, len(text)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            if p >= n:
+                raise InputError("the RLE string ends inside a number. Fix: send the complete counts string.")
+            c = ord(text[p]) - 48
+            if not 0 <= c < 64:
+                raise InputError(f"the RLE string holds the character {text[p]!r}, outside COCO's alphabet. Fix: "
+                                 "send the counts of pycocotools.mask.encode.")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and (c & 0x10):
+                x |= -1 << (5 * k)
+            if k > 8:
+                raise InputError("the RLE string holds a number over 40 bits. Fix: send a valid counts string.")
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts
+
+
+def encode(mask: np.ndarray) -> dict:
+    """H x W bool -> ``{"size": [H, W], "counts": str}`` (identical to pycocotools' encoding)."""
+    m = np.asarray(mask, dtype=bool)
+    return {"size": [int(m.shape[0]), int(m.shape[1])], "counts": counts_to_string(runs_of(m))}
+
+
+def decode(rle, size=None) -> np.ndarray:
+    """COCO RLE dict (compressed string or list counts) -> H x W bool, checked: the counts must
+    be non-negative and cover exactly H x W pixels, and ``size`` (H, W), when given, must match."""
+    try:
+        h, w = (int(v) for v in rle["size"])
+        counts = rle["counts"]
+    except (KeyError, TypeError, ValueError):
+        raise InputError("a mask must be a COCO RLE {'size': [H, W], 'counts': ...}. Fix: send it in that form.") \
+            from None
+    if size is not None and (h, w) != tuple(int(v) for v in size):
+        raise InputError(f"the mask is {h} x {w} but the image is {size[0]} x {size[1]}. Fix: send a mask of the "
+                         "image's size.")
+    if h <= 0 or w <= 0 or h * w > 1 << 31:
+        raise InputError(f"the mask size {h} x {w} is not a valid image size. Fix: send the image's size.")
+    c = np.asarray(string_to_counts(counts) if isinstance(counts, str) else counts, dtype=np.int64).reshape(-1)
+    if (c < 0).any() or int(c.sum()) != h * w:
+        raise InputError(f"the RLE counts cover {int(c.sum())} pixels (or one is negative) but the mask has {h * w}. "
+                         "Fix: send the counts and size of the same mask.")
+    flat = np.repeat(np.arange(len(c)) % 2 == 1, c)
+    return np.ascontiguousarray(flat.reshape(w, h).T)
+
+
+# --------------------------------------------------------------------------- Label Studio brush RLE
+
+_LS_WIDTHS = (3, 4, 8, 16)
+
+
+def _bits(value: int, width: int) -> str:
+    return format(value, f"0{width}b")
+
+
+def brush_encode(mask: np.ndarray) -> List[int]:
+    """H x W bool -> Label Studio brush RLE bytes (a list of ints 0..255), 255 where the mask is set."""
+    m = np.asarray(mask, dtype=bool)
+    flat = m.ravel(order="C")
+    total = flat.size * 4
+    head = _bits(total, 32) + _bits(8 - 1, 5) + "".join(_bits(w - 1, 4) for w in _LS_WIDTHS)
+    parts = [head]
+    if flat.size:
+        change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+        starts = np.concatenate([[0], change])
+        lengths = np.diff(np.concatenate([starts, [flat.size]])) * 4
+        for start, length in zip(starts, lengths):
+            value = 255 if flat[start] else 0
+            left = int(length)
+            while left > 0:
+                take = min(left, 1 << 16)
+                idx = next(i for i, w in enumerate(_LS_WIDTHS) if take <= 1 << w)
+                parts.append("1" + _bits(idx, 2) + _bits(take - 1, _LS_WIDTHS[idx]) + _bits(value, 8))
+                left -= take
+    stream = "".join(parts)
+    stream += "0" * (-len(stream) % 8)
+    return np.packbits(np.frombuffer(stream.encode("ascii"), np.uint8) - 48).tolist()
+
+
+def brush_decode(data: Sequence[int], height: int, width: int) -> np.ndarray:
+    """Label Studio brush RLE -> H x W bool (alpha channel > 0), for checks and imports."""
+    bits = np.unpackbits(np.asarray(data, dtype=np.uint8))
+    pos = 0
+
+    def read(n: int) -> int:
+        nonlocal pos
+        if pos + n > bits.size:
+            raise InputError("the brush RLE ends early. Fix: send the complete rle list.")
+        v = 0
+        for b in bits[pos:pos + n]:
+            v = (v << 1) | int(b)
+        pos += n
+        return v
+
+    num, word = read(32), read(5) + 1
+    widths = [read(4) + 1 for _ in range(4)]
+    if num != height * width * 4:
+        raise InputError(f"the brush RLE holds {num} values, not {height} x {width} x 4. Fix: pass the image size.")
+    out = np.zeros(num, np.uint8)
+    i = 0
+    while i < num:
+        repeat = read(1)
+        j = min(num, i + 1 + read(widths[read(2)]))
+        if repeat:
+            out[i:j] = read(word)
+        else:
+            for t in range(i, j):
+                out[t] = read(word)
+        i = j
+    return out.reshape(height, width, 4)[..., 3] > 0

@@ -1,0 +1,191 @@
+"""The annotator page in a real browser (Playwright driving Debian's chromium, ``make test``
+installs it): open the page, click the bundled example, see a mask, undo, box, add an object,
+export COCO and check the file; the same click decoded in the page by onnxruntime-web on an
+exported tiny SAM decoder; a short video propagation. Screenshots go to ``test-artifacts/``."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+from _server import data_folder, make_app  # noqa: E402
+
+CHROMIUM = os.environ.get("SAMKIT_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+if not Path(CHROMIUM).is_file():
+    pytest.skip(f"no chromium at {CHROMIUM} (make test installs Debian's chromium)", allow_module_level=True)
+
+
+class Served:
+    """uvicorn on a free loopback port, in a thread."""
+
+    def __init__(self, app) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def _page(browser, url):
+    page = browser.new_page(viewport={"width": 1100, "height": 700})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url + "/")
+    page.wait_for_selector("body[data-ready='1']", timeout=20000)
+    return page, errors
+
+
+def _image_to_page(page, x, y):
+    """Page coordinates of image pixel (x, y) under the current view."""
+    return page.evaluate("""([x, y]) => { const c = document.getElementById('canvas'); const r = c.getBoundingClientRect();
+        const v = window.samkit.S.view; return [r.left + (v.tx + x * v.scale) * r.width / c.width,
+                                                r.top + (v.ty + y * v.scale) * r.height / c.height]; }""", [x, y])
+
+
+def _pixels(page):
+    return int(page.eval_on_selector("#canvas", "c => Number(c.dataset.maskPixels || 0)"))
+
+
+def _wait_pixels(page, positive=True):
+    cond = "> 0" if positive else "=== 0"
+    page.wait_for_function(f"Number(document.getElementById('canvas').dataset.maskPixels || 0) {cond}", timeout=20000)
+
+
+def _open_example(page):
+    page.get_by_text("truck.png (example)").click()
+    page.wait_for_selector("#canvas[data-ready='@example/truck.png']", timeout=30000)
+
+
+def test_click_undo_box_add_and_export_coco(browser, tmp_path):
+    data = data_folder(tmp_path)
+    app, _ = make_app(data)
+    served = Served(app)
+    try:
+        page, errors = _page(browser, served.url)
+        _open_example(page)
+        assert page.eval_on_selector("#canvas", "c => c.dataset.mode") == "server"  # classic: no exported decoder
+        page.mouse.click(*_image_to_page(page, 200, 130))
+        _wait_pixels(page)
+        assert page.evaluate("window.samkit.S.candidates.length") == 3
+        page.keyboard.press("Control+z")
+        _wait_pixels(page, positive=False)
+        page.keyboard.press("b")
+        x0, y0 = _image_to_page(page, 20, 60)
+        x1, y1 = _image_to_page(page, 380, 200)
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2)
+        page.mouse.move(x1, y1)
+        page.mouse.up()
+        _wait_pixels(page)
+        page.keyboard.press("Enter")
+        page.wait_for_function("document.getElementById('canvas').dataset.objects === '1'")
+        page.wait_for_function("document.getElementById('status').textContent.includes('saved 1 object')")
+        page.select_option("#export-format", "coco")
+        page.click("#export")
+        page.wait_for_selector("#exported a", timeout=20000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "serve_image.png"))
+        (coco_file,) = (data / "exports" / "coco").glob("*.json")
+        coco = json.loads(coco_file.read_text())
+        assert len(coco["annotations"]) == 1 and coco["categories"][0]["name"] == "object"
+        assert coco["images"][0]["width"] == 400 and coco["annotations"][0]["area"] > 1000
+        href = page.get_attribute("#exported a", "href")
+        assert json.loads(page.request.get(served.url + href).text())["annotations"] == coco["annotations"]
+        saved = json.loads((data / ".samkit" / "annotations" / "@example" / "truck.png.json").read_text())
+        assert len(saved["objects"]) == 1
+        assert not errors, errors
+    finally:
+        served.stop()
+
+
+def test_decoder_runs_in_the_page_with_onnxruntime_web(browser, tmp_path, tiny_export):
+    from samkit.runtime import OnnxImagePredictor
+    from samkit.server.config import ServerConfig
+
+    assets = ServerConfig(data=tmp_path).assets_dir()
+    if assets is None:
+        pytest.skip("onnxruntime-web is not vendored (run `make web`)")
+    _, folder = tiny_export("sam")
+    data = data_folder(tmp_path)
+    predictor = OnnxImagePredictor(folder)
+    from samkit.server import create_app
+
+    app = create_app(ServerConfig(data=data), predictor, "sam", export_folder=predictor.export)
+    served = Served(app)
+    try:
+        page, errors = _page(browser, served.url)
+        _open_example(page)
+        assert page.eval_on_selector("#canvas", "c => c.dataset.mode") == "browser"
+        page.mouse.click(*_image_to_page(page, 200, 130))
+        _wait_pixels(page)
+        stats = page.evaluate("window.samkit.stats")
+        assert stats["mode"] == "browser" and stats["decodes"] == 1
+        point = page.evaluate("window.samkit.S.points[0]")
+        ref = predictor.set_image(str(Path(__file__).resolve().parent.parent / "samkit/assets/truck.png")).predict(
+            points=[point], labels=[1], multimask=True)
+        best = int(ref.scores.argmax())
+        area = int(ref.masks[best].sum())
+        assert abs(_pixels(page) - area) <= max(20, 0.01 * area)  # wasm and CPU onnxruntime agree
+        page.screenshot(path=str(ARTIFACTS / "serve_browser_decoder.png"))
+        assert not errors, errors
+    finally:
+        served.stop()
+
+
+def test_video_prompt_and_propagate(browser, tmp_path):
+    data = data_folder(tmp_path)
+    app, _ = make_app(data)
+    served = Served(app)
+    try:
+        page, errors = _page(browser, served.url)
+        page.get_by_text("clip as video (4 frames)").click()
+        page.wait_for_selector("#canvas[data-ready='clip']", timeout=30000)
+        page.keyboard.press("b")
+        x0, y0 = _image_to_page(page, 8, 10)
+        x1, y1 = _image_to_page(page, 32, 34)
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        page.mouse.move(x1, y1)
+        page.mouse.up()
+        _wait_pixels(page)
+        page.click("#propagate")
+        page.wait_for_function("document.getElementById('canvas').dataset.propagated === '4'", timeout=30000)
+        page.fill("#timeline", "3")
+        page.wait_for_function("document.getElementById('frame-label').textContent.startsWith('4 /')")
+        assert page.evaluate("window.samkit.S.video.objectCount()") == 1
+        page.screenshot(path=str(ARTIFACTS / "serve_video.png"))
+        doc = json.loads((data / ".samkit" / "annotations" / "clip.json").read_text())
+        assert doc["kind"] == "video" and sorted(doc["frames"]) == ["0", "1", "2", "3"]
+        assert all(len(objs) == 1 for objs in doc["frames"].values())
+        assert not errors, errors
+    finally:
+        served.stop()
