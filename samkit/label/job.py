@@ -128,10 +128,12 @@ def label_dataset(src: Any, out: Any, model: Any = "classic", *, mode: str = "ev
     store = ShardStore(out, settings.key()).lock()
     try:
         index = store.scan()
-        todo = [it for it in items if not index.done(it.uri, it.ident)]
+        todo = [it for it in items if not index.settled(it.uri, it.ident)]
         resumed = len(items) - len(todo)
         if resumed:
-            say(f"resuming: {resumed} of {len(items)} image(s) already labelled in {store.dir}")
+            bad = sum(not index.done(it.uri, it.ident) for it in items) - len(todo)
+            say(f"resuming: {resumed - bad} of {len(items)} image(s) already labelled"
+                f"{f', {bad} unreadable and unchanged (not retried)' if bad else ''} in {store.dir}")
         ray_options = {"cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker, "address": ray_address}
         run = _run(engine, settings, todo, num_workers, threads, batch_size, stall_timeout, ray_options, store,
                    progress, say)

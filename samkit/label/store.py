@@ -41,14 +41,22 @@ class Located:
 
 @dataclass
 class Index:
-    """``ok[(uri, ident)]`` -> ``Located``; ``failed[uri]`` -> (ident, reason) of the latest failure."""
+    """``ok[(uri, ident)]`` -> ``Located``; ``failed[uri]`` -> (ident, reason, final) of the latest
+    failure (``final``: the file cannot be decoded; a rerun skips it while it is unchanged)."""
 
     ok: Dict[Tuple[str, str], Located] = field(default_factory=dict)
-    failed: Dict[str, Tuple[str, str]] = field(default_factory=dict)
+    failed: Dict[str, Tuple[str, str, bool]] = field(default_factory=dict)
     bad_lines: int = 0
 
     def done(self, uri: str, ident: str) -> bool:
         return (uri, ident) in self.ok
+
+    def settled(self, uri: str, ident: str) -> bool:
+        """Labelled, or failed for good (an undecodable file that has not changed since)."""
+        if (uri, ident) in self.ok:
+            return True
+        f = self.failed.get(uri)
+        return f is not None and f[0] == ident and f[2]
 
 
 class ShardStore:
@@ -131,7 +139,7 @@ class ShardStore:
                 index.ok[(uri, ident)] = Located(path, offset, len(line), int(rec["width"]), int(rec["height"]),
                                                  len(rec.get("anns", ())), float(rec.get("seconds", 0.0)))
         elif kind == "fail":
-            index.failed[uri] = (ident, str(rec.get("reason", "unknown")))
+            index.failed[uri] = (ident, str(rec.get("reason", "unknown")), bool(rec.get("final", False)))
 
     @staticmethod
     def read(loc: Located) -> dict:

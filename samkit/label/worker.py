@@ -10,7 +10,8 @@ with a compressed ``counts`` string, written here without pycocotools), ``area``
 ``stability_score``, ``label`` / ``label_score`` (named masks), ``category_id`` and
 ``prompt_box`` / ``source_id`` (boxes mode), ``point_coords`` / ``crop_box`` (everything mode).
 An image that cannot be read or decoded, or whose labelling raises, gives a ``fail`` record
-with the reason: failures never stop the job.
+with the reason: failures never stop the job. A file that cannot be decoded is marked ``final``
+(not retried by a rerun while it is unchanged).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import ImageError
 from .settings import RECORD_VERSION, LabelSettings
 from .sources import Item, decode_error, read_bytes
 
@@ -66,8 +68,13 @@ def annotations(masks, extra: Optional[List[dict]] = None) -> List[dict]:
     return out
 
 
-def fail_record(item: Item, reason: str) -> dict:
-    return {"v": RECORD_VERSION, "t": "fail", "uri": item.uri, "ident": item.ident, "reason": reason}
+def fail_record(item: Item, reason: str, final: bool = False) -> dict:
+    """A failure record; ``final``: the file itself is bad (it cannot be decoded), so a rerun does
+    not try it again while it is unchanged (other failures, such as a read error, are retried)."""
+    rec = {"v": RECORD_VERSION, "t": "fail", "uri": item.uri, "ident": item.ident, "reason": reason}
+    if final:
+        rec["final"] = True
+    return rec
 
 
 def clip_boxes(rows: List[list], width: int, height: int) -> Tuple[np.ndarray, List[dict], int]:
@@ -143,7 +150,10 @@ class Labeler:
             from ..io.image import load_image
 
             img = load_image(data)
-            del data
+        except Exception as exc:  # noqa: BLE001 - a bad file: recorded, the job goes on
+            return fail_record(item, decode_error(item.uri, exc), final=isinstance(exc, ImageError))
+        del data
+        try:
             anns, notes = self._run(img, item)
         except Exception as exc:  # noqa: BLE001 - recorded, the job goes on
             return fail_record(item, decode_error(item.uri, exc))
