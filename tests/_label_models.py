@@ -58,8 +58,8 @@ def coco(out: Path) -> dict:
 
 
 def slow_tiny_sam():
-    """``tiny_sam`` whose image encoder takes 0.3 s more per image (the kill test needs a job
+    """``tiny_sam`` whose image encoder takes 0.2 s more per image (the kill test needs a job
     that is still running after a few images); the masks are those of ``tiny_sam``."""
     model = tiny_sam()
-    model.image_encoder.register_forward_hook(lambda *args: time.sleep(0.3))
+    model.image_encoder.register_forward_hook(lambda *args: time.sleep(0.2))
     return model
