@@ -134,8 +134,13 @@ class RayEngine:
         self.owned = True
 
     def _dataset(self, items: Sequence[Item], batch_size: int):
+        import logging
+
         import ray.data
 
+        # samkit's own bar reports progress: Ray Data's bars and per-run INFO lines stay off
+        self._log_level = logging.getLogger("ray.data").level
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.enable_operator_progress_bars = False
@@ -184,6 +189,10 @@ class RayEngine:
                 f"cluster of {self.total_cpus:g} CPU / {self.total_gpus:g} GPU, {free.get('CPU', 0):g} CPU free now")
 
     def close(self) -> None:
+        import logging
+
+        if hasattr(self, "_log_level"):
+            logging.getLogger("ray.data").setLevel(self._log_level)
         if self.owned and self.ray.is_initialized():
             self.ray.shutdown()
             self.owned = False
