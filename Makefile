@@ -47,6 +47,8 @@ $(VENV)/.samkit-base: pyproject.toml
 
 $(VENV)/.samkit-test: $(VENV)/.samkit-base
 	$(PIP) install -e '.[$(EXTRAS),onnx,server,test]'
+	# samkit label: the Ray engine, Parquet and fsspec URIs (tests/test_label*.py)
+	$(PIP) install -e '.[label]'
 	$(PIP) install 'setuptools>=70.1' wheel
 	$(PIP) install --no-deps segment-anything
 	# sam2 is an sdist whose build asks for torch: build it against the installed CPU torch,

@@ -28,6 +28,7 @@ SUBCOMMANDS = [
     ("samkit.cli.eval_cmd", "eval"),
     ("samkit.cli.export_cmd", "export"),
     ("samkit.cli.serve_cmd", "serve"),
+    ("samkit.cli.label_cmd", "label"),
 ]
 
 EPILOG = (
@@ -38,6 +39,7 @@ EPILOG = (
     "  samkit track clip.mp4 --point 0,500,375,1 --out tracks/ --format png,coco\n\n"
     "  samkit export mobile_sam --format onnx --out mobile_sam-onnx/\n\n"
     "  samkit serve --data photos/   (browser annotator on http://127.0.0.1:8000/)\n\n"
+    "  samkit label photos/ --out labels/ --model sam_vit_b --num-workers 2\n\n"
     "  samkit models ls\n\n"
     "  samkit models download sam_vit_b\n\n"
     f"Exit codes: 0 ok, {EXIT_ERROR} error, {EXIT_INPUT} bad input or unknown model, {EXIT_CHECKPOINT} bad checkpoint, "
