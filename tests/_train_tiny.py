@@ -15,13 +15,16 @@ from _tiny_families import FAMILIES, tiny_family
 
 _MODULES = {"sam": "samkit.models.sam", "mobile_sam": "samkit.models.mobile_sam",
             "edge_sam": "samkit.models.edge_sam", "efficient_sam": "samkit.models.efficient_sam",
-            "sam2": "samkit.models.sam2", "edgetam": "samkit.models.sam2", "efficienttam": "samkit.models.sam2"}
+            "sam2": "samkit.models.sam2", "edgetam": "samkit.models.edgetam", "efficienttam": "samkit.models.efficienttam"}
 _FORMATS = {"sam": "sam", "mobile_sam": "mobile_sam", "edge_sam": "edge_sam", "efficient_sam": "efficient_sam",
             "sam2": "sam2", "edgetam": "edgetam", "efficienttam": "efficienttam"}
 
 
 def _build(family: str, seed: int):
-    return tiny_family(family, seed=seed)
+    model = tiny_family(family, seed=seed)
+    if family == "efficient_sam":  # as in the released model: negative clicks add nothing
+        model.prompt_encoder.point_embeddings[0].weight.data.zero_()
+    return model
 
 
 def register_all() -> Dict[str, str]:

@@ -27,6 +27,7 @@ SUBCOMMANDS = [
     ("samkit.cli.track_cmd", "track"),
     ("samkit.cli.eval_cmd", "eval"),
     ("samkit.cli.export_cmd", "export"),
+    ("samkit.cli.train_cmd", "train"),
 ]
 
 EPILOG = (
@@ -36,6 +37,7 @@ EPILOG = (
     "  samkit everything photo.jpg --model sam_vit_b --out out/\n\n"
     "  samkit track clip.mp4 --point 0,500,375,1 --out tracks/ --format png,coco\n\n"
     "  samkit export mobile_sam --format onnx --out mobile_sam-onnx/\n\n"
+    "  samkit train distill --teacher sam_vit_h --student edge_sam --data sa1b/ --out runs/edge\n\n"
     "  samkit models ls\n\n"
     "  samkit models download sam_vit_b\n\n"
     f"Exit codes: 0 ok, {EXIT_ERROR} error, {EXIT_INPUT} bad input or unknown model, {EXIT_CHECKPOINT} bad checkpoint, "
