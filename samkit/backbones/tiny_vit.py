@@ -162,7 +162,10 @@ class TinyViTBlock(nn.Module):
         return x + y[:, :h, :w]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_tracing():
+        # tracers, and autograd (training: ``out=`` below cannot be differentiated), take the
+        # plain-reshape formulation
+        if torch.jit.is_tracing() or (torch.is_grad_enabled() and (
+                x.requires_grad or any(p.requires_grad for p in self.attn.parameters()))):
             return self._after_attention(self._attention_traced(x))
         b, h, w, c = x.shape
         ws = self.window

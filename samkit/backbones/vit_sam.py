@@ -35,6 +35,12 @@ def _tracing() -> bool:
     return torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
+def _records_grad(*tensors: torch.Tensor) -> bool:
+    """Autograd records this computation (training): the chunked path's in-place writes and
+    ``out=`` products cannot be differentiated, so the fused-mask formulation runs instead."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 class RelPosAttention(nn.Module):
     """Multi-head self-attention on ``B x H x W x C`` with optional decomposed relative positions.
 
@@ -78,7 +84,7 @@ class RelPosAttention(nn.Module):
             r_q = q.reshape(b, n, h, w, -1)
             bias_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, rh).reshape(b, n, h * w, h)
             bias_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, rw).reshape(b, n, h * w, w)
-            if h * w > self.chunk_above and not _tracing():
+            if h * w > self.chunk_above and not _tracing() and not _records_grad(q, bias_h, bias_w):
                 out = self._chunked(q, k, v, bias_h, bias_w, h, w)
             else:
                 mask = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(b, n, h * w, h * w)

@@ -29,6 +29,7 @@ SUBCOMMANDS = [
     ("samkit.cli.export_cmd", "export"),
     ("samkit.cli.serve_cmd", "serve"),
     ("samkit.cli.label_cmd", "label"),
+    ("samkit.cli.train_cmd", "train"),
 ]
 
 EPILOG = (
@@ -40,6 +41,7 @@ EPILOG = (
     "  samkit export mobile_sam --format onnx --out mobile_sam-onnx/\n\n"
     "  samkit serve --data photos/   (browser annotator on http://127.0.0.1:8000/)\n\n"
     "  samkit label photos/ --out labels/ --model sam_vit_b --num-workers 2\n\n"
+    "  samkit train distill --teacher sam_vit_h --student edge_sam --data sa1b/ --out runs/edge\n\n"
     "  samkit models ls\n\n"
     "  samkit models download sam_vit_b\n\n"
     f"Exit codes: 0 ok, {EXIT_ERROR} error, {EXIT_INPUT} bad input or unknown model, {EXIT_CHECKPOINT} bad checkpoint, "
