@@ -65,7 +65,8 @@ def _page(browser, url):
 
 def _image_to_page(page, x, y):
     """Page coordinates of image pixel (x, y) under the current view."""
-    return page.evaluate("""([x, y]) => { const c = document.getElementById('canvas'); const r = c.getBoundingClientRect();
+    return page.evaluate("""([x, y]) => { const c = document.getElementById('canvas');
+        const r = c.getBoundingClientRect();
         const v = window.samkit.S.view; return [r.left + (v.tx + x * v.scale) * r.width / c.width,
                                                 r.top + (v.ty + y * v.scale) * r.height / c.height]; }""", [x, y])
 
