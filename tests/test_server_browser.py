@@ -98,6 +98,11 @@ def test_click_undo_box_add_and_export_coco(browser, tmp_path):
         assert page.evaluate("window.samkit.S.candidates.length") == 3
         page.keyboard.press("Control+z")
         _wait_pixels(page, positive=False)
+        page.keyboard.press("Control+Shift+z")  # redo brings the click back
+        _wait_pixels(page)
+        assert page.evaluate("window.samkit.S.points.length") == 1
+        page.keyboard.press("Escape")
+        _wait_pixels(page, positive=False)
         page.keyboard.press("b")
         x0, y0 = _image_to_page(page, 20, 60)
         x1, y1 = _image_to_page(page, 380, 200)
