@@ -95,7 +95,8 @@ def click_latency(url: str, clicks: int, chromium: str) -> dict:
             page.keyboard.press("Escape")
             page.wait_for_function("window.samkit.S.points.length === 0")
             x, y = rng.uniform(60, 340), rng.uniform(60, 200)
-            pos = page.evaluate("""([x, y]) => { const c = document.getElementById('canvas'); const r = c.getBoundingClientRect();
+            pos = page.evaluate("""([x, y]) => { const c = document.getElementById('canvas');
+                const r = c.getBoundingClientRect();
                 const v = window.samkit.S.view; return [r.left + (v.tx + x * v.scale) * r.width / c.width,
                 r.top + (v.ty + y * v.scale) * r.height / c.height]; }""", [x, y])
             before = page.evaluate("window.samkit.stats.decodes")

@@ -65,7 +65,8 @@ def _page(browser, url):
 
 def _image_to_page(page, x, y):
     """Page coordinates of image pixel (x, y) under the current view."""
-    return page.evaluate("""([x, y]) => { const c = document.getElementById('canvas'); const r = c.getBoundingClientRect();
+    return page.evaluate("""([x, y]) => { const c = document.getElementById('canvas');
+        const r = c.getBoundingClientRect();
         const v = window.samkit.S.view; return [r.left + (v.tx + x * v.scale) * r.width / c.width,
                                                 r.top + (v.ty + y * v.scale) * r.height / c.height]; }""", [x, y])
 
@@ -96,6 +97,11 @@ def test_click_undo_box_add_and_export_coco(browser, tmp_path):
         _wait_pixels(page)
         assert page.evaluate("window.samkit.S.candidates.length") == 3
         page.keyboard.press("Control+z")
+        _wait_pixels(page, positive=False)
+        page.keyboard.press("Control+Shift+z")  # redo brings the click back
+        _wait_pixels(page)
+        assert page.evaluate("window.samkit.S.points.length") == 1
+        page.keyboard.press("Escape")
         _wait_pixels(page, positive=False)
         page.keyboard.press("b")
         x0, y0 = _image_to_page(page, 20, 60)

@@ -83,7 +83,8 @@ def test_predict_polygons_and_refusals(served):
            ({"tasks": [{"data": {"image": "http://elsewhere.example/a.png"}}], "label_config": SCHEMA}, 403),
            ({"tasks": [], "label_config": SCHEMA}, 400),
            ({"tasks": [{"data": {}}], "label_config": SCHEMA}, 400),
-           ({"tasks": [{"data": {"image": "a.png"}}], "label_config": "<View><Image name='i' value='$i'/></View>"}, 400),
+           ({"tasks": [{"data": {"image": "a.png"}}],
+             "label_config": "<View><Image name='i' value='$i'/></View>"}, 400),
            ({"tasks": [{"data": {"image": "a.png"}}], "label_config": "<!DOCTYPE x [<!ENTITY a 'b'>]><View/>"}, 400)]
     for body, status in bad:
         body.setdefault("params", {"context": _context("keypointlabels", kp)})

@@ -74,6 +74,17 @@ def test_check_relative_unit():
             check_relative(bad)
 
 
+def test_spellings_of_one_image_share_one_annotation_file(served):
+    c, _, data = served
+    doc = c.get("/api/annotations", params={"path": "sub//./square.png/"})
+    assert doc.status_code == 200
+    store_file = data / ".samkit" / "annotations" / "sub" / "square.png.json"
+    assert (store_file.is_file() and doc.json()["revision"] > 0) or not store_file.exists()
+    from samkit.server.annotations import AnnotationStore
+
+    assert AnnotationStore(DataRoot(data)).file_for("sub//./square.png/") == store_file
+
+
 def test_new_paths_cannot_leave_the_folder(tmp_path):
     data = tmp_path / "d"
     data.mkdir()

@@ -53,7 +53,8 @@ def serve(
     """Serve the browser annotator (images and videos) and a Label Studio ML backend."""
     from ..server.config import ENV_TOKEN, ServerConfig
 
-    config = ServerConfig(data=data.expanduser(), host=host, port=port, token=token or os.environ.get(ENV_TOKEN) or None,
+    token = token or os.environ.get(ENV_TOKEN) or None
+    config = ServerConfig(data=data.expanduser(), host=host, port=port, token=token,
                           max_upload_bytes=max_upload * 1024 * 1024, queue_size=queue, timeout_s=timeout,
                           cache_bytes=cache_mb * 1024 * 1024, max_sessions=max_sessions,
                           browser_decoder=browser_decoder).check()

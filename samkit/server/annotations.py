@@ -28,7 +28,7 @@ from ..io.atomic import atomic_write_text
 from ..io.image import image_size
 from . import rle as rle_codec
 from .errors import HTTPProblem
-from .paths import DataRoot
+from .paths import DataRoot, check_relative
 
 FORMAT = "samkit-annotations"
 VERSION = 1
@@ -72,7 +72,8 @@ class AnnotationStore:
             return self._locks.setdefault(rel, threading.Lock())
 
     def file_for(self, rel: str) -> Path:
-        return self.data.state_file("annotations", rel + ".json")
+        """``DATA/.samkit/annotations/<rel>.json``, ``rel`` normalised (``a//b/./c.png/`` -> ``a/b/c.png``)."""
+        return self.data.state_file("annotations", check_relative(rel).as_posix() + ".json")
 
     def read(self, rel: str) -> Optional[dict]:
         f = self.file_for(rel)

@@ -2,7 +2,8 @@
 
 * ``GET  /api/image/file?path=P``        the image's bytes;
 * ``POST /api/image/encode {path}``       encode once (cached) -> ``{width, height, key, cached, browser_decoder}``;
-* ``GET  /api/image/embedding?path=P``    the encoder outputs for the browser decoder (``ImageEngine.embedding_payload``);
+* ``GET  /api/image/embedding?path=P``    the encoder outputs for the browser decoder
+  (``ImageEngine.embedding_payload``);
 * ``GET  /api/image/decoder``             the exported ONNX prompt decoder (bytes);
 * ``POST /api/image/decode {path, points: [[x, y]], labels: [1|0], box: [x0, y0, x1, y1], multimask, refine,
   polygons}`` (``polygons: false`` leaves them out: the page draws the RLE);
@@ -15,9 +16,7 @@ Masks are answered as ``{"rle": COCO RLE, "polygons": [[x0, y0, x1, y1, ...]], "
 "stability", "box": [x0, y0, x1, y1], "area", "refine": id | null}`` (``mask_json``).
 """
 
-from typing import Any, List, Optional
-
-import numpy as np
+from typing import List, Optional
 
 from ..errors import InputError
 from ..masks import Masks
@@ -216,13 +215,3 @@ def _annotation_routes(app, state) -> None:
             rels = [rel]
             key = rel.replace("/", "__").replace("@", "")
         return await queue.run(export_annotations, store, fmt, rels, key)
-
-
-def masks_from_objects(objects: List[dict], size) -> Optional[Any]:
-    """Saved objects -> (H x W bool stack, labels) for exports and tests."""
-    if not objects:
-        return None
-    return np.stack([rle_codec.decode(o["rle"], size) for o in objects]), [o["label"] for o in objects]
-
-
-__all__ = ["install", "mask_json", "HTTPProblem"]
