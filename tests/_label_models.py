@@ -63,3 +63,29 @@ def slow_tiny_sam():
     model = tiny_sam()
     model.image_encoder.register_forward_hook(lambda *args: time.sleep(0.2))
     return model
+
+
+def synthetic_clip():
+    """The DenseClip test double of ``_synthetic_clip`` ("red", "blue", "ground")."""
+    from _synthetic_clip import SyntheticClip
+
+    return SyntheticClip()
+
+
+def crashing_tiny_sam():
+    """``tiny_sam`` whose process dies (``os._exit``) at its second image when the file named by
+    $SAMKIT_TEST_CRASH_ONCE does not exist yet (it is created first, so only one worker dies)."""
+    import os
+
+    model = tiny_sam()
+    calls = []
+
+    def hook(*args):
+        calls.append(1)
+        marker = os.environ.get("SAMKIT_TEST_CRASH_ONCE")
+        if marker and len(calls) == 2 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+
+    model.image_encoder.register_forward_hook(hook)
+    return model

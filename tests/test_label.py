@@ -252,3 +252,31 @@ def test_ray_actor_sizing():
         actor_resources(2, 0, 2, 1.0)
     with pytest.raises(InputError, match="need 2 GPU"):
         actor_resources(8, 1, 2, None, 1.0)
+
+
+def test_text_mode_and_named_masks_get_the_classes(data, tmp_path):
+    """--mode text (classic + the synthetic CLIP) and everything mode with --classes: COCO
+    categories are the classes and every annotation carries its class."""
+    from _label_models import synthetic_clip, tiny_sam
+
+    label_dataset(data[0], tmp_path / "text", "classic", mode="text", classes="red,blue", clip=synthetic_clip,
+                  engine="serial", progress=False)
+    doc = coco(tmp_path / "text")
+    assert doc["categories"] == [{"id": 1, "name": "red"}, {"id": 2, "name": "blue"}]
+    assert len(doc["annotations"]) >= 3 and {(a["category_id"], a["label"]) for a in doc["annotations"]} == {(1, "red")}
+    label_dataset(data[0], tmp_path / "named", tiny_sam, classes=["red", "blue"], clip=synthetic_clip,
+                  engine="serial", progress=False, **PPS)
+    anns = coco(tmp_path / "named")["annotations"]
+    assert anns and all(a["category_id"] in (1, 2) and a["label"] in ("red", "blue") for a in anns)
+
+
+@pytest.mark.slow
+def test_dead_worker_is_replaced_and_its_images_retried(data, serial_tiny, tmp_path, monkeypatch):
+    """A worker process that dies mid-job: a new pool labels its images; nothing is lost."""
+    from _label_models import crashing_tiny_sam
+
+    monkeypatch.setenv("SAMKIT_TEST_CRASH_ONCE", str(tmp_path / "crashed"))
+    summary = label_dataset(data[0], tmp_path / "out", crashing_tiny_sam, engine="local", num_workers=1,
+                            batch_size=2, progress=False, **PPS)
+    assert (tmp_path / "crashed").exists() and (summary["labelled"], summary["failed"]) == (5, 1)
+    assert coco(tmp_path / "out")["annotations"] == coco(serial_tiny[0])["annotations"]
