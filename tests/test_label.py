@@ -171,6 +171,8 @@ def test_cli_bad_input(data, tmp_path, capsys, empty_cache):
         (base + ["--model", "classic", "-f", "yolo"], "unknown output format 'yolo'"),
         (["label", tmp_path / "nothing", "--out", tmp_path, "--model", "classic"], "does not exist"),
         (["label", str(data[0]) + "/*.jpg", "--out", tmp_path, "--model", "classic"], "matches no image files"),
+        (base + ["--model", "classic", "--mode", "boxes", "--boxes", data[1], "--ray-address", "auto"],
+         "--ray-address apply to --engine ray"),
     ]
     for args, message in cases:
         code, _, err = _cli(capsys, *args)
@@ -178,11 +180,16 @@ def test_cli_bad_input(data, tmp_path, capsys, empty_cache):
         assert "Traceback" not in err
 
 
-def test_parquet_without_pyarrow_names_the_extra(data, tmp_path, monkeypatch, capsys, empty_cache):
+def test_missing_extras_are_named_before_any_work(data, tmp_path, monkeypatch, capsys, empty_cache):
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     code, _, err = _cli(capsys, "label", data[0], "--out", tmp_path, "--model", "classic", "--mode", "boxes",
                         "--boxes", data[1], "--engine", "serial", "-f", "parquet", "-q")
     assert code == 5 and "samkit[parquet]" in err
+    assert not (tmp_path / "shards").exists()  # refused before any work
+    monkeypatch.setitem(sys.modules, "ray", None)
+    code, _, err = _cli(capsys, "label", data[0], "--out", tmp_path, "--model", "classic", "--mode", "boxes",
+                        "--boxes", data[1], "--engine", "ray")
+    assert code == 5 and "samkit[ray]" in err and "--engine ray" in err
 
 
 # ----------------------------------------------------------------------------- inputs
