@@ -24,7 +24,7 @@ def hang():
     time.sleep(3600)
 
 
-def write_images(folder: Path, n: int = 5) -> Path:
+def write_images(folder: Path, n: int = 4) -> Path:
     """``n`` small PNGs (H x W = 40 x 56, a coloured rectangle moving with the index), a
     sub-folder, and ``bad.png`` (not an image) in ``folder``; returns the folder."""
     from PIL import Image
@@ -39,7 +39,7 @@ def write_images(folder: Path, n: int = 5) -> Path:
     return folder
 
 
-def write_boxes(path: Path, n: int = 5) -> Path:
+def write_boxes(path: Path, n: int = 4) -> Path:
     """A COCO detection file with one box per image of ``write_images`` (category 3, "car")."""
     names = [f"im{i}.png" if i < n - 1 else f"sub/im{i}.png" for i in range(n)]
     doc = {"images": [{"id": 10 + i, "file_name": nm} for i, nm in enumerate(names)],
