@@ -144,7 +144,8 @@ def main(argv=None) -> None:
     text = (f"## label\n\nMeasured on a SHARED, BUSY machine ({usable_cpus()} CPUs used by several jobs at once; "
             f"load average {load} at the end): relative figures only.\n\n"
             f"Command: `{cmd.strip()}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; model "
-            f"{args.model} ({'random tiny SAM of tests/tiny.py' if args.model == 'tiny' else 'synthesized weights'}), everything mode, {args.points_per_side} points per side, "
+            f"{args.model} ({'random tiny SAM of tests/tiny.py' if args.model == 'tiny' else 'synthesized weights'}), "
+            f"everything mode, {args.points_per_side} points per side, "
             f"{args.images} images of {args.size} x {args.size}, batches of {args.batch_size}. job = images / whole "
             "job (start-up and model loading included); steady = throughput after the first batch.\n\n"
             + table(rows) + "\n")

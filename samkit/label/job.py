@@ -15,7 +15,7 @@ from .engines import LocalEngine, SerialEngine
 from .merge import FORMATS, merge
 from .progress import Progress
 from .settings import LabelSettings, make_settings
-from .sources import Item, attach_boxes, is_uri, list_items, read_boxes_file
+from .sources import attach_boxes, is_uri, list_items, read_boxes_file
 from .store import ShardStore
 
 ENGINES = ("local", "ray", "serial")
@@ -190,8 +190,8 @@ def _run(engine_name, settings, todo, num_workers, threads, batch_size, stall_ti
             run["processed"] += len(records)
             bar.advance(len(records), sum(r["t"] == "fail" for r in records))
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted after {run['processed']} of {len(todo)} image(s); the finished ones are kept in "
-                          f"{store.dir}. Fix: run the same command again to resume.") from None
+        raise Interrupted(f"interrupted after {run['processed']} of {len(todo)} image(s); the finished ones are kept "
+                          f"in {store.dir}. Fix: run the same command again to resume.") from None
     finally:
         bar.close()
         engine.close()
