@@ -89,3 +89,10 @@ def crashing_tiny_sam():
 
     model.image_encoder.register_forward_hook(hook)
     return model
+
+
+def die():
+    """A model whose loading kills the worker process (workers that can never start)."""
+    import os
+
+    os._exit(3)

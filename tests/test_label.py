@@ -287,3 +287,15 @@ def test_dead_worker_is_replaced_and_its_images_retried(data, serial_tiny, tmp_p
                             batch_size=2, progress=False, **PPS)
     assert (tmp_path / "crashed").exists() and (summary["labelled"], summary["failed"]) == (4, 1)
     assert coco(tmp_path / "out")["annotations"] == coco(serial_tiny[0])["annotations"]
+
+
+@pytest.mark.slow
+def test_workers_that_never_start_stop_the_job(data, tmp_path):
+    """Worker processes that die before any image (here the model kills them; in a script
+    without the __main__ guard, spawning does): a clear error after a few restarts."""
+    from _label_models import die
+    from samkit.errors import SamkitError
+
+    with pytest.raises(SamkitError, match=r"died 3 times before finishing any image.*__main__"):
+        label_dataset(data[0], tmp_path, die, mode="boxes", boxes=data[1], engine="local", num_workers=1,
+                      progress=False)
