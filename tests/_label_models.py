@@ -20,8 +20,14 @@ def tiny_sam():
 
 
 def hang():
-    """A model that never finishes loading (the no-progress timeout test)."""
-    time.sleep(3600)
+    """A model that never finishes loading (the no-progress timeout tests); the process exits
+    when its parent (the local pool's driver, Ray's raylet) is gone, so no test leaves it behind."""
+    import os
+
+    parent, t0 = os.getppid(), time.monotonic()
+    while os.getppid() == parent and time.monotonic() - t0 < 600:
+        time.sleep(0.2)
+    os._exit(0)
 
 
 def write_images(folder: Path, n: int = 4) -> Path:
