@@ -25,6 +25,7 @@ _LAZY = {
     "AutoMaskGenerator": ("samkit.auto", "AutoMaskGenerator"),
     "accelerate": ("samkit.accel", "accelerate"),
     "configure_threads": ("samkit.threads", "configure_threads"),
+    "label_dataset": ("samkit.label", "label_dataset"),
 }
 
 __all__ = ["MODELS", "ModelSpec", "get_spec", "list_models", "SamkitError", "InputError", "ImageError",

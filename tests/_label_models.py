@@ -20,11 +20,17 @@ def tiny_sam():
 
 
 def hang():
-    """A model that never finishes loading (the no-progress timeout test)."""
-    time.sleep(3600)
+    """A model that never finishes loading (the no-progress timeout tests); the process exits
+    when its parent (the local pool's driver, Ray's raylet) is gone, so no test leaves it behind."""
+    import os
+
+    parent, t0 = os.getppid(), time.monotonic()
+    while os.getppid() == parent and time.monotonic() - t0 < 600:
+        time.sleep(0.2)
+    os._exit(0)
 
 
-def write_images(folder: Path, n: int = 5) -> Path:
+def write_images(folder: Path, n: int = 4) -> Path:
     """``n`` small PNGs (H x W = 40 x 56, a coloured rectangle moving with the index), a
     sub-folder, and ``bad.png`` (not an image) in ``folder``; returns the folder."""
     from PIL import Image
@@ -39,7 +45,7 @@ def write_images(folder: Path, n: int = 5) -> Path:
     return folder
 
 
-def write_boxes(path: Path, n: int = 5) -> Path:
+def write_boxes(path: Path, n: int = 4) -> Path:
     """A COCO detection file with one box per image of ``write_images`` (category 3, "car")."""
     names = [f"im{i}.png" if i < n - 1 else f"sub/im{i}.png" for i in range(n)]
     doc = {"images": [{"id": 10 + i, "file_name": nm} for i, nm in enumerate(names)],
@@ -63,3 +69,36 @@ def slow_tiny_sam():
     model = tiny_sam()
     model.image_encoder.register_forward_hook(lambda *args: time.sleep(0.2))
     return model
+
+
+def synthetic_clip():
+    """The DenseClip test double of ``_synthetic_clip`` ("red", "blue", "ground")."""
+    from _synthetic_clip import SyntheticClip
+
+    return SyntheticClip()
+
+
+def crashing_tiny_sam():
+    """``tiny_sam`` whose process dies (``os._exit``) at its second image when the file named by
+    $SAMKIT_TEST_CRASH_ONCE does not exist yet (it is created first, so only one worker dies)."""
+    import os
+
+    model = tiny_sam()
+    calls = []
+
+    def hook(*args):
+        calls.append(1)
+        marker = os.environ.get("SAMKIT_TEST_CRASH_ONCE")
+        if marker and len(calls) == 2 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+
+    model.image_encoder.register_forward_hook(hook)
+    return model
+
+
+def die():
+    """A model whose loading kills the worker process (workers that can never start)."""
+    import os
+
+    os._exit(3)

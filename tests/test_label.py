@@ -22,7 +22,7 @@ from samkit.label import label_dataset
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-NAMES = ["bad.png", "im0.png", "im1.png", "im2.png", "im3.png", "sub/im4.png"]
+NAMES = ["bad.png", "im0.png", "im1.png", "im2.png", "sub/im3.png"]
 
 
 @pytest.fixture(scope="module")
@@ -56,17 +56,17 @@ def test_serial_reference_outputs(serial_tiny, serial_classic):
     out, summary = serial_tiny
     doc = coco(out)
     assert [im["file_name"] for im in doc["images"]] == NAMES[1:]
-    assert [im["id"] for im in doc["images"]] == [2, 3, 4, 5, 6]  # SRC order, bad.png is image 1
+    assert [im["id"] for im in doc["images"]] == [2, 3, 4, 5]  # SRC order, bad.png is image 1
     assert summary["masks"] == len(doc["annotations"]) > 0
     assert [a["id"] for a in doc["annotations"]] == list(range(1, len(doc["annotations"]) + 1))
     assert doc["categories"] == [{"id": 1, "name": "object"}]
-    assert (summary["images"], summary["labelled"], summary["failed"]) == (6, 5, 1)
+    assert (summary["images"], summary["labelled"], summary["failed"]) == (5, 4, 1)
     fails = _failures(out)
     assert [f["file_name"] for f in fails] == ["bad.png"] and "not an image" in fails[0]["reason"]
     out, summary = serial_classic
     doc = coco(out)
     assert doc["categories"] == [{"id": 3, "name": "car"}]
-    assert len(doc["annotations"]) == 5 and {a["category_id"] for a in doc["annotations"]} == {3}
+    assert len(doc["annotations"]) == 4 and {a["category_id"] for a in doc["annotations"]} == {3}
     assert all(a["prompt_box"] and a["source_id"] >= 100 for a in doc["annotations"])
 
 
@@ -74,7 +74,7 @@ def test_local_pool_matches_serial_run(data, serial_classic, tmp_path):
     """Two worker processes, one image per batch: the same COCO document and failures."""
     summary = label_dataset(data[0], tmp_path, "classic", mode="boxes", boxes=data[1], engine="local",
                             num_workers=2, batch_size=1, progress=False)
-    assert summary["workers"] == 2 and summary["processed_this_run"] == 6
+    assert summary["workers"] == 2 and summary["processed_this_run"] == 5
     assert coco(tmp_path) == coco(serial_classic[0])
     assert _failures(tmp_path) == _failures(serial_classic[0])
 
@@ -109,18 +109,18 @@ def test_killed_job_resumes_with_every_image_once(data, serial_tiny, tmp_path):
     finally:
         proc.wait()
     done = _records(out)
-    assert proc.returncode == -signal.SIGKILL and 2 <= done < 6
+    assert proc.returncode == -signal.SIGKILL and 2 <= done < 5
     assert not (out / "coco.json").exists()
     from _label_models import slow_tiny_sam
 
     summary = label_dataset(data[0], out, slow_tiny_sam, engine="serial", progress=False, **PPS)
-    assert summary["resumed"] == done and summary["processed_this_run"] == 6 - done
-    assert _records(out) == 6
+    assert summary["resumed"] == done and summary["processed_this_run"] == 5 - done
+    assert _records(out) == 5
     doc = coco(out)
     assert doc == coco(serial_tiny[0])
     assert sorted(im["file_name"] for im in doc["images"]) == NAMES[1:]
     again = label_dataset(data[0], out, slow_tiny_sam, engine="serial", progress=False, **PPS)
-    assert again["processed_this_run"] == 0 and _records(out) == 6 and coco(out) == doc
+    assert again["processed_this_run"] == 0 and _records(out) == 5 and coco(out) == doc
 
 
 def test_job_without_progress_stops(data, tmp_path):
@@ -148,16 +148,16 @@ def test_cli_boxes_formats_and_resume(data, serial_classic, tmp_path, capsys, em
             "--engine", "serial", "-f", "coco,jsonl", "-f", "parquet", "-q"]
     code, _, err = _cli(capsys, *args)
     assert code == 6, err  # finished, one image failed
-    assert "5 of 6 image(s) labelled" in err and "failed: bad.png" in err
+    assert "4 of 5 image(s) labelled" in err and "failed: bad.png" in err
     assert coco(tmp_path) == coco(serial_classic[0])
     lines = [json.loads(x) for x in (tmp_path / "labels.jsonl").read_text().splitlines()]
     assert [x["file_name"] for x in lines] == NAMES[1:] and all(len(x["annotations"]) == 1 for x in lines)
     import pyarrow.parquet as pq
 
     table = pq.read_table(tmp_path / "labels.parquet").to_pydict()
-    assert table["category"] == ["car"] * 5 and table["annotation_id"] == [1, 2, 3, 4, 5]
+    assert table["category"] == ["car"] * 4 and table["annotation_id"] == [1, 2, 3, 4]
     code, out, err = _cli(capsys, *args, "--json")
-    assert code == 6 and "resuming: 5 of 6 image(s) already labelled, 1 unreadable" in err
+    assert code == 6 and "resuming: 4 of 5 image(s) already labelled, 1 unreadable" in err
     assert json.loads(out)["processed_this_run"] == 0
 
 
@@ -171,6 +171,8 @@ def test_cli_bad_input(data, tmp_path, capsys, empty_cache):
         (base + ["--model", "classic", "-f", "yolo"], "unknown output format 'yolo'"),
         (["label", tmp_path / "nothing", "--out", tmp_path, "--model", "classic"], "does not exist"),
         (["label", str(data[0]) + "/*.jpg", "--out", tmp_path, "--model", "classic"], "matches no image files"),
+        (base + ["--model", "classic", "--mode", "boxes", "--boxes", data[1], "--ray-address", "auto"],
+         "--ray-address apply to --engine ray"),
     ]
     for args, message in cases:
         code, _, err = _cli(capsys, *args)
@@ -178,11 +180,16 @@ def test_cli_bad_input(data, tmp_path, capsys, empty_cache):
         assert "Traceback" not in err
 
 
-def test_parquet_without_pyarrow_names_the_extra(data, tmp_path, monkeypatch, capsys, empty_cache):
+def test_missing_extras_are_named_before_any_work(data, tmp_path, monkeypatch, capsys, empty_cache):
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     code, _, err = _cli(capsys, "label", data[0], "--out", tmp_path, "--model", "classic", "--mode", "boxes",
                         "--boxes", data[1], "--engine", "serial", "-f", "parquet", "-q")
     assert code == 5 and "samkit[parquet]" in err
+    assert not (tmp_path / "shards").exists()  # refused before any work
+    monkeypatch.setitem(sys.modules, "ray", None)
+    code, _, err = _cli(capsys, "label", data[0], "--out", tmp_path, "--model", "classic", "--mode", "boxes",
+                        "--boxes", data[1], "--engine", "ray")
+    assert code == 5 and "samkit[ray]" in err and "--engine ray" in err
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -191,11 +198,11 @@ def test_sources_glob_list_coco_and_uris(data, tmp_path, monkeypatch):
 
     src = data[0]
     folder = list_items(str(src))
-    assert [it.name for it in folder] == NAMES and [it.image_id for it in folder] == [1, 2, 3, 4, 5, 6]
+    assert [it.name for it in folder] == NAMES and [it.image_id for it in folder] == [1, 2, 3, 4, 5]
     glob = list_items(str(src) + "/**/im*.png")
     assert [it.name for it in glob] == NAMES[1:]
-    (tmp_path / "list.txt").write_text(f"# frames\n{src}/im1.png\n\n{src}/sub/im4.png\n")
-    assert [Path(it.uri).name for it in list_items(str(tmp_path / "list.txt"))] == ["im1.png", "im4.png"]
+    (tmp_path / "list.txt").write_text(f"# frames\n{src}/im1.png\n\n{src}/sub/im3.png\n")
+    assert [Path(it.uri).name for it in list_items(str(tmp_path / "list.txt"))] == ["im1.png", "im3.png"]
     (tmp_path / "images.json").write_text(json.dumps({"images": [{"id": 7, "file_name": "im2.png"}]}))
     items = list_items(str(tmp_path / "images.json"), image_root=str(src))
     assert [(it.name, it.image_id, it.uri) for it in items] == [("im2.png", 7, str(src / "im2.png"))]
@@ -220,7 +227,7 @@ def test_uri_images_are_labelled(data, serial_classic, tmp_path):
         fs.pipe(f"/lbl2/{name}", (data[0] / name).read_bytes())
     summary = label_dataset("memory://lbl2/", tmp_path, "classic", mode="boxes", boxes=data[1], engine="serial",
                             progress=False)
-    assert summary["labelled"] == 5
+    assert summary["labelled"] == 4
     assert coco(tmp_path)["annotations"] == coco(serial_classic[0])["annotations"]
 
 
@@ -252,3 +259,43 @@ def test_ray_actor_sizing():
         actor_resources(2, 0, 2, 1.0)
     with pytest.raises(InputError, match="need 2 GPU"):
         actor_resources(8, 1, 2, None, 1.0)
+
+
+def test_text_mode_and_named_masks_get_the_classes(data, tmp_path):
+    """--mode text (classic + the synthetic CLIP) and everything mode with --classes: COCO
+    categories are the classes and every annotation carries its class."""
+    from _label_models import synthetic_clip, tiny_sam
+
+    label_dataset(data[0], tmp_path / "text", "classic", mode="text", classes="red,blue", clip=synthetic_clip,
+                  engine="serial", progress=False)
+    doc = coco(tmp_path / "text")
+    assert doc["categories"] == [{"id": 1, "name": "red"}, {"id": 2, "name": "blue"}]
+    assert len(doc["annotations"]) >= 3 and {(a["category_id"], a["label"]) for a in doc["annotations"]} == {(1, "red")}
+    label_dataset(data[0] / "im0.png", tmp_path / "named", tiny_sam, classes=["red", "blue"], clip=synthetic_clip,
+                  engine="serial", progress=False, **PPS)
+    anns = coco(tmp_path / "named")["annotations"]
+    assert anns and all(a["category_id"] in (1, 2) and a["label"] in ("red", "blue") for a in anns)
+
+
+@pytest.mark.slow
+def test_dead_worker_is_replaced_and_its_images_retried(data, serial_tiny, tmp_path, monkeypatch):
+    """A worker process that dies mid-job: a new pool labels its images; nothing is lost."""
+    from _label_models import crashing_tiny_sam
+
+    monkeypatch.setenv("SAMKIT_TEST_CRASH_ONCE", str(tmp_path / "crashed"))
+    summary = label_dataset(data[0], tmp_path / "out", crashing_tiny_sam, engine="local", num_workers=1,
+                            batch_size=2, progress=False, **PPS)
+    assert (tmp_path / "crashed").exists() and (summary["labelled"], summary["failed"]) == (4, 1)
+    assert coco(tmp_path / "out")["annotations"] == coco(serial_tiny[0])["annotations"]
+
+
+@pytest.mark.slow
+def test_workers_that_never_start_stop_the_job(data, tmp_path):
+    """Worker processes that die before any image (here the model kills them; in a script
+    without the __main__ guard, spawning does): a clear error after a few restarts."""
+    from _label_models import die
+    from samkit.errors import SamkitError
+
+    with pytest.raises(SamkitError, match=r"died 3 times before finishing any image.*__main__"):
+        label_dataset(data[0], tmp_path, die, mode="boxes", boxes=data[1], engine="local", num_workers=1,
+                      progress=False)

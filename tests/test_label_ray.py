@@ -1,6 +1,6 @@
 """samkit label --engine ray: a Ray Data actor pool on a local ``ray.init(num_cpus=2)`` gives the
 serial run's outputs; a job whose actors never start stops with the no-progress error. One
-Ray instance for the module (starting Ray takes seconds)."""
+Ray instance for the module (starting Ray takes seconds); the slow classic test runs first."""
 from __future__ import annotations
 
 import json
@@ -46,18 +46,6 @@ def _same_outputs(out: Path, ref: Path) -> None:
     assert json.loads((out / "failures.jsonl").read_text().splitlines()[0])["file_name"] == "bad.png"
 
 
-def test_ray_matches_serial_neural(ray_local, data, tmp_path):
-    """Random-weight tiny SAM, everything mode: 2 actors (0.5 CPU each), one image per batch."""
-    from _label_models import tiny_sam
-
-    ref = label_dataset(data[0], tmp_path / "serial", tiny_sam, engine="serial", progress=False, **PPS)
-    summary = label_dataset(data[0], tmp_path / "ray", tiny_sam, engine="ray", num_workers=2, batch_size=1,
-                            stall_timeout=300, progress=False, **PPS)
-    assert summary["engine"] == "ray" and summary["workers"] == 2
-    assert (summary["labelled"], summary["failed"], summary["masks"]) == (5, 1, ref["masks"])
-    _same_outputs(tmp_path / "ray", tmp_path / "serial")
-
-
 @pytest.mark.slow
 def test_ray_matches_serial_classic(ray_local, data, tmp_path):
     ref = tmp_path / "serial"
@@ -67,16 +55,25 @@ def test_ray_matches_serial_classic(ray_local, data, tmp_path):
     _same_outputs(tmp_path / "ray", ref)
 
 
-# Ray's executor thread of the abandoned job complains when the module's Ray instance shuts down
+# one test (one Ray instance even under pytest-xdist); Ray's executor thread of the abandoned
+# stalled job complains when the module's Ray instance shuts down
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_ray_job_without_progress_stops(ray_local, data, tmp_path):
-    """Actors whose model never loads: StallError naming the pool and the cluster, no hang.
-    (Last in the module: the stuck actors go with the module's Ray instance.)"""
-    from _label_models import hang
+def test_ray_matches_serial_and_never_hangs(ray_local, data, tmp_path):
+    """Random-weight tiny SAM, everything mode: 2 actors (0.5 CPU each), one image per batch,
+    give the serial run's outputs. Then actors whose model never loads: StallError naming the
+    pool and the cluster, no hang (last: the stuck actors go with the module's Ray instance)."""
+    from _label_models import hang, tiny_sam
     from samkit.label.engines import StallError
+
+    ref = label_dataset(data[0], tmp_path / "serial", tiny_sam, engine="serial", progress=False, **PPS)
+    summary = label_dataset(data[0], tmp_path / "ray", tiny_sam, engine="ray", num_workers=2, batch_size=1,
+                            stall_timeout=300, progress=False, **PPS)
+    assert summary["engine"] == "ray" and summary["workers"] == 2
+    assert (summary["labelled"], summary["failed"], summary["masks"]) == (4, 1, ref["masks"])
+    _same_outputs(tmp_path / "ray", tmp_path / "serial")
 
     t0 = time.monotonic()
     with pytest.raises(StallError, match=r"no image finished in the last 3 s \(ray engine; 1 actor\(s\) x 1 CPU"):
-        label_dataset(data[0], tmp_path, hang, mode="boxes", boxes=data[1], engine="ray", num_workers=1,
+        label_dataset(data[0], tmp_path / "stall", hang, mode="boxes", boxes=data[1], engine="ray", num_workers=1,
                       stall_timeout=3, progress=False)
     assert time.monotonic() - t0 < 120

@@ -26,6 +26,7 @@ from .sources import Item
 from .worker import Labeler, fail_record
 
 MAX_RESTARTS = 20
+EARLY_DEATHS = 3  # pool restarts without any finished batch: the workers cannot start
 DIED = ("the worker process died while labelling this image (killed, out of memory, or a crash in native code); "
         "it is tried again on the next run")
 
@@ -125,6 +126,7 @@ class LocalEngine:
         self.stall_timeout = float(stall_timeout)
         self.pool = None
         self.restarts = 0
+        self.finished = 0  # batches a worker returned
 
     def _start(self):
         import multiprocessing
@@ -164,6 +166,7 @@ class LocalEngine:
                     continue
                 if kind == "fatal":
                     raise rebuild_error(str(payload), message)
+                self.finished += 1
                 yield payload
             if broken:
                 pool = self._restart(queue, inflight)
@@ -174,6 +177,11 @@ class LocalEngine:
             queue.extendleft(([it], True) for it in reversed(batch))
         inflight.clear()
         self.restarts += 1
+        if self.finished == 0 and self.restarts >= EARLY_DEATHS:
+            raise SamkitError(f"the worker processes died {self.restarts} times before finishing any image, so the job "
+                              "was stopped. Fix: in a Python script, call label_dataset under `if __name__ == "
+                              "'__main__':` (workers are spawned and import the script); otherwise check that the "
+                              "model loads with --engine serial, and the machine's memory.")
         if self.restarts > MAX_RESTARTS:
             raise SamkitError(f"worker processes died {self.restarts} times, so the job was stopped; finished images "
                               "are kept. Fix: lower --num-workers or use a smaller model (each worker holds one), "

@@ -9,13 +9,13 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-from ..errors import InputError, SamkitError
+from ..errors import InputError, SamkitError, require
 from ..io.outputs import check_out_dir
 from .engines import LocalEngine, SerialEngine
 from .merge import FORMATS, merge
 from .progress import Progress
 from .settings import LabelSettings, make_settings
-from .sources import Item, attach_boxes, is_uri, list_items, read_boxes_file
+from .sources import attach_boxes, is_uri, list_items, read_boxes_file
 from .store import ShardStore
 
 ENGINES = ("local", "ray", "serial")
@@ -42,6 +42,22 @@ def _check_options(mode: str, boxes, classes, engine: str, formats: Sequence[str
             raise InputError(f"{name} must be at least 1, got {value}. Fix: pass {name} 1 or more.")
     if not stall_timeout > 0:
         raise InputError(f"--stall-timeout must be positive, got {stall_timeout}. Fix: pass seconds, e.g. 900.")
+
+
+def _check_engine(engine: str, ray_address, cpus_per_worker, gpus_per_worker, parquet: bool) -> None:
+    """Ray-only options need --engine ray, and every optional package is checked before any work."""
+    if engine != "ray":
+        given = [name for name, v in (("--ray-address", ray_address), ("--cpus-per-worker", cpus_per_worker),
+                                      ("--gpus-per-worker", gpus_per_worker or None)) if v is not None]
+        if given:
+            raise InputError(f"{', '.join(given)} apply to --engine ray, not --engine {engine}. Fix: add --engine ray "
+                             "(or drop them; the local engine's GPU option is --device cuda).")
+    else:
+        for module in ("ray", "ray.data"):
+            require(module, "ray", "--engine ray")
+    if parquet:
+        for module in ("pyarrow", "pyarrow.parquet"):
+            require(module, "parquet", "--format parquet")
 
 
 def _resolve_model(model: Any, checkpoint, mode: str, offline: bool) -> Optional[str]:
@@ -114,6 +130,7 @@ def label_dataset(src: Any, out: Any, model: Any = "classic", *, mode: str = "ev
     out = check_out_dir(Path(os.fspath(out)))
     formats = list(formats)
     _check_options(mode, boxes, classes, engine, formats, batch_size, num_workers, stall_timeout)
+    _check_engine(engine, ray_address, cpus_per_worker, gpus_per_worker, "parquet" in formats)
     settings = make_settings(model, mode, None, classes, clip, clip_checkpoint, device, **everything)
     items = list_items(os.fspath(src), out, image_root)
     box_categories = None
@@ -173,8 +190,8 @@ def _run(engine_name, settings, todo, num_workers, threads, batch_size, stall_ti
             run["processed"] += len(records)
             bar.advance(len(records), sum(r["t"] == "fail" for r in records))
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted after {run['processed']} of {len(todo)} image(s); the finished ones are kept in "
-                          f"{store.dir}. Fix: run the same command again to resume.") from None
+        raise Interrupted(f"interrupted after {run['processed']} of {len(todo)} image(s); the finished ones are kept "
+                          f"in {store.dir}. Fix: run the same command again to resume.") from None
     finally:
         bar.close()
         engine.close()

@@ -103,8 +103,12 @@ class RayEngine:
             self._init(address)
         res = self.ray.cluster_resources()
         self.total_cpus, self.total_gpus = float(res.get("CPU", 0.0)), float(res.get("GPU", 0.0))
-        self.workers, self.cpus, self.gpus = actor_resources(self.total_cpus, self.total_gpus, workers,
-                                                             cpus_per_worker, gpus_per_worker)
+        try:
+            self.workers, self.cpus, self.gpus = actor_resources(self.total_cpus, self.total_gpus, workers,
+                                                                 cpus_per_worker, gpus_per_worker)
+        except InputError:
+            self.close()  # the Ray instance started here goes with the refused job
+            raise
         self.threads = int(threads) if threads else max(1, int(math.floor(self.cpus)))
         self.settings, self.stall_timeout = settings, float(stall_timeout)
 
