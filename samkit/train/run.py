@@ -65,6 +65,7 @@ class Run:
     cache: object = None
     adapter: Optional[EmbedAdapter] = None
     log: Optional["MetricsLog"] = None
+    pool: object = None
 
 
 class MetricsLog:
@@ -250,10 +251,22 @@ def _sync_grads(env: dist.DistEnv, params: List[torch.nn.Parameter]) -> None:
 
 # --------------------------------------------------------------------------- one step
 def _micro_batch(run: Run, phase: Phase, micro: int) -> list:
+    """This rank's images of global micro-batch ``micro``, decoded and prepared (``--workers``
+    threads; every draw is seeded by the stream position, so the result does not depend on them)."""
     cfg = run.cfg
     pos = rank_positions(micro, run.env.rank, run.env.world, cfg.batch_size)
-    return [prepare(run.ds.read(run.stream[p]), run.student, p, cfg.seed, cfg.masks_per_image, cfg.box_prob,
-                    cfg.box_noise, need_masks=phase.name != "encoder") for p in pos]
+
+    def one(p: int):
+        return prepare(run.ds.read(run.stream[p]), run.student, p, cfg.seed, cfg.masks_per_image, cfg.box_prob,
+                       cfg.box_noise, need_masks=phase.name != "encoder")
+
+    if cfg.workers > 1 and len(pos) > 1:
+        if run.pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            run.pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix="samkit-train-data")
+        return list(run.pool.map(one, pos))
+    return [one(p) for p in pos]
 
 
 def _loss(run: Run, phase: Phase, batch: list) -> torch.Tensor:
@@ -404,7 +417,7 @@ def _prepare_run(cfg: TrainConfig, env: dist.DistEnv) -> tuple:
     if env.main:
         out.mkdir(parents=True, exist_ok=True)
     dist.barrier(env)
-    log = MetricsLog(out, cfg, int(state["step"]) if state else 0) if env.main else None
+    log = MetricsLog(out, cfg, int(state["step"]) if state else -1) if env.main else None
     say = log.say if log is not None else (lambda text: None)
     teacher, student = _models(cfg, env, say)
     run = Run(cfg, env, out, ds, stream, eval_ds, held, student, teacher, log=log)
@@ -440,6 +453,20 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int, Run], None]] = None
 
 def _train(cfg: TrainConfig, env: dist.DistEnv, on_step) -> Dict:
     run, state = _prepare_run(cfg, env)
+    try:
+        result = _loop(run, state, on_step)
+    finally:
+        if run.log is not None:
+            run.log.close()
+        if run.pool is not None:
+            run.pool.shutdown()
+    return {"step": total_steps(cfg), "checkpoint": str(run.out / MODEL), "state": str(run.out / STATE),
+            "eval": result, "model": run.student.spec.name}
+
+
+def _loop(run: Run, state: Optional[dict], on_step) -> Optional[Dict]:
+    """The optimiser steps from the resumed step (or 0) to the end; returns the last evaluation."""
+    cfg, env = run.cfg, run.env
     plan, total = phases(cfg), total_steps(cfg)
     start = int(state["step"]) if state else 0
     result = None
@@ -476,7 +503,4 @@ def _train(cfg: TrainConfig, env: dist.DistEnv, on_step) -> Dict:
             _save(run, n, phase, opt, sched, scaler, result)
         if on_step is not None:
             on_step(n, run)
-    if run.log is not None:
-        run.log.close()
-    return {"step": total, "checkpoint": str(run.out / MODEL), "state": str(run.out / STATE), "eval": result,
-            "model": run.student.spec.name}
+    return result
