@@ -442,7 +442,8 @@ class _Quiet:
 def train(cfg: TrainConfig, on_step: Optional[Callable[[int, Run], None]] = None) -> Dict:
     """Run (or resume) the training ``cfg`` describes, in this process and the torchrun group it
     belongs to. ``on_step(step, run)`` is called after every optimiser step (tests). Returns a
-    summary: ``step``, ``checkpoint`` (model.pt), ``state``, ``eval`` (last evaluation or None)."""
+    summary: ``step``, ``checkpoint`` (model.pt), ``state``, ``eval`` (last evaluation or None; rank 0
+    only), ``model``, ``rank``."""
     check(cfg)
     env = dist.init(cfg.device)
     try:
@@ -461,7 +462,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv, on_step) -> Dict:
         if run.pool is not None:
             run.pool.shutdown()
     return {"step": total_steps(cfg), "checkpoint": str(run.out / MODEL), "state": str(run.out / STATE),
-            "eval": result, "model": run.student.spec.name}
+            "eval": result, "model": run.student.spec.name, "rank": run.env.rank}
 
 
 def _loop(run: Run, state: Optional[dict], on_step) -> Optional[Dict]:
