@@ -222,6 +222,40 @@ def test_embedding_shape_mismatch_needs_an_adapter(tmp_path, data, ckpts):
     assert train(cfg)["step"] == 1
 
 
+def test_pairs_that_resize_differently_are_refused_before_the_teacher_cache(tmp_path, data, ckpts):
+    from samkit.train.run import train
+
+    cfg = _cfg(tmp_path, data, ckpts, fam="edge_sam", student="tiny_efficienttam_student")
+    with pytest.raises(InputError, match="resize images differently"):
+        train(cfg)
+    assert not (tmp_path / "out/teacher-cache").exists()
+
+
+def test_teacher_cache_is_computed_once_and_memory_mapped(tmp_path, data, ckpts):
+    from samkit.registry import load_model
+    from samkit.train.cache import TeacherCache
+    from samkit.train.data import open_dataset
+
+    ds = open_dataset(data)
+    teacher = load_model("tiny_edge_sam", checkpoint=ckpts["edge_sam"])
+
+    def read(i):
+        return ds.digest(i), lambda: teacher.preprocess(ds.read(i).image)[0]
+
+    cache = TeacherCache(tmp_path, teacher, "tiny_edge_sam")
+    assert cache.fill(read, range(3), 0, 1) == 3
+    assert cache.fill(read, range(3), 0, 1) == 0  # already there
+    assert cache.fill(read, range(4), 1, 2) == 1  # rank 1 of 2 fills images 1 and 3: only 3 is new
+    with torch.no_grad():
+        want = teacher.encode(teacher.preprocess(ds.read(2).image)[0]).embed
+    got = cache.get(ds.digest(2)).embed
+    assert got.shape == want.shape and torch.allclose(got, want)
+    assert isinstance(np.load(cache.path(ds.digest(2)), mmap_mode="r"), np.memmap)
+    other = load_model("tiny_edge_sam_student", checkpoint=write_checkpoint("tiny_edge_sam_student",
+                                                                             tmp_path / "s.pt"))
+    assert TeacherCache(tmp_path, other, "tiny_edge_sam").dir != cache.dir  # other weights, other entries
+
+
 def test_distillation_raises_the_students_miou_against_its_teacher(tmp_path, ckpts):
     """EdgeSAM recipe (16 encoder steps, 8 prompt-in-the-loop steps) on 4 synthetic images, tiny EdgeSAM
     pair (student: another random encoder, heads from the teacher): the mIoU vs the teacher (box

@@ -40,8 +40,8 @@ from ..io.atomic import atomic_write_bytes, atomic_write_text
 from . import dist
 from .config import Phase, TrainConfig, check, phases, total_steps
 from .data import Dataset, Stream, holdout_split, open_dataset, rank_positions
-from .engine import (EmbedAdapter, Prompts, check_pair, encoder_loss, expand, ground_truth, load_student,
-                     load_teacher, loop_loss, split_name, stack_features, teacher_target)
+from .engine import (EmbedAdapter, Prompts, check_pair, embed_shape, encoder_loss, expand, ground_truth,
+                     load_student, load_teacher, loop_loss, split_name, stack_features, teacher_target)
 from .losses import mask_iou
 from .sampling import prepare
 
@@ -421,12 +421,12 @@ def _prepare_run(cfg: TrainConfig, env: dist.DistEnv) -> tuple:
     say = log.say if log is not None else (lambda text: None)
     teacher, student = _models(cfg, env, say)
     run = Run(cfg, env, out, ds, stream, eval_ds, held, student, teacher, log=log)
-    if teacher is not None:
+    if teacher is not None:  # the pair is checked before hours of teacher embeddings are computed
+        run.adapter = check_pair(teacher, student, embed_shape(teacher), cfg.adapter,
+                                 (split_name(cfg.teacher)[0], student.spec.name))
         if log is None:
             run.log = _Quiet()
         _fill_cache(run)
-        run.adapter = check_pair(teacher, student, run.cache.layout[0][1], cfg.adapter,
-                                 (split_name(cfg.teacher)[0], student.spec.name))
         if log is None:
             run.log = None
     if state is not None:
