@@ -322,3 +322,35 @@ def test_cli_errors_are_one_line(tmp_path, data, capsys):
     assert "error: --recipe 'bogus' is unknown. Fix:" in err and "Traceback" not in err
     assert main(["train", "finetune", "--model", "classic", "--data", str(data), "--out", str(tmp_path / "o")]) == 2
     assert "cannot be trained by samkit" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_end_to_end(tmp_path, data, ckpts):
+    """``torchrun --nproc_per_node 2 -m samkit.train distill ...`` (the tiny models registered in
+    each process by a sitecustomize module): one summary line, metrics of every step, a loadable model."""
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from _train_tiny import register_all\nregister_all()\n")
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), str(site)]), GLOO_SOCKET_IFNAME="lo")
+    out = tmp_path / "out"
+    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "samkit.train", "distill",
+           "--teacher", f"tiny_edge_sam:{ckpts['edge_sam']}", "--student", "tiny_edge_sam_student", "--data",
+           str(data), "--out", str(out), "--encoder-steps", "2", "--loop-steps", "2", "--batch-size", "1",
+           "--masks-per-image", "2", "--device", "cpu", "--save-every", "2", "--holdout", "0.2"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.count("trained tiny_edge_sam_student for 4 steps") == 1  # rank 0 only
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "loss" in x] == [1, 2, 3, 4]
+    assert lines[-1]["eval"]["against"] == "teacher"
+    from samkit import load_model
+
+    load_model("tiny_edge_sam_student", checkpoint=out / "model.pt")
