@@ -133,6 +133,21 @@ def test_data_folder_without_masks_is_a_clear_error(tmp_path):
         open_dataset(tmp_path)
 
 
+def test_recipes_make_their_phases_and_bad_options_are_refused():
+    from samkit.train.config import check, phases
+
+    base = dict(mode="distill", data="d", out="o", student="edge_sam", teacher="sam_vit_h", encoder_steps=3,
+                loop_steps=2)
+    assert [(p.name, p.start, p.end) for p in phases(TrainConfig(**base))] == [("encoder", 0, 3), ("loop", 3, 5)]
+    assert [p.name for p in phases(TrainConfig(**base, recipe="mobilesam"))] == ["encoder"]  # MobileSAM
+    assert [p.name for p in phases(TrainConfig(mode="finetune", data="d", out="o", student="m", steps=4))] == \
+        ["finetune"]
+    for bad, match in ((dict(teacher=None), "needs a teacher"), (dict(batch_size=0), "--batch-size"),
+                       (dict(encoder_steps=0, loop_steps=0), "nothing to train"), (dict(box_prob=2.0), "--box-prob")):
+        with pytest.raises(InputError, match=match):
+            check(TrainConfig(**{**base, **bad}))
+
+
 # --------------------------------------------------------------------------- data parallel
 def _free_port() -> int:
     with socket.socket() as s:
@@ -301,10 +316,12 @@ def test_cli_finetune_lora_merges_into_the_checkpoint(tmp_path, data, ckpts):
     out = tmp_path / "out"
     args = ["train", "finetune", "--model", f"tiny_edge_sam:{ckpts['edge_sam']}", "--data", str(data), "--out",
             str(out), "--steps", "1", "--batch-size", "1", "--masks-per-image", "1", "--loop-iters", "1",
-            "--encoder", "lora", "--lora-rank", "2", "--lr", "0.01", "--device", "cpu", "-q", "--holdout", "0"]
+            "--encoder", "lora", "--lora-rank", "2", "--lr", "0.01", "--device", "cpu", "-q", "--holdout", "0.3",
+            "--eval-masks", "2"]
     assert main(args) == 0
     info = json.loads((out / "model.json").read_text())
     assert info["model"] == "tiny_edge_sam" and info["step"] == 1
+    assert info["eval"]["against"] == "ground truth" and 0.0 <= info["eval"]["miou"] <= 1.0
     load_model("tiny_edge_sam", checkpoint=out / "model.pt")  # strict: plain keys, adapters merged
     before, after = _weights(ckpts["edge_sam"]), _weights(out / "model.pt")
     changed = {k for k in before if not torch.equal(before[k], after[k])}
