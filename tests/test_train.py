@@ -232,9 +232,10 @@ def test_embedding_shape_mismatch_needs_an_adapter(tmp_path, data, ckpts):
     with pytest.raises(InputError, match=r"teacher's image embeddings are 32 x 8 x 8 but the student's are "
                                          r"32 x 4 x 4\. Fix: pass --adapter"):
         train(cfg)
-    cfg.adapter = True
-    cfg.out = str(tmp_path / "adapted")
-    assert train(cfg)["step"] == 1
+    # with the adapter: phase 1 through the projection, phase 2 against a teacher with high-res features,
+    # another frame (128 vs 64) and another mask grid (32 vs 16)
+    cfg.adapter, cfg.loop_steps, cfg.out = True, 1, str(tmp_path / "adapted")
+    assert train(cfg)["step"] == 2
 
 
 def test_pairs_that_resize_differently_are_refused_before_the_teacher_cache(tmp_path, data, ckpts):
