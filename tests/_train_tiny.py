@@ -16,7 +16,8 @@ from _tiny_families import FAMILIES, tiny_family
 
 _MODULES = {"sam": "samkit.models.sam", "mobile_sam": "samkit.models.mobile_sam",
             "edge_sam": "samkit.models.edge_sam", "efficient_sam": "samkit.models.efficient_sam",
-            "sam2": "samkit.models.sam2", "edgetam": "samkit.models.edgetam", "efficienttam": "samkit.models.efficienttam"}
+            "sam2": "samkit.models.sam2", "edgetam": "samkit.models.edgetam",
+            "efficienttam": "samkit.models.efficienttam"}
 _FORMATS = {"sam": "sam", "mobile_sam": "mobile_sam", "edge_sam": "edge_sam", "efficient_sam": "efficient_sam",
             "sam2": "sam2", "edgetam": "edgetam", "efficienttam": "efficienttam"}
 

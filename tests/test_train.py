@@ -133,6 +133,21 @@ def test_data_folder_without_masks_is_a_clear_error(tmp_path):
         open_dataset(tmp_path)
 
 
+def test_recipes_make_their_phases_and_bad_options_are_refused():
+    from samkit.train.config import check, phases
+
+    base = dict(mode="distill", data="d", out="o", student="edge_sam", teacher="sam_vit_h", encoder_steps=3,
+                loop_steps=2)
+    assert [(p.name, p.start, p.end) for p in phases(TrainConfig(**base))] == [("encoder", 0, 3), ("loop", 3, 5)]
+    assert [p.name for p in phases(TrainConfig(**base, recipe="mobilesam"))] == ["encoder"]  # MobileSAM
+    assert [p.name for p in phases(TrainConfig(mode="finetune", data="d", out="o", student="m", steps=4))] == \
+        ["finetune"]
+    for bad, match in ((dict(teacher=None), "needs a teacher"), (dict(batch_size=0), "--batch-size"),
+                       (dict(encoder_steps=0, loop_steps=0), "nothing to train"), (dict(box_prob=2.0), "--box-prob")):
+        with pytest.raises(InputError, match=match):
+            check(TrainConfig(**{**base, **bad}))
+
+
 # --------------------------------------------------------------------------- data parallel
 def _free_port() -> int:
     with socket.socket() as s:
@@ -148,7 +163,7 @@ def _worker(rank: int, world: int, port: int, cfg: TrainConfig) -> None:
     from samkit.train.run import train
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
     torch.set_num_threads(1)
     reg()
     train(cfg)
@@ -217,9 +232,44 @@ def test_embedding_shape_mismatch_needs_an_adapter(tmp_path, data, ckpts):
     with pytest.raises(InputError, match=r"teacher's image embeddings are 32 x 8 x 8 but the student's are "
                                          r"32 x 4 x 4\. Fix: pass --adapter"):
         train(cfg)
-    cfg.adapter = True
-    cfg.out = str(tmp_path / "adapted")
-    assert train(cfg)["step"] == 1
+    # with the adapter: phase 1 through the projection, phase 2 against a teacher with high-res features,
+    # another frame (128 vs 64) and another mask grid (32 vs 16)
+    cfg.adapter, cfg.loop_steps, cfg.out = True, 1, str(tmp_path / "adapted")
+    assert train(cfg)["step"] == 2
+
+
+def test_pairs_that_resize_differently_are_refused_before_the_teacher_cache(tmp_path, data, ckpts):
+    from samkit.train.run import train
+
+    cfg = _cfg(tmp_path, data, ckpts, fam="edge_sam", student="tiny_efficienttam_student")
+    with pytest.raises(InputError, match="resize images differently"):
+        train(cfg)
+    assert not (tmp_path / "out/teacher-cache").exists()
+
+
+def test_teacher_cache_is_computed_once_and_memory_mapped(tmp_path, data, ckpts):
+    from samkit.registry import load_model
+    from samkit.train.cache import TeacherCache
+    from samkit.train.data import open_dataset
+
+    ds = open_dataset(data)
+    teacher = load_model("tiny_edge_sam", checkpoint=ckpts["edge_sam"])
+
+    def read(i):
+        return ds.digest(i), lambda: teacher.preprocess(ds.read(i).image)[0]
+
+    cache = TeacherCache(tmp_path, teacher, "tiny_edge_sam")
+    assert cache.fill(read, range(3), 0, 1) == 3
+    assert cache.fill(read, range(3), 0, 1) == 0  # already there
+    assert cache.fill(read, range(4), 1, 2) == 1  # rank 1 of 2 fills images 1 and 3: only 3 is new
+    with torch.no_grad():
+        want = teacher.encode(teacher.preprocess(ds.read(2).image)[0]).embed
+    got = cache.get(ds.digest(2)).embed
+    assert got.shape == want.shape and torch.allclose(got, want)
+    assert isinstance(np.load(cache.path(ds.digest(2)), mmap_mode="r"), np.memmap)
+    other = load_model("tiny_edge_sam_student", checkpoint=write_checkpoint("tiny_edge_sam_student",
+                                                                             tmp_path / "s.pt"))
+    assert TeacherCache(tmp_path, other, "tiny_edge_sam").dir != cache.dir  # other weights, other entries
 
 
 def test_distillation_raises_the_students_miou_against_its_teacher(tmp_path, ckpts):
@@ -267,10 +317,12 @@ def test_cli_finetune_lora_merges_into_the_checkpoint(tmp_path, data, ckpts):
     out = tmp_path / "out"
     args = ["train", "finetune", "--model", f"tiny_edge_sam:{ckpts['edge_sam']}", "--data", str(data), "--out",
             str(out), "--steps", "1", "--batch-size", "1", "--masks-per-image", "1", "--loop-iters", "1",
-            "--encoder", "lora", "--lora-rank", "2", "--lr", "0.01", "--device", "cpu", "-q", "--holdout", "0"]
+            "--encoder", "lora", "--lora-rank", "2", "--lr", "0.01", "--device", "cpu", "-q", "--holdout", "0.3",
+            "--eval-masks", "2"]
     assert main(args) == 0
     info = json.loads((out / "model.json").read_text())
     assert info["model"] == "tiny_edge_sam" and info["step"] == 1
+    assert info["eval"]["against"] == "ground truth" and 0.0 <= info["eval"]["miou"] <= 1.0
     load_model("tiny_edge_sam", checkpoint=out / "model.pt")  # strict: plain keys, adapters merged
     before, after = _weights(ckpts["edge_sam"]), _weights(out / "model.pt")
     changed = {k for k in before if not torch.equal(before[k], after[k])}
@@ -288,3 +340,35 @@ def test_cli_errors_are_one_line(tmp_path, data, capsys):
     assert "error: --recipe 'bogus' is unknown. Fix:" in err and "Traceback" not in err
     assert main(["train", "finetune", "--model", "classic", "--data", str(data), "--out", str(tmp_path / "o")]) == 2
     assert "cannot be trained by samkit" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_end_to_end(tmp_path, data, ckpts):
+    """``torchrun --nproc_per_node 2 -m samkit.train distill ...`` (the tiny models registered in
+    each process by a sitecustomize module): one summary line, metrics of every step, a loadable model."""
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from _train_tiny import register_all\nregister_all()\n")
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), str(site)]), GLOO_SOCKET_IFNAME="lo")
+    out = tmp_path / "out"
+    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "samkit.train", "distill",
+           "--teacher", f"tiny_edge_sam:{ckpts['edge_sam']}", "--student", "tiny_edge_sam_student", "--data",
+           str(data), "--out", str(out), "--encoder-steps", "2", "--loop-steps", "2", "--batch-size", "1",
+           "--masks-per-image", "2", "--device", "cpu", "--save-every", "2", "--holdout", "0.2"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.count("trained tiny_edge_sam_student for 4 steps") == 1  # rank 0 only
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "loss" in x] == [1, 2, 3, 4]
+    assert lines[-1]["eval"]["against"] == "teacher"
+    from samkit import load_model
+
+    load_model("tiny_edge_sam_student", checkpoint=out / "model.pt")

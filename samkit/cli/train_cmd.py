@@ -72,7 +72,7 @@ def _run(**kw) -> None:
             kw[k] = str(kw[k])
     cfg = TrainConfig(progress=not quiet, **kw)
     summary = train(cfg)
-    if summary.get("model") is not None and not quiet:
+    if summary.get("rank", 0) == 0 and not quiet:
         ev = summary.get("eval")
         tail = f"; held-out mIoU vs {ev['against']} {ev['miou']:.4f}" if ev else ""
         info(f"trained {summary['model']} for {summary['step']} steps: {summary['checkpoint']}{tail}")

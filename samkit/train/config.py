@@ -61,7 +61,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: Optional[bool] = None              # None: on with CUDA
-    workers: int = 2
+    workers: int = 2                        # threads decoding the images of a micro-batch
     tensorboard: bool = False
     progress: bool = True
     log_every: int = 1

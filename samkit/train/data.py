@@ -119,7 +119,8 @@ class Dataset:
         try:
             return hashlib.sha256(self.items[i].image.read_bytes()).hexdigest()
         except OSError as exc:
-            raise ImageError(f"image {self.items[i].image} cannot be read ({exc}). Fix: check the data folder.") from None
+            raise ImageError(f"image {self.items[i].image} cannot be read ({exc}). "
+                             "Fix: check the data folder.") from None
 
     def read(self, i: int) -> RawSample:
         """Decode image ``i``; its masks stay lazy (``RawSample.masks``)."""

@@ -119,9 +119,10 @@ def _geometry(model: nn.Module) -> Tuple[float, float]:
 
 
 @torch.no_grad()
-def student_embed_shape(student: nn.Module) -> Tuple[int, ...]:
-    x = torch.zeros(1, 3, student.image_size, student.image_size, device=student.device)
-    return tuple(int(s) for s in student.encode(x).embed.shape[1:])
+def embed_shape(model: nn.Module) -> Tuple[int, ...]:
+    """``(C, h, w)`` of ``model``'s image embedding (one forward pass of a blank frame)."""
+    x = torch.zeros(1, 3, model.image_size, model.image_size, device=model.device)
+    return tuple(int(s) for s in model.encode(x).embed.shape[1:])
 
 
 def check_pair(teacher: nn.Module, student: nn.Module, teacher_shape: Sequence[int], adapter: bool,
@@ -133,7 +134,7 @@ def check_pair(teacher: nn.Module, student: nn.Module, teacher_shape: Sequence[i
                          "aspect ratio and pads, the other stretches), so their embeddings are not aligned. Fix: "
                          "choose a student of the teacher's resize rule (SAM, MobileSAM, EdgeSAM pad; "
                          "EfficientSAM and the SAM 2 family stretch).")
-    s_shape = student_embed_shape(student)
+    s_shape = embed_shape(student)
     t_shape = tuple(int(s) for s in teacher_shape)
     if s_shape == t_shape:
         return None

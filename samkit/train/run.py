@@ -40,8 +40,8 @@ from ..io.atomic import atomic_write_bytes, atomic_write_text
 from . import dist
 from .config import Phase, TrainConfig, check, phases, total_steps
 from .data import Dataset, Stream, holdout_split, open_dataset, rank_positions
-from .engine import (EmbedAdapter, Prompts, check_pair, encoder_loss, expand, ground_truth, load_student,
-                     load_teacher, loop_loss, split_name, stack_features, teacher_target)
+from .engine import (EmbedAdapter, Prompts, check_pair, embed_shape, encoder_loss, expand, ground_truth,
+                     load_student, load_teacher, loop_loss, split_name, stack_features, teacher_target)
 from .losses import mask_iou
 from .sampling import prepare
 
@@ -65,6 +65,7 @@ class Run:
     cache: object = None
     adapter: Optional[EmbedAdapter] = None
     log: Optional["MetricsLog"] = None
+    pool: object = None
 
 
 class MetricsLog:
@@ -250,10 +251,22 @@ def _sync_grads(env: dist.DistEnv, params: List[torch.nn.Parameter]) -> None:
 
 # --------------------------------------------------------------------------- one step
 def _micro_batch(run: Run, phase: Phase, micro: int) -> list:
+    """This rank's images of global micro-batch ``micro``, decoded and prepared (``--workers``
+    threads; every draw is seeded by the stream position, so the result does not depend on them)."""
     cfg = run.cfg
     pos = rank_positions(micro, run.env.rank, run.env.world, cfg.batch_size)
-    return [prepare(run.ds.read(run.stream[p]), run.student, p, cfg.seed, cfg.masks_per_image, cfg.box_prob,
-                    cfg.box_noise, need_masks=phase.name != "encoder") for p in pos]
+
+    def one(p: int):
+        return prepare(run.ds.read(run.stream[p]), run.student, p, cfg.seed, cfg.masks_per_image, cfg.box_prob,
+                       cfg.box_noise, need_masks=phase.name != "encoder")
+
+    if cfg.workers > 1 and len(pos) > 1:
+        if run.pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            run.pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix="samkit-train-data")
+        return list(run.pool.map(one, pos))
+    return [one(p) for p in pos]
 
 
 def _loss(run: Run, phase: Phase, batch: list) -> torch.Tensor:
@@ -404,16 +417,16 @@ def _prepare_run(cfg: TrainConfig, env: dist.DistEnv) -> tuple:
     if env.main:
         out.mkdir(parents=True, exist_ok=True)
     dist.barrier(env)
-    log = MetricsLog(out, cfg, int(state["step"]) if state else 0) if env.main else None
+    log = MetricsLog(out, cfg, int(state["step"]) if state else -1) if env.main else None
     say = log.say if log is not None else (lambda text: None)
     teacher, student = _models(cfg, env, say)
     run = Run(cfg, env, out, ds, stream, eval_ds, held, student, teacher, log=log)
-    if teacher is not None:
+    if teacher is not None:  # the pair is checked before hours of teacher embeddings are computed
+        run.adapter = check_pair(teacher, student, embed_shape(teacher), cfg.adapter,
+                                 (split_name(cfg.teacher)[0], student.spec.name))
         if log is None:
             run.log = _Quiet()
         _fill_cache(run)
-        run.adapter = check_pair(teacher, student, run.cache.layout[0][1], cfg.adapter,
-                                 (split_name(cfg.teacher)[0], student.spec.name))
         if log is None:
             run.log = None
     if state is not None:
@@ -429,7 +442,8 @@ class _Quiet:
 def train(cfg: TrainConfig, on_step: Optional[Callable[[int, Run], None]] = None) -> Dict:
     """Run (or resume) the training ``cfg`` describes, in this process and the torchrun group it
     belongs to. ``on_step(step, run)`` is called after every optimiser step (tests). Returns a
-    summary: ``step``, ``checkpoint`` (model.pt), ``state``, ``eval`` (last evaluation or None)."""
+    summary: ``step``, ``checkpoint`` (model.pt), ``state``, ``eval`` (last evaluation or None; rank 0
+    only), ``model``, ``rank``."""
     check(cfg)
     env = dist.init(cfg.device)
     try:
@@ -440,6 +454,20 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int, Run], None]] = None
 
 def _train(cfg: TrainConfig, env: dist.DistEnv, on_step) -> Dict:
     run, state = _prepare_run(cfg, env)
+    try:
+        result = _loop(run, state, on_step)
+    finally:
+        if run.log is not None:
+            run.log.close()
+        if run.pool is not None:
+            run.pool.shutdown()
+    return {"step": total_steps(cfg), "checkpoint": str(run.out / MODEL), "state": str(run.out / STATE),
+            "eval": result, "model": run.student.spec.name, "rank": run.env.rank}
+
+
+def _loop(run: Run, state: Optional[dict], on_step) -> Optional[Dict]:
+    """The optimiser steps from the resumed step (or 0) to the end; returns the last evaluation."""
+    cfg, env = run.cfg, run.env
     plan, total = phases(cfg), total_steps(cfg)
     start = int(state["step"]) if state else 0
     result = None
@@ -476,7 +504,4 @@ def _train(cfg: TrainConfig, env: dist.DistEnv, on_step) -> Dict:
             _save(run, n, phase, opt, sched, scaler, result)
         if on_step is not None:
             on_step(n, run)
-    if run.log is not None:
-        run.log.close()
-    return {"step": total, "checkpoint": str(run.out / MODEL), "state": str(run.out / STATE), "eval": result,
-            "model": run.student.spec.name}
+    return result
