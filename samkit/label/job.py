@@ -13,7 +13,7 @@ from ..errors import InputError, SamkitError, require
 from ..io.outputs import check_out_dir
 from .engines import LocalEngine, SerialEngine
 from .merge import FORMATS, merge
-from .progress import Progress
+from ..io.progress import Progress
 from .settings import LabelSettings, make_settings
 from .sources import attach_boxes, is_uri, list_items, read_boxes_file
 from .store import ShardStore

@@ -37,6 +37,7 @@ import torch.distributed as tdist
 
 from ..errors import InputError
 from ..io.atomic import atomic_write_bytes, atomic_write_text
+from ..io.progress import Progress
 from . import dist
 from .config import Phase, TrainConfig, check, phases, total_steps
 from .data import Dataset, Stream, holdout_split, open_dataset, rank_positions
@@ -66,6 +67,7 @@ class Run:
     adapter: Optional[EmbedAdapter] = None
     log: Optional["MetricsLog"] = None
     pool: object = None
+    bar: Optional[Progress] = None
 
 
 class MetricsLog:
@@ -457,6 +459,8 @@ def _train(cfg: TrainConfig, env: dist.DistEnv, on_step) -> Dict:
     try:
         result = _loop(run, state, on_step)
     finally:
+        if run.bar is not None:
+            run.bar.close()
         if run.log is not None:
             run.log.close()
         if run.pool is not None:
@@ -477,6 +481,9 @@ def _loop(run: Run, state: Optional[dict], on_step) -> Optional[Dict]:
         _set_rng_state(state["rng"])
     current, opt = None, None
     t0, done = time.perf_counter(), 0
+    # a bar on rank 0 when stderr is a terminal; the log lines below serve files and CI
+    bar = run.bar = Progress(total - start, enabled=run.env.main and cfg.progress, name="training", unit="steps",
+                             lines=False)
     for step in range(start, total):
         phase = next(p for p in plan if p.start <= step < p.end)
         if phase != current:
@@ -490,6 +497,7 @@ def _loop(run: Run, state: Optional[dict], on_step) -> Optional[Dict]:
         loss = _step(run, phase, step, opt, sched, scaler, params, amp)
         done += 1
         n = step + 1
+        bar.advance(1, note=f"{phase.name} loss {loss:.4f}")
         if run.env.main and (n % cfg.log_every == 0 or n == total):
             rate = done / max(1e-9, time.perf_counter() - t0)
             run.log.write({"step": n, "phase": phase.name, "loss": loss, "lr": sched.get_last_lr()[0],
