@@ -191,6 +191,18 @@ def test_video_tracker_refuses_bad_export_folders(video_export, tmp_path):
                          cwd=ROOT, timeout=300)
     assert cli.returncode == 2, cli.stdout + cli.stderr
     assert "error:" in cli.stderr and "no video graphs" in cli.stderr and "Traceback" not in cli.stderr
+    # the good folder tracks from the CLI (and torch-only options are refused)
+    good = subprocess.run([sys.executable, "-m", "samkit", "track", str(frames), "--model", str(folder), "--point",
+                           "0,24,25,1", "--box", "0,48,44,86,76,2", "--out", str(tmp_path / "good"), "--json"],
+                          capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert json.loads(good.stdout)["frames"] == 2 and "onnxruntime" in good.stderr
+    assert sorted(p.name for p in (tmp_path / "good" / "masks").iterdir()) == [
+        "00000_obj1.png", "00000_obj2.png", "00001_obj1.png", "00001_obj2.png"]
+    refused = subprocess.run([sys.executable, "-m", "samkit", "track", str(frames), "--model", str(folder), "--point",
+                              "0,24,25,1", "--device", "cuda", "--out", str(tmp_path / "x")], capture_output=True,
+                             text=True, env=_env(), cwd=ROOT, timeout=300)
+    assert refused.returncode == 2 and "export folder" in refused.stderr and "--device" in refused.stderr
     # a missing and an altered video graph
     names = {g["role"]: g["file"] for g in doc["graphs"].values()}
     damaged = tmp_path / "damaged"
