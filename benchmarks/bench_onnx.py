@@ -159,7 +159,7 @@ def write_section(results: Path, body: str) -> None:
     """Replace (or append) the ``## onnx`` section of ``results``."""
     text = results.read_text() if results.exists() else "# samkit benchmark results\n"
     section = f"## onnx\n\n{body.strip()}\n"
-    pattern = re.compile(r"^## onnx\b.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(r"^## onnx[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)  # not "## onnx video"
     text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
     results.write_text(text)
 

@@ -66,6 +66,28 @@ def _close(a, b, what: str, tol: float = TOL) -> None:
     assert err <= tol * max(1.0, float(np.abs(b).max())), f"{what}: max |onnx - torch| = {err:.3g}"
 
 
+def _check_memory_attention(model, tt, rt, st, sr, ft, fr) -> None:
+    """The memory attention (runtime: memory assembled in numpy + graph; torch: ``MemoryTracker``)
+    on banks of 1 and of 4 frames with object pointers, forward and backward."""
+    from samkit.video.session import FrameEntry, ObjectTrack
+
+    gen = torch.Generator().manual_seed(2)
+    cm, c = model.memory_config.mem_dim, model.memory_config.hidden_dim
+    n = st.maskmem_pos.shape[1]
+
+    def entry():
+        return FrameEntry(obj_ptr=torch.randn(1, c, generator=gen), object_score=torch.ones(1, 1),
+                          low_res=torch.zeros(1, 1, 4, 4), maskmem=torch.randn(1, n, cm, generator=gen).bfloat16())
+
+    for cond, non_cond, t, rev in (([3], [], 4, False), ([0], [1, 2, 3], 4, False), ([6], [5, 4], 3, True)):
+        track = ObjectTrack(1, cond={k: entry() for k in cond}, non_cond={k: entry() for k in non_cond})
+        track_np = ObjectTrack(1, cond={k: _np_entry(e) for k, e in track.cond.items()},
+                               non_cond={k: _np_entry(e) for k, e in track.non_cond.items()})
+        a = rt._with_memory(sr, track_np, fr, t, False, rev)
+        b = tt.engine._with_memory(st, track, ft, t, False, rev)
+        _close(a, b.detach().numpy(), f"memory attention (cond {cond}, non-cond {non_cond}, frame {t})")
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_video_graphs_match_torch(family, video_export):
     """Each graph with the runtime's numpy around it vs samkit's torch ``MemoryTracker``."""
@@ -110,24 +132,7 @@ def test_video_graphs_match_torch(family, video_export):
         mr = from_bfloat16(rt._encode_memory(sr, fr, low_t.numpy(), score.numpy(), pts))
         np.testing.assert_allclose(mr, mt, rtol=2 ** -7, atol=1e-6, err_msg="memory features")
     _close(sr.maskmem_pos, st.maskmem_pos.numpy(), "memory positions")
-    # the memory attention on a bank of 1 and of 4 frames with pointers, forward and backward
-    from samkit.video.session import FrameEntry, ObjectTrack
-
-    gen = torch.Generator().manual_seed(2)
-    cm, c = model.memory_config.mem_dim, model.memory_config.hidden_dim
-    n = st.maskmem_pos.shape[1]
-
-    def entry():
-        return FrameEntry(obj_ptr=torch.randn(1, c, generator=gen), object_score=torch.ones(1, 1),
-                          low_res=torch.zeros(1, 1, 4, 4), maskmem=torch.randn(1, n, cm, generator=gen).bfloat16())
-
-    for cond, non_cond, t, rev in (([3], [], 4, False), ([0], [1, 2, 3], 4, False), ([6], [5, 4], 3, True)):
-        track = ObjectTrack(1, cond={k: entry() for k in cond}, non_cond={k: entry() for k in non_cond})
-        track_np = ObjectTrack(1, cond={k: _np_entry(e) for k, e in track.cond.items()},
-                               non_cond={k: _np_entry(e) for k, e in track.non_cond.items()})
-        a = rt._with_memory(sr, track_np, fr, t, False, rev)
-        b = tt.engine._with_memory(st, track, ft, t, False, rev)
-        _close(a, b.detach().numpy(), f"memory attention (cond {cond}, non-cond {non_cond}, frame {t})")
+    _check_memory_attention(model, tt, rt, st, sr, ft, fr)
 
 
 TRACK = '''
@@ -191,6 +196,18 @@ def test_video_tracker_refuses_bad_export_folders(video_export, tmp_path):
                          cwd=ROOT, timeout=300)
     assert cli.returncode == 2, cli.stdout + cli.stderr
     assert "error:" in cli.stderr and "no video graphs" in cli.stderr and "Traceback" not in cli.stderr
+    # the good folder tracks from the CLI (and torch-only options are refused)
+    good = subprocess.run([sys.executable, "-m", "samkit", "track", str(frames), "--model", str(folder), "--point",
+                           "0,24,25,1", "--box", "0,48,44,86,76,2", "--out", str(tmp_path / "good"), "--json"],
+                          capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert json.loads(good.stdout)["frames"] == 2 and "onnxruntime" in good.stderr
+    assert sorted(p.name for p in (tmp_path / "good" / "masks").iterdir()) == [
+        "00000_obj1.png", "00000_obj2.png", "00001_obj1.png", "00001_obj2.png"]
+    refused = subprocess.run([sys.executable, "-m", "samkit", "track", str(frames), "--model", str(folder), "--point",
+                              "0,24,25,1", "--device", "cuda", "--out", str(tmp_path / "x")], capture_output=True,
+                             text=True, env=_env(), cwd=ROOT, timeout=300)
+    assert refused.returncode == 2 and "export folder" in refused.stderr and "--device" in refused.stderr
     # a missing and an altered video graph
     names = {g["role"]: g["file"] for g in doc["graphs"].values()}
     damaged = tmp_path / "damaged"

@@ -1,9 +1,11 @@
-"""``samkit export MODEL --format onnx --out DIR``: write a model's image pipeline as ONNX graphs.
+"""``samkit export MODEL --format onnx --out DIR``: write a model's image pipeline (and, for video
+models, its video graphs) as ONNX graphs.
 
 The folder (graphs, ``samkit-export.json`` with the sha256 of every file, an AnyLabeling
 ``config.yaml`` where AnyLabeling can read the graphs) is described in :mod:`samkit.export`;
 ``samkit segment IMAGE --model DIR`` and :class:`samkit.runtime.OnnxImagePredictor` run it
-without torch. ``--out`` is checked before the model is loaded; the files are published as one
+without torch; ``samkit track VIDEO --model DIR`` and :class:`samkit.runtime.OnnxVideoTracker`
+the video graphs. ``--out`` is checked before the model is loaded; the files are published as one
 set (``samkit.io.outputs``, key ``export``).
 """
 from __future__ import annotations
@@ -69,7 +71,8 @@ def export(
                                      "(as CVAT's and segment-anything's browser demos expect)."),
     offline: bool = typer.Option(False, "--offline", help="Never download weights."),
 ) -> None:
-    """Export a model's image encoder and prompt decoder to ONNX (plus a manifest with checksums)."""
+    """Export a model's image encoder and prompt decoder to ONNX (video models: also their video graphs), plus a
+    manifest with checksums."""
     parse_formats(fmt, default=[ExportFormat.onnx], choices=ExportFormat, command="samkit export")
     from ..specs import get_spec
 
