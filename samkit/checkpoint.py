@@ -476,10 +476,9 @@ def model_signature(spec: Union[str, ModelSpec]) -> Optional[Signature]:
         try:
             with torch.device("meta"):
                 model = build()
-            sig = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        except Exception:  # noqa: BLE001
-            sig = None
-        _SIGNATURES[build] = sig
+        except Exception:  # noqa: BLE001 - not cached: a failure here must not hide the family later
+            return None
+        _SIGNATURES[build] = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     return _SIGNATURES[build]
 
 
