@@ -22,7 +22,8 @@ import oracle as O  # noqa: E402
 
 from samkit import VideoTracker  # noqa: E402
 from samkit.errors import InputError  # noqa: E402
-from samkit.video.concept import ConceptConfig, component_areas, fill_holes, suppress_shrunk  # noqa: E402
+from samkit.video.concept import (ConceptConfig, component_areas, component_areas_torch, fill_holes,  # noqa: E402
+                                  suppress_shrunk)
 from samkit.video.memory_tracker import preprocess_video_frame  # noqa: E402
 
 TEXTS = ["person", "cat"]  # random weights: these two score alike, so both are found
@@ -38,7 +39,7 @@ def sam3():
 def frames():
     rng = np.random.default_rng(0)
     base = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
-    return [np.clip(base.astype(int) + rng.integers(-20, 20, base.shape), 0, 255).astype(np.uint8) for _ in range(4)]
+    return [np.clip(base.astype(int) + rng.integers(-20, 20, base.shape), 0, 255).astype(np.uint8) for _ in range(3)]
 
 
 def _threshold(model, frames, k: int) -> float:
@@ -78,7 +79,7 @@ def test_concept_tracking_matches_transformers(sam3, frames, case):
     hf_session = O.hf_video_session(x, H, W, TEXTS, sam3.text_encoder.tokenize(TEXTS))
     with torch.inference_mode():
         outs = list(hf.propagate_in_video_iterator(hf_session))
-    assert [o.frame_idx for o in outs] == sorted(ours) == [0, 1, 2, 3]
+    assert [o.frame_idx for o in outs] == sorted(ours) == [0, 1, 2]
     hidden = set(hf_session.hotstart_removed_obj_ids)
     if case == "hotstart":
         assert hidden and {o + 1 for o in hidden} == session.concept.removed
@@ -104,7 +105,8 @@ def test_new_instances_join_and_state_stays_bounded(sam3, frames):
     thr = _threshold(sam3, frames, 2)
     tracker = VideoTracker(sam3, concept_config=ConceptConfig(score_threshold=thr, new_det_thresh=thr, hotstart_delay=2,
                                                               hotstart_unmatch_thresh=1, hotstart_dup_thresh=1))
-    session = tracker.start(frames + frames)
+    video = frames + frames  # 6 frames: young instances removed in the hot-start window, later ones kept
+    session = tracker.start(video)
     added = tracker.add_text_prompt(session, 0, TEXTS)
     assert added and set(added.values()) <= set(TEXTS)
     seen = set()
@@ -113,7 +115,8 @@ def test_new_instances_join_and_state_stays_bounded(sam3, frames):
         assert set(res.labels or {}) == set(res.masks)
     state = session.concept
     assert state.next_id - 1 > len(added)  # instances joined after the first frame
-    assert all(t >= len(frames) + len(frames) - 1 - 2 for fr in state.unmatched.values() for t in fr)
+    assert all(t >= len(video) - 1 - 2 for fr in state.unmatched.values() for t in fr)
+    assert state.removed and session.objects  # both happened: removals and instances that stay
     assert set(state.unmatched) <= set(session.objects) and not (state.removed & set(session.objects))
 
 
@@ -168,11 +171,21 @@ def test_fill_holes_matches_connected_components():
         np.testing.assert_array_equal(out[i].numpy(), want)
 
 
-def test_component_areas_are_eight_connected():
+@pytest.mark.parametrize("areas_of", [component_areas, component_areas_torch])
+def test_component_areas_are_eight_connected(areas_of):
     m = torch.zeros(1, 5, 5, dtype=torch.bool)
     m[0, 0, 0] = m[0, 1, 1] = m[0, 4, 4] = True
-    areas = component_areas(m)[0]
+    areas = areas_of(m)[0]
     assert areas[0, 0] == areas[1, 1] == 2 and areas[4, 4] == 1 and areas[2, 2] == 0
+
+
+def test_component_areas_without_opencv_are_the_same():
+    """The torch fallback (no ``cv`` extra, or masks on an accelerator) equals OpenCV's
+    connected components, which the CPU path uses (the fallback is ~1000x slower at 288 x 288)."""
+    pytest.importorskip("cv2")
+    g = torch.Generator().manual_seed(4)
+    m = torch.rand(3, 40, 50, generator=g) > 0.45
+    assert torch.equal(component_areas(m), component_areas_torch(m))
 
 
 def test_shrunk_masks_are_suppressed():
@@ -207,6 +220,6 @@ def test_cli_track_text_with_sam3(sam3, frames, tmp_path, monkeypatch, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     summary = json.loads(out)
-    assert summary["frames"] == 4 and set(summary.get("labels", {}).values()) <= set(TEXTS)
+    assert summary["frames"] == 3 and set(summary.get("labels", {}).values()) <= set(TEXTS)
     lines = [json.loads(x) for x in (tmp_path / "out" / "tracks.jsonl").read_text().splitlines()]
-    assert len(lines) == 4 and lines[0]["objects"] and all(o["label"] in TEXTS for line in lines for o in line["objects"])
+    assert len(lines) == 3 and lines[0]["objects"] and all(o["label"] in TEXTS for line in lines for o in line["objects"])

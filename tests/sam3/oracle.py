@@ -101,7 +101,18 @@ def _synth(key: str, shape, dtype: str, seed: int) -> torch.Tensor:
 
 
 def synth_official(cfg: Sam3Config = REDUCED, seed: int = 0) -> Dict[str, torch.Tensor]:
+    """The released-layout state dict of ``cfg`` with synthesized values. The reduced
+    configuration's tensors are made once per process (each call returns a new dict of the same
+    tensors: callers copy them into models and never change them in place); other sizes, e.g.
+    the released one (3.4 GB), are made afresh and not kept."""
+    if cfg == REDUCED:
+        return dict(_synth_reduced(seed))
     return {k: _synth(k, s, d, seed) for k, s, d in official_manifest(cfg)}
+
+
+@functools.lru_cache(maxsize=2)
+def _synth_reduced(seed: int) -> Dict[str, torch.Tensor]:
+    return {k: _synth(k, s, d, seed) for k, s, d in official_manifest(REDUCED)}
 
 
 # --------------------------------------------------------------------------- transformers' layout
