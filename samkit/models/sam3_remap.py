@@ -21,7 +21,7 @@ class slot (zeros: it is never used), CLIP's ``text_projection`` is transposed b
 from __future__ import annotations
 
 import re
-from typing import Callable, Dict, List, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 
