@@ -30,29 +30,14 @@ from .errors import HTTPProblem, message_of, status_of
 from .middleware import Guard
 from .paths import IMAGE_EXTS, DataRoot, check_relative
 from .queue import InferenceQueue
+from .requests import EXAMPLE_PREFIX, EXAMPLES, resolve_image
 from .video import SessionStore
 
 log = logging.getLogger("samkit.server")
 STATIC = Path(__file__).resolve().parent / "static"
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-EXAMPLE_PREFIX = "@example/"
-EXAMPLES = ("truck.png",)
 UPLOAD_DIR = "uploads"
 EXPORT_PREFIX = "exports/"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def resolve_image(state: ServerState, rel: str) -> Path:
-    """The real file of image ``rel``: a bundled example, or a file of the data folder."""
-    if isinstance(rel, str) and rel.startswith(EXAMPLE_PREFIX):
-        name = rel[len(EXAMPLE_PREFIX):]
-        if name not in EXAMPLES:
-            raise HTTPProblem(404, f"no example {name!r}. Fix: use one of {', '.join(EXAMPLES)}.")
-        return ASSETS / name
-    real = state.data.resolve(rel, kind="file")
-    if real.suffix.lower() not in IMAGE_EXTS:
-        raise InputError(f"{rel!r} is not an image ({', '.join(IMAGE_EXTS)}). Fix: pick an image file.")
-    return real
 
 
 def json_error(status: int, message: str, headers: Optional[dict] = None):
@@ -98,18 +83,6 @@ def _install_errors(app) -> None:
                   exc_info=(type(exc), exc, exc.__traceback__))
         return json_error(500, f"internal error {error_id} (the server log has the details). Fix: report it with "
                                "the log lines of that id.")
-
-
-async def read_json(request) -> dict:
-    """The request's JSON object (400 naming the problem otherwise)."""
-    try:
-        body = await request.json()
-    except ValueError:
-        raise HTTPProblem(400, "the request body is not JSON. Fix: send a JSON object with "
-                               "Content-Type: application/json.") from None
-    if not isinstance(body, dict):
-        raise HTTPProblem(400, "the request body must be a JSON object. Fix: send {...}.")
-    return body
 
 
 def _base_routes(app, state: ServerState) -> None:

@@ -32,7 +32,7 @@ from ..errors import InputError
 from ..io.image import load_image
 from ..masks import Masks
 from . import rle as rle_codec
-from .app import read_json
+from .requests import read_json
 from .errors import HTTPProblem
 
 MAX_SCHEMA = 200_000

@@ -21,7 +21,7 @@ from typing import List, Optional
 from ..errors import InputError
 from ..masks import Masks
 from . import rle as rle_codec
-from .app import read_json, resolve_image
+from .requests import read_json, resolve_image
 from .errors import HTTPProblem
 from .exports import export as export_annotations
 from .paths import VIDEO_EXTS

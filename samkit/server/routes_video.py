@@ -21,7 +21,7 @@ served between frames).
 import json
 
 from ..errors import InputError
-from .app import read_json
+from .requests import read_json
 from .errors import HTTPProblem
 from .paths import IMAGE_EXTS, VIDEO_EXTS
 
