@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
+from .checkpoint import weights_digest
 from .errors import AccelerationError, InputError, require
 
 BACKENDS = ("torch", "onnxruntime")
@@ -221,17 +222,6 @@ class _Flat(nn.Module):
             raise AccelerationError("the image encoder returns non-tensor values, which ONNX cannot export. "
                                     "Fix: use backend='torch' for this model.")
         return tuple(leaves)
-
-
-def weights_digest(module: nn.Module) -> str:
-    """sha256 over the names, dtypes, shapes and bytes of ``module.state_dict()``."""
-    h = hashlib.sha256()
-    for key, t in sorted(module.state_dict().items()):
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}\n".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
-    return h.hexdigest()
 
 
 class _OrtRunner:

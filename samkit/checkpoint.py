@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import os
 import pickle
 import re
@@ -556,3 +557,16 @@ def load_into(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
         fitting = {k: v for k, v in sd.items() if k in expected and k not in mismatched}
         model.load_state_dict(fitting, strict=False)
     return report
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of ``module.state_dict()`` (the identity
+    of a model's weights: ONNX export manifests, the onnxruntime backend's cache, the training
+    teacher cache)."""
+    h = hashlib.sha256()
+    for key, t in sorted(module.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()

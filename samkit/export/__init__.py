@@ -28,7 +28,7 @@ Manifest (``samkit-export.json``, JSON, ``format_version`` 1)::
     format_version    1 (bumped only by incompatible changes; readers ignore unknown keys,
                       graphs and pipelines)
     samkit_version    the samkit that wrote it
-    model             {name, weights_sha256 (samkit.accel.weights_digest of the state dict),
+    model             {name, weights_sha256 (samkit.checkpoint.weights_digest of the state dict),
                        spec: {name, family, license, commercial_use, paper, url, filename,
                               checkpoint_format, tag, input_size, video}}
     opset             ONNX opset of every graph

@@ -237,7 +237,7 @@ def export_onnx(model: nn.Module, out_dir: Union[str, Path], *, quantize: Union[
     if any(p.dtype != torch.float32 for p in model.parameters()):
         raise InputError("export_onnx exports float32 models. Fix: call model.float() first.")
     from .. import __version__
-    from ..accel import weights_digest
+    from ..checkpoint import weights_digest
 
     name = name or _spec_facts(model, type(model).__name__)["name"]
     stem = _stem(name)

@@ -22,6 +22,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..checkpoint import weights_digest
 from ..errors import InputError
 from ..io.atomic import atomic_write_bytes, atomic_write_text
 from ..models.base import ImageFeatures
@@ -30,13 +31,9 @@ Layout = List[Tuple[str, Tuple[int, ...]]]
 
 
 def weights_fingerprint(model: torch.nn.Module, label: str) -> str:
-    """sha256 of ``label``, the model's input size and every tensor of its state dict."""
-    h = hashlib.sha256(f"{label}|{getattr(model, 'image_size', '')}".encode())
-    for key, value in sorted(model.state_dict().items()):
-        t = value.detach().to("cpu").contiguous()
-        h.update(f"{key}|{tuple(t.shape)}|{t.dtype}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    """sha256 of ``label``, the model's input size and the digest of its weights."""
+    ident = f"{label}|{getattr(model, 'image_size', '')}|{weights_digest(model)}"
+    return hashlib.sha256(ident.encode()).hexdigest()
 
 
 def _flatten(features: ImageFeatures) -> Tuple[np.ndarray, Layout]:
