@@ -66,7 +66,7 @@ def build_app(subcommands: Sequence = SUBCOMMANDS) -> "typer.Typer":
         name="samkit", no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
         pretty_exceptions_enable=False, epilog=EPILOG,
         help="samkit: the Segment Anything family (SAM, MobileSAM, EdgeSAM, EfficientSAM, SAM 2, "
-             "EfficientTAM, EdgeTAM) behind one CLI. Works offline: without weights it falls back "
+             "EfficientTAM, EdgeTAM, SAM 3) behind one CLI. Works offline: without weights it falls back "
              "to the classic GrabCut engine.",
     )
     for path, name in subcommands:
