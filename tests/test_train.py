@@ -22,16 +22,16 @@ from samkit.train.sampling import cells_to_frame, disagreement_points
 def _tiny_registry():
     from samkit import families, specs
 
-    saved = dict(specs.MODELS), dict(families._BUILDERS)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    register_all()
+    names = register_all()
     yield
     torch.set_num_threads(threads)
-    specs.MODELS.clear()
-    specs.MODELS.update(saved[0])
-    families._BUILDERS.clear()
-    families._BUILDERS.update(saved[1])
+    # only the tiny names go: a family module imported meanwhile keeps the builders it registered
+    # (a snapshot restored wholesale dropped them, and later tests in the worker lost those families)
+    for name in names:
+        specs.MODELS.pop(name, None)
+        families._BUILDERS.pop(name, None)
 
 
 @pytest.fixture(scope="module")
