@@ -141,8 +141,8 @@ def main(argv=None) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     cmd = "python benchmarks/bench_label.py " + " ".join(argv if argv is not None else sys.argv[1:])
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    text = (f"## label\n\nMeasured on a SHARED, BUSY machine ({usable_cpus()} CPUs used by several jobs at once; "
-            f"load average {load} at the end): relative figures only.\n\n"
+    text = (f"## label\n\n{usable_cpus()} CPUs, load average {load} at the end (the benchmark's own processes "
+            "count; anything far above the CPU count means other jobs shared the machine).\n\n"
             f"Command: `{cmd.strip()}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; model "
             f"{args.model} ({'random tiny SAM of tests/tiny.py' if args.model == 'tiny' else 'synthesized weights'}), "
             f"everything mode, {args.points_per_side} points per side, "
