@@ -26,12 +26,11 @@ from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image
 
-from ..errors import InputError, VideoError
+from ..errors import InputError
 from ..io.video import open_frames
 from ..prompts import check_video_prompt
-from ..video.memory_plan import memory_plan
-from ..video.session import (FrameEntry, FrameFeatures, FrameResult, ObjectTrack, TrackingSession, cap_cond_frames,
-                             evict)
+from ..video.memory_plan import memory_plan, propagate_frames
+from ..video.session import (FrameEntry, FrameFeatures, FrameResult, ObjectTrack, TrackingSession, cap_cond_frames)
 from . import imageops
 from .manifest import ExportFolder, read_export
 from .session import open_graph
@@ -354,38 +353,8 @@ class OnnxVideoTracker:
         if empty:
             raise InputError(f"object ids {empty} have no prompt (their prompted frames were released). "
                              "Fix: prompt them again or remove_object.")
-        src = session.source
-        if start is None:
-            start = min(t for o in session.objects.values() for t in o.cond)
-            if not src.random_access and session.last_frame is not None and not reverse:
-                start = max(start, session.last_frame + 1)
-        start = max(int(start), src.first_available())
-        n, count, t, cfg = session.num_frames, 0, start, self.cfg
-        keep_mem = cfg.num_maskmem * cfg.memory_temporal_stride_for_eval
-        keep_ptr = max(cfg.max_obj_ptrs_in_encoder - 1, keep_mem)
-        while (t >= 0 if reverse else (n is None or t < n)) and (max_frames is None or count < max_frames):
-            try:
-                feats = self._features(session, t)
-            except VideoError:
-                if src.ended:
-                    return
-                raise
-            n = session.num_frames
-            entries = {}
-            for oid, track in session.objects.items():
-                e = track.cond.get(t)
-                if e is None:
-                    e = self._step(session, track, feats, t, False, reverse)
-                    track.non_cond[t] = e
-                track.tracked.add(t, reverse)
-                entries[oid] = e
-                evict(track, t, reverse, keep_mem, keep_ptr, session.max_cond_frames)
-            session.last_frame = t
-            session.note_stats()
-            result = self._result(session, t, entries)
-            count += 1
-            yield t, result
-            t = t - 1 if reverse else t + 1
+        yield from propagate_frames(session, self.cfg, start, reverse, max_frames, self._features, self._step,
+                                    self._result)
 
     def _result(self, session: TrackingSession, t: int, entries: dict) -> FrameResult:
         masks, scores, logits = {}, {}, {}

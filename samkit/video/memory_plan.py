@@ -1,4 +1,5 @@
-"""Which memory one tracking step reads (torch-free; shared by ``MemoryTracker`` and
+"""Which memory one tracking step reads, and the propagation loop that steps every object and
+bounds its memory (torch-free; shared by ``VideoTracker`` / ``MemoryTracker`` and
 ``samkit.runtime.OnnxVideoTracker``).
 
 The rules of the official ``_prepare_memory_conditioned_features``: the conditioning frames
@@ -10,9 +11,10 @@ frames. ``cfg`` is any object with the fields of ``samkit.memory.config.MemoryCo
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
-from .session import FrameEntry, ObjectTrack
+from ..errors import VideoError
+from .session import FrameEntry, ObjectTrack, TrackingSession, evict
 
 
 def select_cond_frames(frame_idx: int, cond: Dict[int, FrameEntry], max_num: int):
@@ -81,3 +83,51 @@ def memory_plan(cfg, track: ObjectTrack, frame_idx: int, reverse: bool, num_fram
         if e is not None:
             pointers.append((t_diff, e))
     return frames, pointers, max_ptrs
+
+
+def memory_keep(cfg) -> Tuple[int, int]:
+    """How many tracked frames behind the current one keep their memory features and their object
+    pointers (``evict`` drops the rest): ``(keep_mem, keep_ptr)``."""
+    keep_mem = cfg.num_maskmem * cfg.memory_temporal_stride_for_eval
+    return keep_mem, max(cfg.max_obj_ptrs_in_encoder - 1, keep_mem)
+
+
+def propagate_frames(session: TrackingSession, cfg, start: Optional[int], reverse: bool, max_frames: Optional[int],
+                     features: Callable, step: Callable, result: Callable) -> Iterator[Tuple[int, object]]:
+    """The propagation loop of both memory trackers (torch's ``VideoTracker`` and the runtime's
+    ``OnnxVideoTracker``): from ``start`` (default: the earliest prompted frame; a live stream
+    resumes after its last frame) forward, or backward with ``reverse``, every object is stepped on
+    each frame it has no prompt on, its memory bounded by ``evict``. ``features(session, t)``,
+    ``step(session, track, feats, t, False, reverse) -> FrameEntry`` and ``result(session, t,
+    entries)`` are the tracker's own; yields ``(t, result)``."""
+    src = session.source
+    if start is None:
+        start = min(t for o in session.objects.values() for t in o.cond)
+        if not src.random_access and session.last_frame is not None and not reverse:
+            start = max(start, session.last_frame + 1)  # a live stream resumes where it stopped
+    t, count = max(int(start), src.first_available()), 0
+    n = session.num_frames
+    keep_mem, keep_ptr = memory_keep(cfg)
+    while (t >= 0 if reverse else (n is None or t < n)) and (max_frames is None or count < max_frames):
+        try:
+            feats = features(session, t)
+        except VideoError:
+            if src.ended:  # a live stream that ends just stops
+                return
+            raise
+        n = session.num_frames
+        entries = {}
+        for oid, track in session.objects.items():
+            e = track.cond.get(t)
+            if e is None:
+                e = step(session, track, feats, t, False, reverse)
+                track.non_cond[t] = e
+            track.tracked.add(t, reverse)
+            entries[oid] = e
+            evict(track, t, reverse, keep_mem, keep_ptr, session.max_cond_frames)
+        session.last_frame = t
+        session.note_stats()
+        out = result(session, t, entries)
+        count += 1
+        yield t, out
+        t = t - 1 if reverse else t + 1

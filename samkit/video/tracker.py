@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from ..errors import InputError, VideoError
 from ..io.video import open_frames
 from ..prompts import check_video_prompt
+from .memory_plan import memory_keep, propagate_frames
 from .memory_tracker import MemoryTracker, preprocess_video_frame
 from .session import FlowState, FrameFeatures, FrameResult, ObjectTrack, TrackingSession, cap_cond_frames, evict
 
@@ -277,41 +278,8 @@ class VideoTracker:
             for t, res in self.flow.propagate(session, start, reverse, max_frames):
                 yield t, _labelled(session, res)
             return
-        src = session.source
-        if start is None:
-            start = min(t for o in session.objects.values() for t in o.cond)
-            if not src.random_access and session.last_frame is not None and not reverse:
-                start = max(start, session.last_frame + 1)  # a live stream resumes where it stopped
-        start = max(int(start), src.first_available())
-        n = session.num_frames
-        count = 0
-        t = start
-        cfg = self.engine.cfg
-        keep_mem = cfg.num_maskmem * cfg.memory_temporal_stride_for_eval
-        keep_ptr = max(cfg.max_obj_ptrs_in_encoder - 1, keep_mem)
-        while (t >= 0 if reverse else (n is None or t < n)) and (max_frames is None or count < max_frames):
-            try:
-                feats = self._features(session, t)
-            except VideoError:
-                if src.ended:  # a live stream that ends just stops
-                    return
-                raise
-            n = session.num_frames
-            entries = {}
-            for oid, track in session.objects.items():
-                e = track.cond.get(t)
-                if e is None:
-                    e = self.engine.step(session, track, feats, t, False, reverse)
-                    track.non_cond[t] = e
-                track.tracked.add(t, reverse)
-                entries[oid] = e
-                evict(track, t, reverse, keep_mem, keep_ptr, session.max_cond_frames)
-            session.last_frame = t
-            session.note_stats()
-            result = self._result(session, t, entries)
-            count += 1
-            yield t, result
-            t = t - 1 if reverse else t + 1
+        yield from propagate_frames(session, self.engine.cfg, start, reverse, max_frames, self._features,
+                                    self.engine.step, self._result)
 
     # ------------------------------------------------------------------ concepts (SAM 3)
     def _concept_first(self, session: TrackingSession, frame: int, text: Any) -> FrameResult:
@@ -337,8 +305,7 @@ class VideoTracker:
         streaming = not session.source.random_access
         shown, scores = self.concepts.frame(session, t, feats, False, streaming)
         state.done = session.last_frame = t
-        keep_mem = self.engine.cfg.num_maskmem * self.engine.cfg.memory_temporal_stride_for_eval
-        keep_ptr = max(self.engine.cfg.max_obj_ptrs_in_encoder - 1, keep_mem)
+        keep_mem, keep_ptr = memory_keep(self.engine.cfg)
         for track in session.objects.values():
             evict(track, t, False, keep_mem, keep_ptr, session.max_cond_frames)
         session.note_stats()
