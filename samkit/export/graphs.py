@@ -119,6 +119,21 @@ def _dense(model: nn.Module, mask_input: torch.Tensor, has_mask_input: torch.Ten
     return has * pe.mask_downscaling(mask_input) + (1 - has) * no_mask
 
 
+def sam2_prompt_inputs(model: nn.Module, use_high_res: bool, rest: tuple) -> tuple:
+    """The inputs a SAM 2 decoder graph takes after ``image_embed`` (``high_res_feats_0``,
+    ``high_res_feats_1`` when ``use_high_res``, then ``point_coords``, ``point_labels``,
+    ``mask_input``, ``has_mask_input``) -> ``(high_res or None, point_labels, sparse, dense)``:
+    the point embeddings with one padding point, and the dense embedding."""
+    if use_high_res:
+        feat0, feat1, point_coords, point_labels, mask_input, has_mask_input = rest
+        high_res = (feat0, feat1)
+    else:
+        point_coords, point_labels, mask_input, has_mask_input = rest
+        high_res = None
+    sparse = model.prompt_encoder._embed_points(point_coords, point_labels, pad=True)
+    return high_res, point_labels, sparse, _dense(model, mask_input, has_mask_input)
+
+
 class SamDecoderGraph(nn.Module):
     """segment-anything's ONNX decoder contract.
 
@@ -208,20 +223,12 @@ class Sam2DecoderGraph(nn.Module):
         self.high_res = bool(model.use_high_res_features)
 
     def forward(self, image_embed, *rest):
-        if self.high_res:
-            feat0, feat1, point_coords, point_labels, mask_input, has_mask_input = rest
-            high_res = (feat0, feat1)
-        else:
-            point_coords, point_labels, mask_input, has_mask_input = rest
-            high_res = None
-        pe = self.model.prompt_encoder
-        sparse = pe._embed_points(point_coords, point_labels, pad=True)
+        high_res, point_labels, sparse, dense = sam2_prompt_inputs(self.model, self.high_res, rest)
         # SAM 2 pads only a non-empty prompt list (a mask alone has no sparse token): keep P + min(P, 1)
         p = torch._shape_as_tensor(point_labels)[1]
         sparse = torch.index_select(sparse, 1, torch.arange(p + torch.clamp(p, max=1)))
-        dense = _dense(self.model, mask_input, has_mask_input)
-        low, iou, _, _ = self.model.mask_decoder._predict(image_embed, pe.get_dense_pe(), sparse, dense, None,
-                                                          high_res)
+        low, iou, _, _ = self.model.mask_decoder._predict(image_embed, self.model.prompt_encoder.get_dense_pe(),
+                                                          sparse, dense, None, high_res)
         return low, iou
 
 

@@ -44,7 +44,7 @@ from torch import nn
 
 from ..layers.position import sine_encoding_1d
 from ..memory.attention import RoPEAttentionV2, axial_rope_angles
-from .graphs import GraphPlan, _dense
+from .graphs import GraphPlan, sam2_prompt_inputs
 
 
 def rope_real(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -200,30 +200,12 @@ class VideoDecoderGraph(nn.Module):
         self.model = model
         self.high_res = bool(model.use_high_res_features)
 
-    def _pointers(self, tokens: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
-        """``Sam2Model._object_pointer`` of every token: 1 x K x C."""
-        model, cfg = self.model, self.model.memory_config
-        ptr = model.obj_ptr_proj(tokens)
-        if cfg.pred_obj_scores:
-            lam = (score.sigmoid() if cfg.soft_no_obj_ptr else (score > 0).float())[:, :, None]
-            if cfg.fixed_no_obj_ptr:
-                ptr = lam * ptr
-            ptr = ptr + (1 - lam) * model.no_obj_ptr
-        return ptr
-
     def forward(self, image_embed, *rest):
-        if self.high_res:
-            feat0, feat1, point_coords, point_labels, mask_input, has_mask_input = rest
-            high_res = (feat0, feat1)
-        else:
-            point_coords, point_labels, mask_input, has_mask_input = rest
-            high_res = None
-        pe = self.model.prompt_encoder
-        sparse = pe._embed_points(point_coords, point_labels, pad=True)
-        dense = _dense(self.model, mask_input, has_mask_input)
-        low, iou, tokens, score = self.model.mask_decoder._predict(image_embed, pe.get_dense_pe(), sparse, dense,
-                                                                   False, high_res)
-        return low, iou, self._pointers(tokens, score), score
+        high_res, _, sparse, dense = sam2_prompt_inputs(self.model, self.high_res, rest)
+        low, iou, tokens, score = self.model.mask_decoder._predict(
+            image_embed, self.model.prompt_encoder.get_dense_pe(), sparse, dense, False, high_res)
+        # Sam2Model._object_pointer of every token: tokens 1 x K x C, score 1 x 1 broadcast over them
+        return low, iou, self.model._object_pointer(tokens, score), score
 
 
 class MaskDownsampleGraph(nn.Module):
