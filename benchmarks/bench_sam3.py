@@ -22,7 +22,6 @@ so none is timed. No timing is asserted anywhere in the tests.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from dataclasses import replace
@@ -30,25 +29,12 @@ from pathlib import Path
 
 import torch
 
+from bench_image import interleaved  # same folder
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "sam3"))
-
-
-def _median_interleaved(fns, warmup: int, runs: int):
-    """Median seconds per call of each zero-argument function, calls interleaved run by run."""
-    times = [[] for _ in fns]
-    with torch.inference_mode():
-        for _ in range(warmup):
-            for fn in fns:
-                fn()
-        for _ in range(runs):
-            for i, fn in enumerate(fns):
-                t0 = time.perf_counter()
-                fn()
-                times[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
 
 
 def _models(size: int, with_transformers: bool, reduced: bool = False):
@@ -91,8 +77,8 @@ def run(size: int = 1008, runs: int = 3, warmup: int = 1, text: str = "yellow sc
     enc = [lambda: ours.encode(x)] + ([lambda: ref.get_vision_features(pixel_values=x)] if ref is not None else [])
     det = [lambda: ours.detect(feats, texts=[text])] + (
         [lambda: ref(vision_embeds=vis, input_ids=ids, attention_mask=mask)] if ref is not None else [])
-    t_enc = _median_interleaved(enc, warmup, runs)
-    t_det = _median_interleaved(det, warmup, runs)
+    t_enc = interleaved(enc, warmup, runs)
+    t_det = interleaved(det, warmup, runs)
 
     def cell(ts, i):
         return f"{ts[i]:.3f}" if i < len(ts) else "-"
