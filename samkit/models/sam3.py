@@ -139,9 +139,14 @@ class Sam3Model(Sam2Model):
     default_selection = "native"
     score_threshold = 0.5
 
-    def __init__(self, cfg: Sam3Config = Sam3Config()) -> None:
-        trunk = Sam3ViT(cfg.image_size, cfg.patch_size, cfg.vit_dim, cfg.vit_depth, cfg.vit_heads, cfg.vit_mlp,
-                        cfg.window, cfg.global_blocks, cfg.pretrain_size)
+    def __init__(self, cfg: Sam3Config = Sam3Config(), trunk: Optional[nn.Module] = None,
+                 text_encoder: Optional[nn.Module] = None) -> None:
+        """``trunk`` (``B x 3 x S x S -> B x C x S/14 x S/14``, with ``channel_list``) and
+        ``text_encoder`` (``tokenize(texts) -> ids``, ``forward(ids) -> (B x L x 256, valid)``)
+        are injected by the student builders; by default SAM 3's own, from ``cfg``."""
+        if trunk is None:
+            trunk = Sam3ViT(cfg.image_size, cfg.patch_size, cfg.vit_dim, cfg.vit_depth, cfg.vit_heads, cfg.vit_mlp,
+                            cfg.window, cfg.global_blocks, cfg.pretrain_size)
         grid = cfg.image_size // cfg.patch_size  # masks reach the memory grid at 16 px per cell (1152 / 72)
         memory = replace(cfg.memory, hidden_dim=cfg.d_model, image_size=cfg.image_size, backbone_stride=cfg.patch_size,
                          mask_interpol_size=16 * grid)
@@ -150,8 +155,10 @@ class Sam3Model(Sam2Model):
                          memory_config=memory, pixel_mean=SAM3_MEAN, pixel_std=SAM3_STD, heads=interactive_heads(cfg))
         self.config = cfg
         d, h, f = cfg.d_model, cfg.heads, cfg.ffn
-        self.text_encoder = Sam3TextEncoder(d, cfg.text_width, cfg.text_heads, cfg.text_layers, cfg.context_length,
-                                            cfg.vocab_size)
+        if text_encoder is None:
+            text_encoder = Sam3TextEncoder(d, cfg.text_width, cfg.text_heads, cfg.text_layers, cfg.context_length,
+                                           cfg.vocab_size)
+        self.text_encoder = text_encoder
         self.geometry_encoder = GeometryEncoder(d, h, f, cfg.geometry_layers)
         self.transformer = _Transformer(DetrEncoder(d, h, f, cfg.encoder_layers),
                                         DetrDecoder(d, h, f, cfg.decoder_layers, cfg.num_queries))
