@@ -42,7 +42,7 @@ from torch import nn
 
 from samkit.layers import ConvGeluConv, ConvStem, sam_neck
 from samkit.layers.inplace import add_
-from samkit.layers.reparam import ConvBN, depthwise_1x1, fuse_children, merge_repvgg_dw
+from samkit.layers.reparam import ConvBN, conv_like, depthwise_1x1, fold_bn, fuse_children, merge_repvgg_dw
 
 Cfg = Tuple[int, int, int, int, int, int]
 
@@ -55,6 +55,16 @@ M1_CFGS: Tuple[Cfg, ...] = (
     *(((3, 2, 192, 1, 1, 1), (3, 2, 192, 0, 1, 1)) * 7),
     (3, 2, 192, 0, 1, 1),
     (3, 2, 384, 0, 1, 2), (3, 2, 384, 1, 1, 1), (3, 2, 384, 0, 1, 1),
+)
+# RepViT-M1.1 (``repvit_m1_1`` of the RepViT repository; EfficientSAM3's RV-M student): widths
+# 64 / 128 / 256 / 512, 24 blocks
+M1_1_CFGS: Tuple[Cfg, ...] = (
+    (3, 2, 64, 1, 0, 1), (3, 2, 64, 0, 0, 1), (3, 2, 64, 0, 0, 1),
+    (3, 2, 128, 0, 0, 2), (3, 2, 128, 1, 0, 1), (3, 2, 128, 0, 0, 1), (3, 2, 128, 0, 0, 1),
+    (3, 2, 256, 0, 1, 2),
+    *(((3, 2, 256, 1, 1, 1), (3, 2, 256, 0, 1, 1)) * 6),
+    (3, 2, 256, 0, 1, 1),
+    (3, 2, 512, 0, 1, 2), (3, 2, 512, 1, 1, 1), (3, 2, 512, 0, 1, 1),
 )
 
 
@@ -120,6 +130,32 @@ class RepVGGDW(nn.Module):
         return merge_repvgg_dw(self.conv, self.conv1)
 
 
+class RepVGGDWBN(nn.Module):
+    """The RepViT repository's RepVGGDW: ``bn(conv(x) + conv1(x) + x)`` with ``conv`` a depth-wise
+    k x k ConvBN, ``conv1`` a depth-wise 1x1 convolution with bias and ``bn`` a BatchNorm after the
+    sum (EfficientSAM3's RepViT students). ``B x C x H x W`` in and out."""
+
+    def __init__(self, dim: int, kernel: int = 3) -> None:
+        super().__init__()
+        self.conv = ConvBN(dim, dim, kernel, 1, (kernel - 1) // 2, groups=dim)
+        self.conv1 = nn.Conv2d(dim, dim, 1, 1, 0, groups=dim)
+        self.bn = nn.BatchNorm2d(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(add_(add_(self.conv(x), self.conv1(x)), x))
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Conv2d:
+        """One depth-wise ``k x k`` convolution equal to the block in eval mode."""
+        wk, bk = fold_bn(self.conv.c, self.conv.bn)
+        p = (wk.shape[-1] - 1) // 2
+        w = wk + F.pad(self.conv1.weight, [p, p, p, p])
+        w[:, 0, p, p] += 1.0  # identity as a centred depth-wise tap
+        scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
+        b = (bk + self.conv1.bias - self.bn.running_mean) * scale + self.bn.bias
+        return conv_like(self.conv.c, w * scale[:, None, None, None], b)
+
+
 class Residual(nn.Module):
     """``x + m(x)`` (key ``m``)."""
 
@@ -138,7 +174,8 @@ class RepViTBlock(nn.Module):
     a 1x1 ConvBN to the new width; the channel mixer then expands to ``2 * oup``.
     ``B x inp x H x W -> B x oup x H/s x W/s``."""
 
-    def __init__(self, inp: int, hidden: int, oup: int, kernel: int, stride: int, use_se: bool) -> None:
+    def __init__(self, inp: int, hidden: int, oup: int, kernel: int, stride: int, use_se: bool,
+                 dw_bn: bool = False) -> None:
         super().__init__()
         se = SqueezeExcite(inp) if use_se else nn.Identity()
         if stride == 2:
@@ -148,7 +185,7 @@ class RepViTBlock(nn.Module):
         else:
             if inp != oup:
                 raise ValueError("a stride-1 RepViT block keeps its width")
-            self.token_mixer = nn.Sequential(RepVGGDW(inp, kernel), se)
+            self.token_mixer = nn.Sequential((RepVGGDWBN if dw_bn else RepVGGDW)(inp, kernel), se)
         self.channel_mixer = Residual(ConvGeluConv(ConvBN(oup, hidden, 1), nn.GELU(), ConvBN(hidden, oup, 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -158,9 +195,11 @@ class RepViTBlock(nn.Module):
 class RepViTTrunk(nn.Module):
     """RepViT without a neck: ``B x 3 x S x S`` -> the outputs of ``features[i]`` for ``i`` in
     ``out_indices`` (finest first, contiguous), default timm's four stage outputs (EdgeTAM's
-    trunk). ``channel_list``: their widths, coarsest first (FPN order)."""
+    trunk). ``channel_list``: their widths, coarsest first (FPN order). ``dw_bn``: stride-1 blocks
+    use :class:`RepVGGDWBN` (the RepViT repository's blocks) instead of EdgeSAM's :class:`RepVGGDW`."""
 
-    def __init__(self, cfgs: Sequence[Cfg] = M1_CFGS, out_indices: Optional[Sequence[int]] = None) -> None:
+    def __init__(self, cfgs: Sequence[Cfg] = M1_CFGS, out_indices: Optional[Sequence[int]] = None,
+                 dw_bn: bool = False) -> None:
         super().__init__()
         c0 = cfgs[0][2]
         layers: List[nn.Module] = [ConvStem(3, c0)]
@@ -168,7 +207,7 @@ class RepViTTrunk(nn.Module):
         cin = c0
         for k, t, c, se, _hs, s in cfgs:
             cout = make_divisible(c, 8)
-            layers.append(RepViTBlock(cin, make_divisible(cin * t, 8), cout, k, s, bool(se)))
+            layers.append(RepViTBlock(cin, make_divisible(cin * t, 8), cout, k, s, bool(se), dw_bn))
             widths.append(cout)
             cin = cout
         self.features = nn.ModuleList(layers)
@@ -209,7 +248,7 @@ class RepViTTrunk(nn.Module):
         if self.training:
             raise RuntimeError("fuse() folds BatchNorm running statistics; call .eval() first")
         if not self.fused:
-            fuse_children(self.features, (ConvBN, RepVGGDW))
+            fuse_children(self.features, (ConvBN, RepVGGDW, RepVGGDWBN))
             self.fused = True
         return self
 

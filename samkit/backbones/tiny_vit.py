@@ -252,13 +252,14 @@ class TinyViT(nn.Module):
     """TinyViT trunk + SAM neck. ``B x 3 x S x S -> B x out_chans x S/16 x S/16``.
 
     ``merge_strides[i]`` is the stride of the PatchMerging that ends stage ``i`` (MobileSAM keeps
-    the last merge at stride 1 so that the output stays at S/16).
+    the last merge at stride 1 so that the output stays at S/16). ``out_chans=None``: no neck, the
+    last stage's map is the output (the classification TinyViT's trunk, merge strides 2, 2, 2).
     """
 
     def __init__(self, embed_dims: Sequence[int] = (64, 128, 160, 320), depths: Sequence[int] = (2, 2, 6, 2),
                  num_heads: Sequence[int] = (2, 4, 5, 10), window_sizes: Sequence[int] = (7, 7, 14, 7),
                  merge_strides: Sequence[int] = (2, 2, 1), mlp_ratio: float = 4.0,
-                 mbconv_expand_ratio: float = 4.0, out_chans: int = 256, in_chans: int = 3) -> None:
+                 mbconv_expand_ratio: float = 4.0, out_chans: Optional[int] = 256, in_chans: int = 3) -> None:
         super().__init__()
         n = len(depths)
         # the conv stem under MobileSAM's name: keys patch_embed.seq.{0,2}
@@ -269,7 +270,7 @@ class TinyViT(nn.Module):
             layers.append(BasicLayer(embed_dims[i], depths[i], num_heads[i], window_sizes[i], mlp_ratio,
                                      None if last else embed_dims[i + 1], 1 if last else merge_strides[i]))
         self.layers = nn.ModuleList(layers)
-        self.neck = sam_neck(embed_dims[-1], out_chans)
+        self.neck = sam_neck(embed_dims[-1], out_chans) if out_chans is not None else nn.Identity()
         self.fused = False
 
     @classmethod

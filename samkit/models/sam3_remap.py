@@ -11,6 +11,12 @@ precomputed RoPE tables (``attn.freqs_cis``, recomputed) and the geometry encode
 projections (``points_*``: point exemplars are not used by the released inference and the
 Hugging Face file does not carry them).
 
+EfficientSAM3 student files (SimonZeng7108/efficientsam3) have the released layout with another
+trunk (``...vision_backbone.trunk.model.{backbone.model,head}.*``, kept as they are); ``student_trunk.``
+is deleted from every name and an image-model file without ``detector.`` / ``tracker.`` parts (keys
+``backbone.*``, ...) gets the ``detector.`` prefix, as the official loaders do. Format ``"sam3"``
+refuses them (:func:`trunk_family`); ``samkit.models.efficientsam3`` registers their formats.
+
 Hugging Face file (``detector_model.*``, ``tracker_model.*``, ``tracker_neck.*``): the inverse of
 transformers' conversion (``convert_sam3_video_to_hf.py``): separate q/k/v projections are packed
 back (``nn.MultiheadAttention`` / ViT ``qkv`` layout), the ViT position embedding gets back its
@@ -21,10 +27,11 @@ class slot (zeros: it is never used), CLIP's ``text_projection`` is transposed b
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from ..errors import CheckpointError
 from ..families import register_remap
 
 StateDict = Dict[str, torch.Tensor]
@@ -44,7 +51,11 @@ _OFFICIAL_DROP = re.compile(r"(\.attn\.freqs_cis$|^detector\.geometry_encoder\.p
 
 def _from_official(sd: StateDict) -> StateDict:
     out: StateDict = {}
+    bare = not any(k.startswith(("detector.", "tracker.")) for k in sd) and any(k.startswith("backbone.") for k in sd)
     for key, value in sd.items():
+        key = key.replace("student_trunk.", "")  # EfficientSAM3 files may carry this wrapper name
+        if bare:  # an image-model file (no detector. / tracker. parts), as the official loader reads it
+            key = "detector." + key
         if _OFFICIAL_DROP.search(key):
             continue
         for old, new in _OFFICIAL_PREFIXES:
@@ -217,10 +228,46 @@ def _from_hf(sd: StateDict) -> StateDict:
 _HF_PREFIXES = ("detector_model.", "tracker_model.", "tracker_neck.")
 
 
-@register_remap("sam3")
-def remap_sam3(state_dict: StateDict) -> StateDict:
+def remap_sam3_keys(state_dict: StateDict) -> StateDict:
     """The released ``sam3.pt`` or the Hugging Face ``facebook/sam3`` safetensors -> samkit
-    keys (module docstring). Pure: the input is not modified."""
+    keys (module docstring); EfficientSAM3 student files too (their trunk keys
+    ``...vision_backbone.trunk.model.*`` keep their names under ``image_encoder.trunk.model.``).
+    Pure: the input is not modified."""
     if any(k.startswith(_HF_PREFIXES) for k in state_dict):
         return _from_hf(state_dict)
     return _from_official(state_dict)
+
+
+# --------------------------------------------------------------------------- which image encoder
+_STUDENT_TRUNK = re.compile(r"trunk\.model\.backbone\.model\.(input_stem|stages|features|layers|patch_embed)\.")
+_STUDENT_FAMILY = {"input_stem": "efficientvit", "stages": "efficientvit", "features": "repvit",
+                   "layers": "tinyvit", "patch_embed": "tinyvit"}
+
+
+def trunk_family(state_dict: StateDict) -> Optional[str]:
+    """The image encoder a SAM 3-layout checkpoint holds: ``"vit"`` (SAM 3's Perception Encoder),
+    ``"efficientvit"`` / ``"repvit"`` / ``"tinyvit"`` (EfficientSAM3 students), or None (no trunk
+    keys)."""
+    for key in state_dict:
+        if "vision_backbone.trunk." in key or key.startswith(("image_encoder.trunk.", "backbone.")):
+            m = _STUDENT_TRUNK.search(key.replace("student_trunk.", ""))
+            if m:
+                return _STUDENT_FAMILY[m[1]]
+            if re.search(r"trunk\.(blocks\.\d+\.attn\.|patch_embed\.proj\.)", key):
+                return "vit"
+        elif key.startswith("detector_model.vision_encoder.backbone."):
+            return "vit"
+    return None
+
+
+@register_remap("sam3")
+def remap_sam3(state_dict: StateDict) -> StateDict:
+    """Checkpoint format ``"sam3"``: :func:`remap_sam3_keys`. An EfficientSAM3 student file
+    (another image encoder) raises ``CheckpointError`` naming the model to load it with."""
+    family = trunk_family(state_dict)
+    if family not in (None, "vit"):
+        raise CheckpointError(
+            f"the checkpoint is an EfficientSAM3 student (image encoder: {family}), not SAM 3's own; SAM 3 "
+            f"needs its Perception Encoder ViT weights. Fix: load it with the EfficientSAM3 {family} model "
+            f"(efficientsam3_{family}; samkit.models.efficientsam3.efficientsam3_model), or pass sam3.pt.")
+    return remap_sam3_keys(state_dict)

@@ -1,0 +1,98 @@
+"""TEST-ONLY: EfficientSAM3 image-encoder students in the released layout.
+
+* ``TRUNK_MANIFESTS`` (``manifest_efficientsam3_trunks.json``): ``[key, shape, dtype]`` of the
+  official student trunks (``detector.backbone.vision_backbone.trunk.*``: EfficientViT-B1,
+  RepViT-M1.1, TinyViT-11M), the ``state_dict()`` of the official ``_create_student_vision_backbone``
+  trunk (made by scripts/make_efficientsam3_goldens.py; names and shapes only).
+* ``synth_trunk(kind)``: their weights by the rules of ``shared/parity/synth_weights.py`` (seed 0)
+  with one exception, like rule 5 there for EdgeTAM's RepViT: in RepViT students the last
+  BatchNorm weight of each residual channel mixer (``channel_mixer.m.2.bn.weight``) is scaled by 0.1,
+  otherwise the 20 residual blocks grow the activations to ~1e6 and float32 rounding hides bugs.
+* ``student_manifest(cfg, kind)`` / ``synth_student(cfg, kind)``: a whole SAM 3 model with a
+  student trunk in the released layout (``oracle.official_manifest`` without the ViT trunk, plus
+  the student trunk of ``cfg``'s width and grid).
+* ``REDUCED_STUDENT``: the reduced SAM 3 configuration of tests/sam3/oracle.py; the student trunk
+  keeps its full backbone and projects to ``vit_dim`` channels.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import oracle as O  # noqa: E402
+
+from samkit.models.efficientsam3 import build_efficientsam3_trunk  # noqa: E402
+from samkit.models.sam3 import Sam3Config  # noqa: E402
+
+TRUNK = "detector.backbone.vision_backbone.trunk."
+KINDS = ("efficientvit_b1", "repvit_m1_1", "tinyvit_11m")
+REDUCED_STUDENT = O.REDUCED
+_SCALED = "channel_mixer.m.2.bn.weight"
+
+
+@functools.lru_cache(maxsize=None)
+def trunk_manifests() -> Dict[str, List[list]]:
+    return json.loads((HERE / "manifest_efficientsam3_trunks.json").read_text())
+
+
+def synth_rows(rows: List[list], seed: int = 0) -> Dict[str, torch.Tensor]:
+    """Released-layout rows -> tensors (synth_weights rules + the RepViT exception above)."""
+    out = {}
+    for key, shape, dtype in rows:
+        t = O._synth(key, shape, dtype, seed)
+        if ".trunk.model.backbone.model.features." in key and key.endswith(_SCALED):
+            t = t * 0.1
+        out[key] = t
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _synth_trunk(kind: str, seed: int) -> Dict[str, torch.Tensor]:
+    return synth_rows(trunk_manifests()[kind], seed)
+
+
+def synth_trunk(kind: str, seed: int = 0) -> Dict[str, torch.Tensor]:
+    """The full-size official trunk of ``kind`` (1024 channels) with synthesized values (a new
+    dict of cached tensors: never modify them in place)."""
+    return dict(_synth_trunk(kind, seed))
+
+
+def trunk_rows(cfg: Sam3Config, kind: str) -> List[list]:
+    """Released-layout rows of the student trunk built for ``cfg`` (width ``vit_dim``)."""
+    with torch.device("meta"):
+        trunk = build_efficientsam3_trunk(kind, cfg)
+    return [[TRUNK + k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in trunk.state_dict().items()]
+
+
+def student_manifest(cfg: Sam3Config, kind: str) -> List[list]:
+    """The released layout of a SAM 3 model with the student trunk ``kind`` (SAM 3's text encoder)."""
+    rows = [r for r in O.official_manifest(cfg) if not r[0].startswith(TRUNK)]
+    return trunk_rows(cfg, kind) + rows
+
+
+def synth_student(cfg: Sam3Config, kind: str, seed: int = 0) -> Dict[str, torch.Tensor]:
+    """Synthesized weights of :func:`student_manifest`; the SAM 3 parts are those of
+    ``oracle.synth_official(cfg)`` (same keys, same values)."""
+    sd = {k: v for k, v in O.synth_official(cfg, seed).items() if not k.startswith(TRUNK)}
+    sd.update(synth_rows(trunk_rows(cfg, kind), seed))
+    return sd
+
+
+def student_spec(family: str):
+    """An unregistered ``ModelSpec`` like the ones proposed for the registry (the released
+    stage-3 models need the MobileCLIP text student, which is not part of this change)."""
+    from samkit.specs import ModelSpec
+
+    return ModelSpec(name=f"efficientsam3_{family}", family="sam3", module="samkit.models.efficientsam3",
+                     url=None, filename=f"efficientsam3_{family}.pt", license="Apache-2.0", paper="EfficientSAM3",
+                     checkpoint_format=f"efficientsam3_{family}", input_size=1008, pixel_mean=(0.5, 0.5, 0.5),
+                     pixel_std=(0.5, 0.5, 0.5))

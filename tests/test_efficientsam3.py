@@ -1,0 +1,171 @@
+"""EfficientSAM3 image-encoder students: the trunks against goldens of the official code
+(SimonZeng7108/efficientsam3, made by scripts/make_efficientsam3_goldens.py on synthesized weights),
+the released key layout (tests/sam3/manifest_efficientsam3_trunks.json + SAM 3's manifest), the
+whole student model end to end, and the errors for a checkpoint of the other kind."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "sam3"))
+
+import es3_oracle as E  # noqa: E402
+import oracle as O  # noqa: E402
+from parity import require_parity  # noqa: E402
+
+from samkit import ImagePredictor  # noqa: E402
+from samkit.checkpoint import load_into, remap  # noqa: E402
+from samkit.errors import CheckpointError  # noqa: E402
+from samkit.models.efficientsam3 import RELEASED_TRUNKS, build_efficientsam3_trunk, efficientsam3_model  # noqa: E402
+from samkit.models.sam3 import Sam3Config, Sam3Model  # noqa: E402
+
+FAMILY = {kind: fam for fam, kind in RELEASED_TRUNKS.items()}
+
+
+def _golden(name: str) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(require_parity() / "golden" / f"efficientsam3_trunk_{name}.safetensors"))
+
+
+def _trunk(kind: str, size: int) -> torch.nn.Module:
+    """The full-width student trunk for ``size`` px, loaded through the student format's remap."""
+    trunk = build_efficientsam3_trunk(kind, Sam3Config(image_size=size))
+    sd = remap(E.synth_trunk(kind), E.student_spec(FAMILY[kind]))
+    prefix = "image_encoder.trunk."
+    trunk.load_state_dict({k[len(prefix):]: v for k, v in sd.items()}, strict=True)
+    return trunk.eval()
+
+
+def _close(ours: torch.Tensor, theirs: torch.Tensor) -> None:
+    scale = float(theirs.abs().max())
+    err = float((ours - theirs).abs().max())
+    assert err <= 1e-4 * scale, f"max-abs error {err:.3g} exceeds 1e-4 x scale {scale:.3g}"
+
+
+# ----------------------------------------------------------------------------- parity with the official code
+@pytest.mark.parametrize("kind", E.KINDS)
+def test_trunk_matches_the_official_student(kind):
+    """224 px input -> 1024 x 16 x 16 (backbone, projection head, bilinear resize), BatchNorm
+    running statistics in eval mode, against the official wrappers and backbones."""
+    x, trunk = _golden("input")["input_224"], _trunk(kind, 224)
+    with torch.inference_mode():
+        ours = trunk(x)
+    _close(ours, _golden(kind)["out_224"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", E.KINDS)
+def test_trunk_matches_the_official_student_at_1008(kind):
+    """Full size: 1008 px -> 1024 x 72 x 72 (every 16th channel stored)."""
+    x = torch.nn.functional.interpolate(_golden("input")["input_224"], size=(1008, 1008), mode="bilinear",
+                                        align_corners=False)
+    trunk = _trunk(kind, 1008)
+    with torch.inference_mode():
+        ours = trunk(x)
+    assert ours.shape == (1, 1024, 72, 72)
+    _close(ours[:, ::16], _golden(kind)["out_1008_c16"])
+
+
+# ----------------------------------------------------------------------------- released layout
+def _meta(rows):
+    return {k: torch.empty(s, dtype=getattr(torch, d), device="meta") for k, s, d in rows}
+
+
+@pytest.mark.parametrize("kind", E.KINDS)
+def test_released_trunk_layouts_remap_to_the_trunks(kind):
+    """The official student trunks' key lists (names, shapes) remap exactly onto samkit's trunks."""
+    with torch.device("meta"):
+        trunk = build_efficientsam3_trunk(kind)
+    ours = {"image_encoder.trunk." + k: tuple(v.shape) for k, v in trunk.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in remap(_meta(E.trunk_manifests()[kind]), E.student_spec(FAMILY[kind])).items()}
+    assert ours == theirs
+
+
+def test_released_student_layout_remaps_to_the_model():
+    """SAM 3's released key list with the official student trunk in place of the ViT remaps exactly
+    onto the full-size student model (meta device), with and without ``student_trunk.`` in the names."""
+    kind = "tinyvit_11m"
+    released = json.loads((O.HERE / "manifest_official.json").read_text())
+    rows = E.trunk_manifests()[kind] + [r for r in released if not r[0].startswith(E.TRUNK)]
+    with torch.device("meta"):
+        model = efficientsam3_model(kind)
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    spec = E.student_spec(FAMILY[kind])
+    wrapped = [[k.replace("trunk.model.", "trunk.model.student_trunk."), s, d] for k, s, d in rows]
+    for layout in (rows, wrapped):
+        theirs = {k: tuple(v.shape) for k, v in remap(_meta(layout), spec).items()}
+        assert sorted(set(ours) ^ set(theirs)) == []
+        assert [k for k in ours if ours[k] != theirs[k]] == []
+
+
+def test_image_model_file_without_detector_prefix_remaps():
+    """An image-model file (``backbone.*``, ``transformer.*``, no ``detector.`` / ``tracker.``) gets
+    the ``detector.`` prefix, as the official video loader adds it."""
+    sd = {"backbone.vision_backbone.trunk.model.head.0.weight": torch.zeros(1),
+          "transformer.decoder.norm.weight": torch.zeros(1)}
+    out = remap(sd, E.student_spec("tinyvit"))
+    assert sorted(out) == ["image_encoder.trunk.model.head.0.weight", "transformer.decoder.norm.weight"]
+    assert list(sd) == ["backbone.vision_backbone.trunk.model.head.0.weight", "transformer.decoder.norm.weight"]
+
+
+# ----------------------------------------------------------------------------- the whole model
+@pytest.fixture(scope="module")
+def student():
+    kind = "repvit_m1_1"
+    model = efficientsam3_model(kind, cfg=E.REDUCED_STUDENT).eval()
+    report = load_into(model, E.synth_student(E.REDUCED_STUDENT, kind), E.student_spec("repvit"))
+    assert report == {"missing": [], "unexpected": [], "mismatched": []}
+    model.score_threshold = 0.0  # random weights: keep every query
+    return model
+
+
+def test_student_finds_text_instances_end_to_end(student):
+    image = np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    masks = ImagePredictor(student).set_image(image).predict(text="bus")
+    assert len(masks) == E.REDUCED_STUDENT.num_queries
+    assert masks.masks.shape[1:] == (120, 160) and set(masks.labels) == {"bus"}
+    assert np.all(np.diff(masks.scores) <= 0) and masks.masks.any()
+
+
+@pytest.mark.parametrize("kind", ["efficientvit_b1", "tinyvit_11m"])
+def test_student_checkpoints_load_strictly(kind):
+    """Every key of a released-layout student file is used and every model key is filled."""
+    with torch.device("meta"):
+        model = efficientsam3_model(kind, cfg=E.REDUCED_STUDENT)
+    sd = {k: torch.empty(s, device="meta") for k, s, _ in E.student_manifest(E.REDUCED_STUDENT, kind)}
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in remap(sd, E.student_spec(FAMILY[kind])).items()}
+    assert ours == theirs
+
+
+# ----------------------------------------------------------------------------- wrong checkpoints
+def test_sam3_checkpoint_given_to_a_student_says_so():
+    with torch.device("meta"):
+        model = efficientsam3_model("tinyvit_11m", cfg=E.REDUCED_STUDENT)
+    with pytest.raises(CheckpointError) as exc:
+        load_into(model, O.synth_official(O.REDUCED), E.student_spec("tinyvit"))
+    text = str(exc.value)
+    assert "SAM 3's own checkpoint" in text and "efficientsam3_tinyvit" in text and "Fix: load it with sam3" in text
+
+
+def test_student_checkpoint_given_to_sam3_says_so():
+    with torch.device("meta"):
+        model = Sam3Model(O.REDUCED)
+    sd = {k: torch.empty(s, device="meta") for k, s, _ in E.student_manifest(E.REDUCED_STUDENT, "repvit_m1_1")}
+    with pytest.raises(CheckpointError) as exc:
+        load_into(model, sd, "sam3")
+    text = str(exc.value)
+    assert "EfficientSAM3 student" in text and "efficientsam3_repvit" in text and "Fix:" in text
+
+
+def test_other_student_family_is_named():
+    sd = {k: torch.empty(s, device="meta") for k, s, _ in E.trunk_manifests()["efficientvit_b1"]}
+    with pytest.raises(CheckpointError, match=r"EfficientViT student checkpoint.*RepViT student.*Fix: load it "
+                                              r"with the EfficientSAM3 EfficientViT model"):
+        remap(sd, E.student_spec("repvit"))
