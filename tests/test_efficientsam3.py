@@ -52,11 +52,16 @@ def _close(ours: torch.Tensor, theirs: torch.Tensor) -> None:
 @pytest.mark.parametrize("kind", E.KINDS)
 def test_trunk_matches_the_official_student(kind):
     """224 px input -> 1024 x 16 x 16 (backbone, projection head, bilinear resize), BatchNorm
-    running statistics in eval mode, against the official wrappers and backbones."""
+    running statistics in eval mode, against the official wrappers and backbones; also after
+    ``fuse()``."""
     x, trunk = _golden("input")["input_224"], _trunk(kind, 224)
     with torch.inference_mode():
         ours = trunk(x)
     _close(ours, _golden(kind)["out_224"])
+    trunk.fuse()  # BatchNorms (and RepViT's RepVGG branches) folded: the same output
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in trunk.modules())
+    with torch.inference_mode():
+        _close(trunk(x), _golden(kind)["out_224"])
 
 
 @pytest.mark.slow

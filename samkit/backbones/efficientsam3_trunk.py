@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers.reparam import conv_like, fold_bn
 from .efficientvit import EfficientViTBackbone
 from .rep_vit import M1_1_CFGS, M1_CFGS, RepViTTrunk
 from .tiny_vit import TinyViT
@@ -127,3 +128,16 @@ class StudentTrunk(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    @torch.no_grad()
+    def fuse(self) -> "StudentTrunk":
+        """Fold the BatchNorms of the backbone (and RepViT's RepVGG branches) and of the head into
+        their convolutions, in place, for inference (eval mode, after loading). Returns ``self``."""
+        if self.training:
+            raise RuntimeError("fuse() folds BatchNorm running statistics; call .eval() first")
+        self.model.backbone.model.fuse()
+        head = self.model.head
+        if isinstance(head[1], nn.BatchNorm2d):
+            head[0] = conv_like(head[0], *fold_bn(head[0], head[1]))
+            head[1] = nn.Identity()
+        return self

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers.reparam import conv_like, fold_bn
+
 # (widths, depths, head dim) of the official b0 / b1 / b2 builders
 EFFICIENTVIT_B = {
     "b0": ((8, 16, 32, 64, 128), (1, 2, 2, 2, 2), 16),
@@ -53,6 +55,14 @@ class ConvLayer(nn.Module):
         if self.act is not None:
             x = self.act(x)
         return x
+
+    @torch.no_grad()
+    def fuse(self) -> "ConvLayer":
+        """Fold the BatchNorm into the convolution, in place (eval mode). Returns ``self``."""
+        if self.norm is not None:
+            self.conv = conv_like(self.conv, *fold_bn(self.conv, self.norm))
+            self.norm = None
+        return self
 
 
 class DSConv(nn.Module):
@@ -211,3 +221,14 @@ class EfficientViTBackbone(nn.Module):
         for stage in self.stages:
             x = stage(x)
         return x
+
+    @torch.no_grad()
+    def fuse(self) -> "EfficientViTBackbone":
+        """Fold every BatchNorm into its convolution, in place, for inference (eval mode, after
+        loading: the fused network no longer has the checkpoint's ``norm`` keys). Returns ``self``."""
+        if self.training:
+            raise RuntimeError("fuse() folds BatchNorm running statistics; call .eval() first")
+        for m in self.modules():
+            if isinstance(m, ConvLayer):
+                m.fuse()
+        return self

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
+import torch
 from torch import nn
 
 from ..backbones.efficientsam3_trunk import STUDENT_BACKBONES, StudentTrunk
@@ -41,12 +42,24 @@ def build_efficientsam3_trunk(kind: str, cfg: Sam3Config = SAM3_CONFIG) -> Stude
     return StudentTrunk(kind, cfg.vit_dim, cfg.image_size // cfg.patch_size)
 
 
+class EfficientSam3Model(Sam3Model):
+    """:class:`Sam3Model` with a student trunk; ``fuse()`` folds the trunk's BatchNorms."""
+
+    @torch.no_grad()
+    def fuse(self) -> "EfficientSam3Model":
+        """Fold every BatchNorm of the student trunk into its convolution (in place; eval mode,
+        after loading: the fused trunk no longer has the checkpoint's keys). Returns ``self``."""
+        self.image_encoder.trunk.fuse()
+        return self
+
+
 def efficientsam3_model(trunk_kind: str, text_encoder: Optional[nn.Module] = None,
-                        cfg: Sam3Config = SAM3_CONFIG) -> Sam3Model:
+                        cfg: Sam3Config = SAM3_CONFIG) -> EfficientSam3Model:
     """An EfficientSAM3 model: SAM 3 (``cfg``) with the student trunk ``trunk_kind`` and
     ``text_encoder`` (the text student; None: SAM 3's own text encoder from ``cfg``). Un-initialised
-    weights; load the checkpoint with the ``efficientsam3_<family>`` format."""
-    model = Sam3Model(cfg, trunk=build_efficientsam3_trunk(trunk_kind, cfg), text_encoder=text_encoder)
+    weights, training mode like ``Sam3Model``; load the checkpoint with the ``efficientsam3_<family>``
+    format."""
+    model = EfficientSam3Model(cfg, trunk=build_efficientsam3_trunk(trunk_kind, cfg), text_encoder=text_encoder)
     model.trunk_kind = trunk_kind
     return model
 
