@@ -121,10 +121,17 @@ def test_image_model_file_without_detector_prefix_remaps():
 
 # ----------------------------------------------------------------------------- the whole model
 @pytest.fixture(scope="module")
-def student():
+def student(tmp_path_factory):
+    """A reduced student read from a file saved like the official merge script saves it
+    (``{"model": state_dict, "meta": {...}}``) and loaded strictly through the student format."""
+    from samkit.checkpoint import read_state_dict
+
     kind = "repvit_m1_1"
+    path = tmp_path_factory.mktemp("es3") / "efficientsam3_repvit.pt"
+    torch.save({"model": E.synth_student(E.REDUCED_STUDENT, kind),
+                "meta": {"text_context_length": 16, "text_pos_embed_table_size": 16}}, path)
     model = efficientsam3_model(kind, cfg=E.REDUCED_STUDENT).eval()
-    report = load_into(model, E.synth_student(E.REDUCED_STUDENT, kind), E.student_spec("repvit"))
+    report = load_into(model, read_state_dict(path), E.student_spec("repvit"), source=path)
     assert report == {"missing": [], "unexpected": [], "mismatched": []}
     model.score_threshold = 0.0  # random weights: keep every query
     return model
