@@ -22,8 +22,11 @@ torchvision stand-in (tests/oracle_shims; ``torchvision.datasets`` is stubbed he
 data package imports it). Usage::
 
     git -C MIRROR archive HEAD sam3/sam3/backbones sam3/sam3/device.py sam3/sam3/model_builder.py | tar -x -C /tmp/es3
-    PYTHONPATH=TIMM_DIR:tests/oracle_shims python scripts/make_efficientsam3_goldens.py \\
+    PYTHONPATH=.:TIMM_DIR:tests/oracle_shims python scripts/make_efficientsam3_goldens.py \\
         --parity ../shared/parity
+
+``--check-video-model`` (the whole ``sam3/sam3`` folder and its assets' BPE file extracted):
+the layout check of :func:`check_video_model` instead.
 """
 from __future__ import annotations
 
@@ -95,12 +98,57 @@ def _build(create, kind: str, synth, sd_cache: dict):
     return trunk.eval(), manifest
 
 
+def check_video_model(official: Path, tests: Path) -> None:
+    """Build the official ``build_efficientsam3_video_model`` (CPU, random init; SAM 3's text encoder)
+    for the three released trunks and check that its ``state_dict`` names / shapes equal
+    tests/sam3/manifest_official.json without the ViT trunk plus manifest_efficientsam3_trunks.json
+    (the layout the tests derive). Needs einops too; psutil, ``torchvision.ops.{roi_align,
+    masks_to_boxes, StochasticDepth}`` and ``torchvision.datasets.vision`` are stubbed (not used
+    by the state dict), and the BPE vocabulary ``sam3/assets/bpe_simple_vocab_16e6.txt.gz`` must be
+    extracted too."""
+    def stub(name: str) -> types.ModuleType:
+        mod = types.ModuleType(name)
+        mod.__path__ = []
+
+        def attr(n: str):
+            if n.startswith("__"):
+                raise AttributeError(n)
+            return type(n, (nn.Module,), {"__init__": lambda self, *a, **k: nn.Module.__init__(self)})
+
+        mod.__getattr__ = attr
+        sys.modules[name] = mod
+        return mod
+
+    for name in ("torchvision.datasets", "torchvision.datasets.vision", "torchvision.ops.roi_align", "psutil"):
+        stub(name)
+    import torchvision.ops as tvo
+
+    tvo.masks_to_boxes, tvo.StochasticDepth = (lambda *a, **k: None), nn.Identity
+    sys.path.insert(0, str(official))
+    sys.modules.pop("sam3", None)
+    import sam3.model_builder as mb
+
+    released = json.loads((tests / "manifest_official.json").read_text())
+    trunks = json.loads((tests / "manifest_efficientsam3_trunks.json").read_text())
+    for kind, (family, name) in KINDS.items():
+        model = mb.build_efficientsam3_video_model(load_from_HF=False, device="cpu", backbone_type=family,
+                                                   model_name=name)
+        theirs = {k: list(v.shape) for k, v in model.state_dict().items()}
+        ours = {k: s for k, s, _ in trunks[kind] + [r for r in released if not r[0].startswith(PREFIX)]}
+        print(kind, len(theirs), "keys; equal to the derived layout:", theirs == ours, flush=True)
+        del model
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--parity", required=True, type=Path)
     ap.add_argument("--official", default=Path("/tmp/es3/sam3"), type=Path)
     ap.add_argument("--tests", default=Path(__file__).resolve().parents[1] / "tests" / "sam3", type=Path)
+    ap.add_argument("--check-video-model", action="store_true",
+                    help="only check the derived full-model layout against the official video builder")
     args = ap.parse_args()
+    if args.check_video_model:
+        return check_video_model(args.official, args.tests)
     _stub_torchvision_datasets()
     pkg = types.ModuleType("sam3")  # the package without its __init__ (which builds every model)
     pkg.__path__ = [str(args.official / "sam3")]
