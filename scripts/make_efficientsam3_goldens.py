@@ -11,7 +11,8 @@ entered without running its ``__init__`` (which imports every model).
 
 Weights: the trunk's ``state_dict`` in the released key layout
 (``detector.backbone.vision_backbone.trunk.<name>``) with values from ../shared/parity's
-``synth_weights.py`` (seed 0) and the one exception of tests/sam3/es3_oracle.py (RepViT). Input: ``input_224`` = a fixed smooth pattern plus noise
+``synth_weights.py`` (seed 0) and the one exception of tests/sam3/es3_oracle.py (RepViT).
+Input: ``input_224`` = a fixed smooth pattern plus noise
 (stored); the 1008 px input is its bilinear upsampling (align_corners=False).
 
 Writes ``<parity>/golden/efficientsam3_trunk_{input,<kind>}.safetensors``, ``efficientsam3_trunks.json`` and
@@ -43,7 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-KINDS = {"efficientvit_b1": ("efficientvit", "b1"), "repvit_m1_1": ("repvit", "m1.1"), "tinyvit_11m": ("tinyvit", "11m")}
+KINDS = {"efficientvit_b1": ("efficientvit", "b1"), "repvit_m1_1": ("repvit", "m1.1"),
+         "tinyvit_11m": ("tinyvit", "11m")}
 PREFIX = "detector.backbone.vision_backbone.trunk."
 SMALL, FULL = 224, 1008
 

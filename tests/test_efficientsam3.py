@@ -88,7 +88,8 @@ def test_released_trunk_layouts_remap_to_the_trunks(kind):
     with torch.device("meta"):
         trunk = build_efficientsam3_trunk(kind)
     ours = {"image_encoder.trunk." + k: tuple(v.shape) for k, v in trunk.state_dict().items()}
-    theirs = {k: tuple(v.shape) for k, v in remap(_meta(E.trunk_manifests()[kind]), E.student_spec(FAMILY[kind])).items()}
+    sd = remap(_meta(E.trunk_manifests()[kind]), E.student_spec(FAMILY[kind]))
+    theirs = {k: tuple(v.shape) for k, v in sd.items()}
     assert ours == theirs
 
 
