@@ -182,3 +182,23 @@ def test_other_student_family_is_named():
     with pytest.raises(CheckpointError, match=r"EfficientViT student checkpoint.*RepViT student.*Fix: load it "
                                               r"with the EfficientSAM3 EfficientViT model"):
         remap(sd, E.student_spec("repvit"))
+
+
+def test_student_tracks_text_instances_in_video(student):
+    """Concept tracking runs on the student unchanged (SAM 3's tracker and memory)."""
+    from samkit import VideoTracker
+    from samkit.video.concept import ConceptConfig
+    from samkit.video.memory_tracker import preprocess_video_frame
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    frames = [base, np.clip(base.astype(int) + rng.integers(-20, 20, base.shape), 0, 255).astype(np.uint8)]
+    x = preprocess_video_frame(frames[0], student.image_size, (0.5,) * 3, (0.5,) * 3, torch.device("cpu"))
+    with torch.inference_mode():
+        thr = float(student.detect(student.encode(x), texts=["bus"]).scores.median())  # random weights score low
+    tracker = VideoTracker(student, concept_config=ConceptConfig(score_threshold=thr, new_det_thresh=thr))
+    session = tracker.start(frames)
+    added = tracker.add_text_prompt(session, 0, ["bus"])
+    assert len(added) >= 1 and set(added.values()) == {"bus"}
+    results = dict(tracker.propagate(session))
+    assert sorted(results) == [0, 1] and all(set(r.labels or {}) == set(r.masks) for r in results.values())
