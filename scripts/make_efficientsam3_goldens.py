@@ -45,7 +45,10 @@ import torch.nn.functional as F
 from torch import nn
 
 KINDS = {"efficientvit_b1": ("efficientvit", "b1"), "repvit_m1_1": ("repvit", "m1.1"),
-         "tinyvit_11m": ("tinyvit", "11m")}
+         "tinyvit_11m": ("tinyvit", "11m")}  # the released stage-3 trunks: 224 px and 1008 px goldens
+EXTRA = {"efficientvit_b0": ("efficientvit", "b0"), "efficientvit_b2": ("efficientvit", "b2"),
+         "repvit_m0_9": ("repvit", "m0.9"), "tinyvit_5m": ("tinyvit", "5m"),
+         "tinyvit_21m": ("tinyvit", "21m")}  # the other stage-1 trunks: 224 px goldens
 PREFIX = "detector.backbone.vision_backbone.trunk."
 SMALL, FULL = 224, 1008
 
@@ -90,7 +93,7 @@ def _input() -> torch.Tensor:
 
 
 def _build(create, kind: str, synth, sd_cache: dict):
-    family, name = KINDS[kind]
+    family, name = {**KINDS, **EXTRA}[kind]
     trunk = create(family, name, enable_inst_interactivity=False)
     manifest = [[PREFIX + k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in trunk.state_dict().items()]
     if kind not in sd_cache:
@@ -162,10 +165,10 @@ def main() -> None:
     builder = args.official / "sam3" / "model_builder.py"
     x224 = _input()
     x1008 = F.interpolate(x224, size=(FULL, FULL), mode="bilinear", align_corners=False)
-    outs, meta, manifests, cache = {kind: {} for kind in KINDS}, {}, {}, {}
+    outs, meta, manifests, cache = {kind: {} for kind in {**KINDS, **EXTRA}}, {}, {}, {}
     torch.set_grad_enabled(False)
-    for kind in KINDS:
-        for size, x in ((SMALL, x224), (FULL, x1008)):
+    for kind in {**KINDS, **EXTRA}:
+        for size, x in ((SMALL, x224), (FULL, x1008)) if kind in KINDS else ((SMALL, x224),):
             create = _official_builder(builder, size, size // 14)
             trunk, manifest = _build(create, kind, synth, cache)
             manifests[kind] = manifest
@@ -186,7 +189,7 @@ def main() -> None:
 
     golden = args.parity / "golden"
     save_file({"input_224": x224}, str(golden / "efficientsam3_trunk_input.safetensors"))
-    for kind in KINDS:
+    for kind in outs:
         save_file(outs[kind], str(golden / f"efficientsam3_trunk_{kind}.safetensors"))
     meta["_about"] = {
         "source": "SimonZeng7108/efficientsam3 (sam3/sam3/backbones, model_builder.py), "

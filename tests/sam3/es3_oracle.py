@@ -1,8 +1,8 @@
 """TEST-ONLY: EfficientSAM3 image-encoder students in the released layout.
 
-* ``TRUNK_MANIFESTS`` (``manifest_efficientsam3_trunks.json``): ``[key, shape, dtype]`` of the
-  official student trunks (``detector.backbone.vision_backbone.trunk.*``: EfficientViT-B1,
-  RepViT-M1.1, TinyViT-11M), the ``state_dict()`` of the official ``_create_student_vision_backbone``
+* ``trunk_manifests()`` (``manifest_efficientsam3_trunks.json``): ``[key, shape, dtype]`` of the
+  official student trunks (``detector.backbone.vision_backbone.trunk.*``: EfficientViT-B0/B1/B2,
+  RepViT-M0.9/M1.1, TinyViT-5M/11M/21M), the ``state_dict()`` of the official ``_create_student_vision_backbone``
   trunk (made by scripts/make_efficientsam3_goldens.py; names and shapes only).
 * ``synth_trunk(kind)``: their weights by the rules of ``shared/parity/synth_weights.py`` (seed 0)
   with one exception, like rule 5 there for EdgeTAM's RepViT: in RepViT students the last
@@ -34,7 +34,8 @@ from samkit.models.efficientsam3 import build_efficientsam3_trunk  # noqa: E402
 from samkit.models.sam3 import Sam3Config  # noqa: E402
 
 TRUNK = "detector.backbone.vision_backbone.trunk."
-KINDS = ("efficientvit_b1", "repvit_m1_1", "tinyvit_11m")
+KINDS = ("efficientvit_b1", "repvit_m1_1", "tinyvit_11m")  # the trunks of the released stage-3 models
+ALL_KINDS = KINDS + ("efficientvit_b0", "efficientvit_b2", "repvit_m0_9", "tinyvit_5m", "tinyvit_21m")
 REDUCED_STUDENT = O.REDUCED
 _SCALED = "channel_mixer.m.2.bn.weight"
 
