@@ -22,9 +22,9 @@ Needs timm (``pip install --no-deps --target DIR timm``, put DIR on PYTHONPATH) 
 torchvision stand-in (tests/oracle_shims; ``torchvision.datasets`` is stubbed here because timm's
 data package imports it). Usage::
 
-    git -C MIRROR archive HEAD sam3/sam3/backbones sam3/sam3/device.py sam3/sam3/model_builder.py | tar -x -C /tmp/es3
+    git -C MIRROR archive HEAD sam3/sam3/backbones sam3/sam3/device.py sam3/sam3/model_builder.py | tar -x -C TMP
     PYTHONPATH=.:TIMM_DIR:tests/oracle_shims python scripts/make_efficientsam3_goldens.py \\
-        --parity ../shared/parity
+        --official TMP/sam3 --parity ../shared/parity
 
 ``--check-video-model`` (the whole ``sam3/sam3`` folder and its assets' BPE file extracted):
 the layout check of :func:`check_video_model` instead.
@@ -147,7 +147,8 @@ def check_video_model(official: Path, tests: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--parity", required=True, type=Path)
-    ap.add_argument("--official", default=Path("/tmp/es3/sam3"), type=Path)
+    ap.add_argument("--official", required=True, type=Path,
+                    help="the extracted sam3/ folder of SimonZeng7108/efficientsam3 (holding sam3/model_builder.py)")
     ap.add_argument("--tests", default=Path(__file__).resolve().parents[1] / "tests" / "sam3", type=Path)
     ap.add_argument("--check-video-model", action="store_true",
                     help="only check the derived full-model layout against the official video builder")
