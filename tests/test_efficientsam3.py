@@ -204,3 +204,14 @@ def test_student_tracks_text_instances_in_video(student):
     assert len(added) >= 1 and set(added.values()) == {"bus"}
     results = dict(tracker.propagate(session))
     assert sorted(results) == [0, 1] and all(set(r.labels or {}) == set(r.masks) for r in results.values())
+
+
+def test_other_family_checkpoint_is_left_to_the_strict_load():
+    """A SAM 2.1 file is not taken for SAM 3's own: the remap passes it on, and the strict load then
+    lists its keys and names the model it fits (``identify``)."""
+    from parity import manifest
+    from samkit.models.sam3_remap import trunk_family
+
+    sd = _meta(manifest("sam2.1_hiera_t"))
+    assert trunk_family(sd) is None
+    assert "image_encoder.trunk.blocks.0.attn.qkv.weight" in remap(sd, E.student_spec("tinyvit"))

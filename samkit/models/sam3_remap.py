@@ -246,10 +246,10 @@ _STUDENT_FAMILY = {"input_stem": "efficientvit", "stages": "efficientvit", "feat
 
 def trunk_family(state_dict: StateDict) -> Optional[str]:
     """The image encoder a SAM 3-layout checkpoint holds: ``"vit"`` (SAM 3's Perception Encoder),
-    ``"efficientvit"`` / ``"repvit"`` / ``"tinyvit"`` (EfficientSAM3 students), or None (no trunk
-    keys)."""
+    ``"efficientvit"`` / ``"repvit"`` / ``"tinyvit"`` (EfficientSAM3 students), or None (no SAM 3
+    trunk keys: e.g. another family's file, whose keys the strict load then lists)."""
     for key in state_dict:
-        if "vision_backbone.trunk." in key or key.startswith(("image_encoder.trunk.", "backbone.")):
+        if "vision_backbone.trunk." in key:  # released layout (also without "detector.")
             m = _STUDENT_TRUNK.search(key.replace("student_trunk.", ""))
             if m:
                 return _STUDENT_FAMILY[m[1]]
