@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import re
 from types import SimpleNamespace
 from typing import Dict, List
 
@@ -116,6 +115,14 @@ def official_to_hf(sd: Dict[str, torch.Tensor], text: MobileClipTextConfig) -> D
     """A LiteText file -> the state dict of transformers' ``Sam3LiteTextModel`` (its detector)."""
     hf = O.official_to_hf({k: v for k, v in sd.items() if not k.startswith(LB)})
     out = {k[len("detector_model."):]: v for k, v in hf.items() if k.startswith("detector_model.")}
+    out.update(text_to_hf(sd, text))
+    return out
+
+
+def text_to_hf(sd: Dict[str, torch.Tensor], text: MobileClipTextConfig) -> Dict[str, torch.Tensor]:
+    """The student's keys of a LiteText file (``detector.backbone.language_backbone.*``) ->
+    transformers' ``text_encoder.*`` / ``text_projection.*``."""
+    out: Dict[str, torch.Tensor] = {}
     for key, value in sd.items():
         if not key.startswith(LB):
             continue
@@ -167,14 +174,10 @@ def hf_model(cfg: Sam3Config, text: MobileClipTextConfig, hf_sd: Dict[str, torch
 
 
 def hf_text_model(text: MobileClipTextConfig, hf_sd: Dict[str, torch.Tensor]):
-    """transformers' ``Sam3LiteTextTextModel`` alone (the full-size checks: no detector built)."""
+    """transformers' ``Sam3LiteTextTextModel`` alone, loaded strictly from ``hf_sd``'s
+    ``text_encoder.*`` (the full-size checks build no detector)."""
     tf = hf_modules().transformers
-    full = hf_config(O.REDUCED, text).text_config
-    model = tf.Sam3LiteTextTextModel(full).eval()
+    model = tf.Sam3LiteTextTextModel(hf_config(O.REDUCED, text).text_config).eval()
     sd = {k[len("text_encoder."):]: v for k, v in hf_sd.items() if k.startswith("text_encoder.")}
     model.load_state_dict(sd, strict=True)
     return model
-
-
-def strip(pattern: str, sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    return {k: v for k, v in sd.items() if not re.search(pattern, k)}
