@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "sam3"))
 
@@ -46,20 +47,30 @@ def _reference_text(hf, ids):
     return hf.get_text_features(input_ids=ids, attention_mask=None)
 
 
+def _text_pair(text, sd):
+    """samkit's student loaded through the ``sam3_litetext`` remap from the released-layout keys
+    ``sd``, and a function giving transformers' features (text model + projection) of ids."""
+    from samkit.backbones.mobileclip_text import Sam3StudentTextEncoder
+    from samkit.checkpoint import remap
+
+    enc = Sam3StudentTextEncoder(text).eval()
+    mapped = remap(sd, "sam3_litetext")
+    enc.load_state_dict({k[len("text_encoder."):]: v for k, v in mapped.items()}, strict=True)
+    hf_sd = L.text_to_hf(sd, text)
+    hf = L.hf_text_model(text, hf_sd)
+    w, b = hf_sd["text_projection.weight"], hf_sd["text_projection.bias"]
+    return enc, lambda ids: F.linear(hf(input_ids=ids).last_hidden_state, w, b)
+
+
 @pytest.mark.parametrize("text", [L.TEXT_S0, L.TEXT_BASE], ids=["s0_repmixer", "base"])
-def test_text_features(s0, text):
-    """Every token's features (padding included) of several texts of different lengths."""
-    if text is L.TEXT_S0:
-        ours, hf = s0
-        enc = ours.text_encoder
-    else:
-        enc = L.load_reduced(text).text_encoder
-        hf = L.hf_model(O.REDUCED, text, L.official_to_hf(L.synth_official(O.REDUCED, text), text))
+def test_text_features(text):
+    """Every token's features (padding included) of texts of different lengths."""
+    enc, reference = _text_pair(text, L._synth_text(text, 0))
     ids = enc.tokenize(TEXTS)
     with torch.inference_mode():
         feats, valid = enc(ids)
-        ref = _reference_text(hf, ids).pooler_output
-    assert valid.sum(1).tolist() != [ids.shape[1]] * len(TEXTS)  # padding is present
+        ref = reference(ids)
+    assert (valid.sum(1) < ids.shape[1]).all()  # every text is padded
     close(feats, ref)
 
 
@@ -72,7 +83,11 @@ def test_detector_text_prompts(s0):
     with torch.inference_mode():
         d = ours.detect(ours.encode(x), texts=TEXTS, semantic=True)
         ids = ours.text_encoder.tokenize(TEXTS)
-        ref = hf(pixel_values=x.expand(n, -1, -1, -1), text_embeds=_reference_text(hf, ids),
+        vis = hf.get_vision_features(pixel_values=x)
+        vis = type(vis)(last_hidden_state=vis.last_hidden_state.expand(n, -1, -1),
+                        fpn_hidden_states=tuple(t.expand(n, -1, -1, -1) for t in vis.fpn_hidden_states),
+                        fpn_position_encoding=tuple(t.expand(n, -1, -1, -1) for t in vis.fpn_position_encoding))
+        ref = hf(vision_embeds=vis, text_embeds=_reference_text(hf, ids),
                  attention_mask=(ids != 0).long(), input_boxes=torch.zeros(n, 1, 4),
                  input_boxes_labels=torch.full((n, 1), -10))
     close(d.logits, ref.pred_logits)
@@ -89,20 +104,12 @@ def test_detector_text_prompts(s0):
 def test_released_text_encoders(variant, ctx):
     """The released text students at full size (synthesized weights in the released layout)
     against transformers' text model + projection."""
-    from samkit.backbones.mobileclip_text import mobileclip_text_encoder, variant_config
-    from samkit.checkpoint import remap
+    from samkit.backbones.mobileclip_text import variant_config
 
     text = variant_config(variant, ctx)
-    sd = {k: L._synth(k, s, d, 0) for k, s, d in L.text_manifest(text)}
-    enc = mobileclip_text_encoder(variant, ctx).eval()
-    mapped = remap(sd, "sam3_litetext")
-    enc.load_state_dict({k[len("text_encoder."):]: v for k, v in mapped.items()}, strict=True)
-    hf_sd = L.text_to_hf(sd, text)
-    hf = L.hf_text_model(text, hf_sd)
-    texts = ["yellow school bus", "a dog", "person"]
+    enc, reference = _text_pair(text, {k: L._synth(k, s, d, 0) for k, s, d in L.text_manifest(text)})
     with torch.inference_mode():
-        ids = enc.tokenize(texts)
+        ids = enc.tokenize(["yellow school bus", "a dog", "person"])
         feats, _ = enc(ids)
-        ref = torch.nn.functional.linear(hf(input_ids=ids).last_hidden_state, hf_sd["text_projection.weight"],
-                                         hf_sd["text_projection.bias"])
+        ref = reference(ids)
     print(f"\n{variant} ctx {ctx}: max-abs {close(feats, ref):.2e} of scale {ref.abs().max().item():.2f}")
