@@ -198,3 +198,24 @@ def test_cli_bad_input(files, monkeypatch, capsys, checkpoint, args, want, words
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == want, err
     assert len(lines) == 1 and "Fix:" in lines[0] and words in lines[0] and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- video
+def test_video_tracks_a_text(lite, image):
+    """``VideoTracker.add_text_prompt`` on a LiteText model: the student reads the text, SAM 3's
+    detector and tracker follow the instances (the official video builder takes the student too)."""
+    from samkit import VideoTracker
+    from samkit.video.concept import ConceptConfig
+
+    frames = [image, np.ascontiguousarray(image[:, ::-1])]
+    with torch.inference_mode():
+        x, _ = lite.preprocess(image)
+        s = lite.detect(lite.encode(x), texts=["bus"]).scores.flatten().sort(descending=True).values
+    thr = float(s[2] + s[3]) / 2  # a few instances on frame 0 (random weights score low)
+    tracker = VideoTracker(lite, concept_config=ConceptConfig(score_threshold=thr, new_det_thresh=thr))
+    session = tracker.start(frames)
+    added = tracker.add_text_prompt(session, 0, "bus")
+    assert added and set(added.values()) == {"bus"}
+    results = list(tracker.propagate(session))
+    assert len(results) == 2 and all(set(r.labels or {}) == set(r.masks) for _, r in results)
+    assert results[0][1].masks[next(iter(added))].shape == image.shape[:2]
