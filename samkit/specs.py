@@ -203,13 +203,15 @@ for _short, _file_part, _variant in (("s0", "mobileclip_s0", "MobileCLIP-S0"), (
         _add(ModelSpec(
             name=f"sam3_litetext_{_short}_{_ctx}", family="sam3_litetext", module="samkit.models.sam3_litetext",
             url=f"{_ESAM3_URL}sam3_litetext/{_file}", filename=_file,
-            license=f"{_SAM3_LICENSE} (weights: SAM 3's vision encoder, detector and tracker); code Apache-2.0",
+            license=_SAM3_LICENSE,  # the weights hold SAM 3's vision encoder, detector and tracker
             paper=_P_LITETEXT, checkpoint_format="sam3_litetext", tag="2026-02", input_size=1008, video=True,
             pixel_mean=(0.5, 0.5, 0.5), pixel_std=(0.5, 0.5, 0.5),
-            extra={"license_notice": _SAM3_NOTICE, "text_encoder": _variant, "context_length": _ctx},
+            extra={"license_notice": _SAM3_NOTICE, "text_encoder": _variant, "context_length": _ctx,
+                   "code_license": "Apache-2.0"},
             notes=f"SAM 3 with its text encoder replaced by a distilled {_variant} text encoder reading up to "
                   f"{_ctx - 2} tokens: predict(text=...) / exemplars / points like sam3, with a much smaller text "
-                  "encoder (the image encoder is SAM 3's ViT: the image side costs what sam3 costs).",
+                  "encoder (the image encoder is SAM 3's ViT: the image side costs what sam3 costs). The weights "
+                  "carry SAM 3's, hence its licence; the students' code is Apache-2.0.",
         ))
 
 # --- classic (no learned weights) ----------------------------------------------------------

@@ -80,7 +80,8 @@ def test_specs_are_sam3_with_the_student():
         part = {"s0": "mobileclip_s0", "s1": "mobileclip_s1", "l": "mobileclip2_l"}[short]
         assert spec.url.endswith(f"/sam3_litetext/sam3_litetext_{part}_ctx{ctx}.pt")
         assert spec.video and spec.input_size == 1008 and spec.checkpoint_format == "sam3_litetext"
-        assert "SAM License" in spec.license and spec.extra["license_notice"] == get_spec("sam3").extra["license_notice"]
+        assert "SAM License" in spec.license
+        assert spec.extra["license_notice"] == get_spec("sam3").extra["license_notice"]
 
 
 def test_license_notice_is_warned(monkeypatch):

@@ -90,7 +90,8 @@ def load_reduced(text: MobileClipTextConfig = TEXT_S0, name: str = "sam3_litetex
 # --------------------------------------------------------------------------- transformers' layout
 _TEXT_RULES = [  # on the student's keys without the ``detector.backbone.language_backbone.`` prefix
     (r"^encoder\.embedding_layer\.", "text_encoder.embeddings.token_embedding."),
-    (r"^encoder\.positional_embedding\.pos_embed\.pos_embed$", "text_encoder.embeddings.position_embedding.position_embedding"),
+    (r"^encoder\.positional_embedding\.pos_embed\.pos_embed$",
+     "text_encoder.embeddings.position_embedding.position_embedding"),
     (r"^encoder\.final_layer_norm\.", "text_encoder.final_layer_norm."),
     (r"^encoder\.projection_layer$", "text_encoder.projection.weight"),
     (r"^projector\.", "text_projection."),
