@@ -220,3 +220,20 @@ def test_video_tracks_a_text(lite, image):
     results = list(tracker.propagate(session))
     assert len(results) == 2 and all(set(r.labels or {}) == set(r.masks) for _, r in results)
     assert results[0][1].masks[next(iter(added))].shape == image.shape[:2]
+
+
+def test_lower_image_size(monkeypatch):
+    """LiteText keeps SAM 3's ViT, so it takes SAM 3's lower input sizes (the reduced SAM 3 stands
+    in for the released one here: 168 px instead of 252)."""
+    import samkit.models.sam3 as sam3_module
+    import samkit.models.sam3_litetext as lt
+    from samkit.errors import InputError
+    from samkit.registry import build_model
+
+    reduced = O.REDUCED
+    monkeypatch.setattr(sam3_module, "SAM3_CONFIG", reduced)
+    monkeypatch.setattr(lt, "SAM3_CONFIG", reduced)
+    model = build_model("sam3_litetext_s0_16", image_size=168)
+    assert model.image_size == 168 and model.prompt_encoder.image_embedding_size == (12, 12)
+    with pytest.raises(InputError, match="multiple of 14"):
+        build_model("sam3_litetext_s0_16", image_size=170)

@@ -302,15 +302,15 @@ def at_image_size(cfg: Sam3Config, image_size: Optional[int]) -> Sam3Config:
     return replace(cfg, image_size=int(image_size))
 
 
-def _sizes(checker):
-    def deco(fn):
-        fn.check_image_size = checker
-        return fn
-    return deco
+def takes_image_size(fn):
+    """Mark a SAM 3-family builder ``fn(image_size=None)`` as taking SAM 3's input sizes (checked by
+    ``samkit.registry`` before any file is read)."""
+    fn.check_image_size = lambda size: at_image_size(SAM3_CONFIG, size)
+    return fn
 
 
 @register_builder("sam3")
-@_sizes(lambda size: at_image_size(SAM3_CONFIG, size))
+@takes_image_size
 def build_sam3(image_size: Optional[int] = None) -> Sam3Model:
     return Sam3Model(at_image_size(SAM3_CONFIG, image_size))
 

@@ -12,12 +12,12 @@ with ``detector.backbone.language_backbone.*`` replaced by the student's ``encod
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from ..backbones.mobileclip_text import mobileclip_text_encoder
 from ..errors import CheckpointError
 from ..families import register_builder, register_remap
-from .sam3 import SAM3_CONFIG, Sam3Config, Sam3Model
+from .sam3 import SAM3_CONFIG, Sam3Config, Sam3Model, at_image_size, takes_image_size
 from .sam3_remap import StateDict, _from_official
 
 LITETEXT: Dict[str, Tuple[str, int]] = {
@@ -37,8 +37,9 @@ def build_litetext(variant: str, context_length: int, cfg: Sam3Config = SAM3_CON
 
 
 def _builder(name: str, variant: str, context_length: int) -> Callable[[], Sam3Model]:
-    def build() -> Sam3Model:
-        return build_litetext(variant, context_length)
+    @takes_image_size
+    def build(image_size: Optional[int] = None) -> Sam3Model:
+        return build_litetext(variant, context_length, at_image_size(SAM3_CONFIG, image_size))
 
     build.__name__ = build.__qualname__ = "build_" + name
     build.__doc__ = f"{name}: SAM 3 with the {variant} text student, context {context_length}."
