@@ -16,8 +16,9 @@ machine load hits both alike. ``--size`` builds both models at another input siz
 only). Both sides run the same synthesized released-layout weights (``tests/sam3/oracle.py``:
 ``synth_official`` -> samkit's loader, ``official_to_hf`` -> transformers, tensors shared).
 transformers is the test-only oracle (``make test`` installs it ``--no-deps``); without it only
-samkit's numbers are printed. No EfficientSAM3 student is in samkit yet (README, SAM 3 section),
-so none is timed. No timing is asserted anywhere in the tests.
+samkit's numbers are printed. The **click** row: one point on the encoded image -> three masks
+upsampled to a 1200 x 1800 image (samkit's ``decode``; transformers' ``Sam3TrackerModel`` on its
+image embeddings). No timing is asserted anywhere in the tests.
 """
 from __future__ import annotations
 
@@ -79,6 +80,7 @@ def run(size: int = 1008, runs: int = 3, warmup: int = 1, text: str = "yellow sc
         [lambda: ref(vision_embeds=vis, input_ids=ids, attention_mask=mask)] if ref is not None else [])
     t_enc = interleaved(enc, warmup, runs)
     t_det = interleaved(det, warmup, runs)
+    t_click = _click_times(cfg, ours, feats, x, with_transformers and ref is not None, warmup, runs)
 
     def cell(ts, i):
         return f"{ts[i]:.3f}" if i < len(ts) else "-"
@@ -95,7 +97,37 @@ def run(size: int = 1008, runs: int = 3, warmup: int = 1, text: str = "yellow sc
              f"| {name} | text detection | {cell(t_det, 0)} | {cell(t_det, 1)} | {ratio(t_det)} |"]
     total = [a + b for a, b in zip(t_enc, t_det)]
     lines.append(f"| {name} | image + one text | {cell(total, 0)} | {cell(total, 1)} | {ratio(total)} |")
+    lines.append(f"| {name} | click -> {CLICK_IMAGE[0]} x {CLICK_IMAGE[1]} masks | {cell(t_click, 0)} | "
+                 f"{cell(t_click, 1)} | {ratio(t_click)} |")
     return "\n".join(lines)
+
+
+CLICK_IMAGE = (1200, 1800)  # the masks of a click are upsampled to an image of this size (H x W)
+
+
+def _click_times(cfg, ours, feats, x, with_transformers: bool, warmup: int, runs: int):
+    """One point on the encoded image -> 3 masks at ``CLICK_IMAGE`` (the interactive head:
+    samkit's ``decode`` on its features, transformers' ``Sam3TrackerModel`` on its image
+    embeddings, both then upsampled bilinearly and thresholded)."""
+    import torch.nn.functional as F
+
+    pts = torch.tensor([[[cfg.image_size * 0.4, cfg.image_size * 0.6]]])
+    lab = torch.ones(1, 1, dtype=torch.long)
+
+    def full(low):
+        return F.interpolate(low.float(), CLICK_IMAGE, mode="bilinear", align_corners=False) > 0
+
+    calls = [lambda: full(ours.decode(feats, points=pts, labels=lab, boxes=None, mask_input=None,
+                                      multimask=True).low_res)]
+    if with_transformers:
+        import oracle as O
+
+        trk = O.hf_tracker(cfg, O.official_to_hf(O.synth_official(cfg)), assign=True)
+        with torch.inference_mode():
+            emb = trk.get_image_embeddings(pixel_values=x)
+        calls.append(lambda: full(trk(image_embeddings=emb, input_points=pts[:, None],
+                                      input_labels=lab[:, None], multimask_output=True).pred_masks[:, 0]))
+    return interleaved(calls, warmup, runs)
 
 
 def main(argv=None) -> str:

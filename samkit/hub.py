@@ -44,11 +44,14 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
 FULL_DIGESTS = ("sha256", "git_blob_sha1", "md5")
 """Digests that identify a file completely (prefixes and sizes only rule files out)."""
 
-NO_PUBLIC_DIGEST: frozenset = frozenset({"ovsam_lvis_rn50x16", "sam3"})
+NO_PUBLIC_DIGEST: frozenset = frozenset({"ovsam_lvis_rn50x16", "sam3"} | {
+    f"sam3_litetext_{v}_{c}" for v in ("s0", "s1", "l") for c in (16, 32)} | {
+    f"efficientsam3_{f}" for f in ("efficientvit", "repvit", "tinyvit")})
 """Neural models whose official file has no public full digest (sha256, git blob id or md5).
 
 OVSAM's LVIS head (its Hugging Face LFS pointer was not seen); SAM 3's ``sam3.pt`` (a gated
-repository: no public page shows its LFS pointer). Adding a model without a digest means adding it here
+repository: no public page shows its LFS pointer); the six SAM3-LiteText files (their LFS
+pointers were not seen). Adding a model without a digest means adding it here
 (tests/test_hub.py checks this), and ``samkit models verify`` then reports its file as
 "unverified" and exits non-zero unless ``--allow-unverified``."""
 

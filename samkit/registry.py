@@ -6,6 +6,7 @@ imports a model family.
 """
 from __future__ import annotations
 
+import inspect
 import warnings
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Union
@@ -37,15 +38,36 @@ def builder(name_or_spec: Union[str, ModelSpec]):
     return builder_for(_spec(name_or_spec))
 
 
-def build_model(name_or_spec: Union[str, ModelSpec]):
-    """Build a model with freshly initialised (not loaded) weights and set ``model.spec``."""
+def build_model(name_or_spec: Union[str, ModelSpec], image_size: Optional[int] = None):
+    """Build a model with freshly initialised (not loaded) weights and set ``model.spec``.
+    ``image_size``: another input size, for models whose builder takes one (SAM 3 and its
+    students); others refuse it with ``InputError``."""
     spec = _spec(name_or_spec)
-    model = builder(spec)()
+    fn = builder(spec)
+    if image_size is None:
+        model = fn()
+    else:
+        _check_image_size(spec, image_size)
+        model = fn(image_size=image_size)
     try:
         model.spec = spec
     except AttributeError:  # objects with __slots__ or read-only attributes
         pass
     return model
+
+
+def _check_image_size(spec: ModelSpec, image_size) -> None:
+    """``InputError`` unless the builder of ``spec`` takes ``image_size`` and its
+    ``check_image_size`` (set by the model file) accepts the value."""
+    fn = builder(spec) if spec.neural else None
+    if fn is None or "image_size" not in inspect.signature(fn).parameters:
+        fixed = f" of {spec.input_size} px" if spec.input_size else ""
+        raise InputError(f"{spec.name} has a fixed input size{fixed}: its weights were trained for it and it has "
+                         "no other. Fix: drop image_size / --image-size (models that take one: sam3 and its "
+                         "students).")
+    check = getattr(fn, "check_image_size", None)
+    if check is not None:
+        check(image_size)
 
 
 def _warn_license(spec: ModelSpec) -> None:
@@ -162,7 +184,8 @@ def load_model(name: Union[str, ModelSpec], checkpoint: Optional[Union[str, Path
                device: Union[str, torch.device] = "cpu", *, strict: Optional[bool] = None,
                download: bool = True, progress: Optional[hub.ProgressFn] = None,
                backend: str = "torch", compile: bool = False, channels_last: bool = False,
-               fuse: bool = False, companions: Optional[Mapping[str, Union[str, Path]]] = None):
+               fuse: bool = False, companions: Optional[Mapping[str, Union[str, Path]]] = None,
+               image_size: Optional[int] = None):
     """A model with loaded weights, in eval mode, on ``device``, with ``model.spec`` set.
 
     ``checkpoint``: a file (safetensors, torch ``weights_only`` pickle, or a zip holding one);
@@ -178,8 +201,12 @@ def load_model(name: Union[str, ModelSpec], checkpoint: Optional[Union[str, Path
     the image encoder: see :func:`samkit.accel.accelerate`. ``fuse`` re-parameterises encoders
     that have BatchNorm / RepVGG branches (MobileSAM, EdgeSAM, EdgeTAM; others are unchanged)
     before any acceleration. An oversubscribed torch thread pool is lowered to the usable CPU
-    count (:func:`samkit.threads.configure_threads`)."""
+    count (:func:`samkit.threads.configure_threads`). ``image_size``: a lower input size for
+    models that allow one (SAM 3 and its students: a multiple of 14 from 336 to 1008), checked
+    before any file is read; faster, but its quality is the user's to judge on their images."""
     spec = _spec(name)
+    if image_size is not None:
+        _check_image_size(spec, image_size)  # before any file is read
     from .accel import check_options
 
     check_options(backend, compile, channels_last)  # before any file is read
@@ -205,7 +232,7 @@ def load_model(name: Union[str, ModelSpec], checkpoint: Optional[Union[str, Path
     if strict is None:
         strict = bool(spec.extra.get("strict", True))
     state_dict, raw = _load_state(spec, path, companions, download, progress, strict)
-    model = build_model(spec)
+    model = build_model(spec, image_size=image_size)
     _load_checked(model, spec, state_dict, raw, strict, path)
     del state_dict, raw
     model = model.to(dev).eval()

@@ -192,6 +192,46 @@ _add(ModelSpec(
           "it to the cache path). The transformers file model.safetensors of the same repository loads too.",
 ))
 
+# --- SAM3-LiteText (SAM 3 + a distilled MobileCLIP text encoder; SimonZeng7108/efficientsam3) ------
+_P_LITETEXT = ("Zeng et al., SAM3-LiteText: An Anatomical Study of the SAM3 Text Encoder for Efficient "
+               "Vision-Language Segmentation (arXiv:2602.12173)")
+_ESAM3_URL = "https://huggingface.co/Simon7108528/EfficientSAM3/resolve/main/"
+for _short, _file_part, _variant in (("s0", "mobileclip_s0", "MobileCLIP-S0"), ("s1", "mobileclip_s1", "MobileCLIP-S1"),
+                                     ("l", "mobileclip2_l", "MobileCLIP2-L")):
+    for _ctx in (16, 32):
+        _file = f"sam3_litetext_{_file_part}_ctx{_ctx}.pt"
+        _add(ModelSpec(
+            name=f"sam3_litetext_{_short}_{_ctx}", family="sam3_litetext", module="samkit.models.sam3_litetext",
+            url=f"{_ESAM3_URL}sam3_litetext/{_file}", filename=_file,
+            license=_SAM3_LICENSE,  # the weights hold SAM 3's vision encoder, detector and tracker
+            paper=_P_LITETEXT, checkpoint_format="sam3_litetext", tag="2026-02", input_size=1008, video=True,
+            pixel_mean=(0.5, 0.5, 0.5), pixel_std=(0.5, 0.5, 0.5),
+            extra={"license_notice": _SAM3_NOTICE, "text_encoder": _variant, "context_length": _ctx,
+                   "code_license": "Apache-2.0"},
+            notes=f"SAM 3 with its text encoder replaced by a distilled {_variant} text encoder reading up to "
+                  f"{_ctx - 2} tokens: predict(text=...) / exemplars / points like sam3, with a much smaller text "
+                  "encoder (the image encoder is SAM 3's ViT: the image side costs what sam3 costs). The weights "
+                  "carry SAM 3's, hence its licence; the students' code is Apache-2.0.",
+        ))
+
+# --- EfficientSAM3 stage-3 models (distilled image + text encoders on SAM 3's heads) ------------------
+_P_ES3 = ("Zeng et al., EfficientSAM3: Progressive Hierarchical Distillation for Video Concept Segmentation "
+          "from SAM1, 2, and 3 (arXiv:2511.15833)")
+_ES3_FT = "https://huggingface.co/Simon7108528/EfficientSAM3/resolve/main/efficientsam3_ft/"
+for _fam, _label, _trunk in (("efficientvit", "EV-M", "EfficientViT-B1"), ("repvit", "RV-M", "RepViT-M1.1"),
+                             ("tinyvit", "TV-M", "TinyViT-11M")):
+    _add(ModelSpec(
+        name=f"efficientsam3_{_fam}", family="efficientsam3", module="samkit.models.efficientsam3",
+        url=f"{_ES3_FT}efficientsam3_{_fam}.pt", filename=f"efficientsam3_{_fam}.pt", license=_SAM3_LICENSE,
+        paper=_P_ES3, checkpoint_format=f"efficientsam3_{_fam}", tag="2026-06-11", input_size=1008, video=True,
+        pixel_mean=(0.5, 0.5, 0.5), pixel_std=(0.5, 0.5, 0.5),
+        extra={"license_notice": _SAM3_NOTICE, "code_license": "Apache-2.0"},
+        notes=(f"EfficientSAM3 {_label}: SAM 3 with a distilled {_trunk} image encoder and the MobileCLIP-S0 text "
+               "student (context 16), fine-tuned end to end (stage 3); predict(text=...), exemplars, points/boxes "
+               "and concept tracking like sam3 with ~10x fewer parameters. Not gated; the file holds SAM 3's "
+               "necks, detector and tracker, so SAM 3's licence applies (code: Apache-2.0)."),
+    ))
+
 # --- classic (no learned weights) ----------------------------------------------------------
 _add(ModelSpec(
     name="classic", family="classic", module="samkit.models.classic",
@@ -275,6 +315,11 @@ _OVSAM_SRC = "HF HarborYuan/ovsam_models LFS pointer, commit "
 _PINS = {
     # gated repository: the LFS pointer (sha256 / size) of facebook/sam3's sam3.pt was not seen
     "sam3.pt": _Pin(None, None, "HF facebook/sam3 (gated); its LFS pointer was not seen: no public sha256"),
+    **{f"efficientsam3_{_f}.pt": _Pin(None, None, "HF Simon7108528/EfficientSAM3 efficientsam3_ft/; its LFS pointer "
+                                      "was not seen: no public sha256") for _f in ("efficientvit", "repvit", "tinyvit")},
+    **{f"sam3_litetext_{_p}_ctx{_c}.pt": _Pin(None, None, "HF Simon7108528/EfficientSAM3 sam3_litetext/; its LFS "
+                                              "pointer was not seen: no public sha256")
+       for _p in ("mobileclip_s0", "mobileclip_s1", "mobileclip2_l") for _c in (16, 32)},
     # renamed from sam2clip_vith_rn50.pth in a7abe75 "without changes"; pointer of 1b935e1
     "sam2clip_vith_rn50x16.pth": _Pin("f2b14b8e480626cffc815a7262297731ee1372c87d054836daad5148f636cfeb",
                                       536408050, _OVSAM_SRC + "1b935e1 (file renamed unchanged in a7abe75)"),

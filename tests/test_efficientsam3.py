@@ -215,3 +215,51 @@ def test_other_family_checkpoint_is_left_to_the_strict_load():
     sd = _meta(manifest("sam2.1_hiera_t"))
     assert trunk_family(sd) is None
     assert "image_encoder.trunk.blocks.0.attn.qkv.weight" in remap(sd, E.student_spec("tinyvit"))
+
+
+# ----------------------------------------------------------------------------- the released stage-3 models
+@pytest.mark.parametrize("family", ["efficientvit", "repvit", "tinyvit"])
+def test_stage3_key_lists_remap_to_the_registered_models(family):
+    """A released stage-3 file = sam3.pt's keys with the ViT trunk replaced by the student trunk
+    and the language backbone by the MobileCLIP-S0 student (the official merge script): it remaps
+    exactly onto the registered model built by its builder (meta device), with the position table
+    stored at 77 rows or cut to the context (16): the short one is padded."""
+    from samkit.models.efficientsam3 import RELEASED_TRUNKS
+    from samkit.registry import builder
+
+    released = json.loads((O.HERE / "manifest_official.json").read_text())
+    text = json.loads((O.HERE / "manifest_litetext_text.json").read_text())["MobileCLIP-S0"]
+    lb = "detector.backbone.language_backbone."
+    rows = (E.trunk_manifests()[RELEASED_TRUNKS[family]] + text +
+            [r for r in released if not r[0].startswith((E.TRUNK, lb))])
+    cut = [[k, s[:2] + [16] + s[3:], d] if k.endswith("positional_embedding.pos_embed.pos_embed") else [k, s, d]
+           for k, s, d in rows]
+    name = f"efficientsam3_{family}"
+    with torch.device("meta"):
+        model = builder(name)()
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    for layout in (rows, cut):
+        theirs = {k: tuple(v.shape) for k, v in remap(_meta(layout), name).items()}
+        assert sorted(set(ours) ^ set(theirs)) == []
+        assert [k for k in ours if ours[k] != theirs[k]] == []
+    assert model.text_encoder.context_length == 16
+
+
+def test_stage3_specs():
+    from samkit.hub import NO_PUBLIC_DIGEST
+    from samkit.specs import get_spec
+
+    for family in ("efficientvit", "repvit", "tinyvit"):
+        spec = get_spec(f"efficientsam3_{family}")
+        assert spec.url.endswith(f"/efficientsam3_ft/efficientsam3_{family}.pt") and spec.video
+        assert "SAM License" in spec.license and spec.extra["code_license"] == "Apache-2.0"
+        assert spec.name in NO_PUBLIC_DIGEST
+
+
+def test_short_position_table_is_padded_with_zeros():
+    from samkit.models.efficientsam3 import _POS_KEY, _full_position_table
+
+    pos = torch.randn(1, 1, 16, 8)
+    out = _full_position_table({_POS_KEY: pos, "x": torch.ones(1)})
+    assert out[_POS_KEY].shape == (1, 1, 77, 8) and torch.equal(out[_POS_KEY][:, :, :16], pos)
+    assert not out[_POS_KEY][:, :, 16:].any()

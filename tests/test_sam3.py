@@ -204,3 +204,129 @@ def test_cli_segment_text_reads_text_itself(sam3, image, tmp_path, monkeypatch, 
     coco = json.loads((tmp_path / "out" / "img_coco.json").read_text())
     assert coco["categories"] == [{"id": 1, "name": "bus"}, {"id": 2, "name": "dog"}]
     assert (tmp_path / "out" / "classes.txt").read_text() == "bus\ndog\n"
+
+
+def test_cli_segment_exemplars(sam3, image, tmp_path, monkeypatch, capsys):
+    """``--exemplar X0,Y0,X1,Y1[,LABEL]`` (repeatable, with at most one --text) gives the same
+    instances as ``predict(exemplars=..., exemplar_labels=..., text=...)``, labelled, in every format."""
+    pytest.importorskip("typer")
+    from PIL import Image
+
+    import samkit.registry
+    from samkit.cli.main import main
+
+    monkeypatch.setenv("SAMKIT_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(samkit.registry, "load_model", lambda *a, **k: sam3)
+    path = tmp_path / "img.png"
+    Image.fromarray(image).save(path)
+    want = ImagePredictor(sam3).set_image(image).predict(exemplars=[[10, 20, 60, 80], [90, 10, 150, 50]],
+                                                         exemplar_labels=[1, 0], text="dog")
+    sam3.score_threshold = float(want.scores[3] + want.scores[4]) / 2  # four instances
+    try:
+        code = main(["segment", str(path), "--model", "sam3", "--exemplar", "10,20,60,80", "--exemplar",
+                     "90,10,150,50,0", "--text", "dog", "--out", str(tmp_path / "out"), "--format", "coco,yolo,json"])
+    finally:
+        sam3.score_threshold = 0.0
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["prompts"] == {"exemplars": [[10, 20, 60, 80], [90, 10, 150, 50]], "exemplar_labels": [1, 0],
+                              "text": "dog"}
+    assert [m["label"] for m in doc["masks"]] == ["dog"] * 4
+    np.testing.assert_allclose([m["score"] for m in doc["masks"]], want.scores[:4], rtol=1e-5)
+    coco = json.loads((tmp_path / "out" / "img_coco.json").read_text())
+    assert coco["categories"] == [{"id": 1, "name": "dog"}] and len(coco["annotations"]) == 4
+    assert (tmp_path / "out" / "classes.txt").read_text() == "dog\n"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--exemplar", "10,20,60"], "expected X0,Y0,X1,Y1[,LABEL]"),
+    (["--exemplar", "10,20,60,80,2"], "labels are 1"),
+    (["--exemplar", "60,20,10,80"], "inverted"),
+    (["--exemplar", "10,20,60,80", "--point", "5,5"], "--exemplar cannot be combined"),
+    (["--exemplar", "10,20,60,80", "--text", "a", "--text", "b"], "at most one --text"),
+    (["--exemplar", "10,20,500,80"], "exemplar box"),
+])
+def test_cli_segment_bad_exemplars(sam3, image, tmp_path, monkeypatch, capsys, args, words):
+    pytest.importorskip("typer")
+    from PIL import Image
+
+    import samkit.registry
+    from samkit.cli.main import main
+
+    monkeypatch.setenv("SAMKIT_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(samkit.registry, "load_model", lambda *a, **k: sam3)
+    Image.fromarray(image).save(tmp_path / "img.png")
+    code = main(["segment", str(tmp_path / "img.png"), "--model", "sam3", "--out", str(tmp_path / "out"), *args])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and words in lines[0] and "Fix:" in lines[0], err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("img*"))
+
+
+def test_cli_segment_exemplar_on_a_model_without_concepts(tmp_path, capsys):
+    pytest.importorskip("typer")
+    from PIL import Image
+
+    from samkit.cli.main import main
+
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "img.png")
+    code = main(["segment", str(tmp_path / "img.png"), "--model", "classic", "--exemplar", "5,5,20,20", "--out",
+                 str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot find objects from exemplar boxes" in err and "Traceback" not in err, err
+
+
+# ----------------------------------------------------------------------------- lower input sizes
+def test_load_model_at_a_lower_image_size(tmp_path, monkeypatch):
+    """``load_model("sam3", image_size=...)`` builds the model at that size and loads the same
+    file; the detections at 168 px differ from those at 252 px (parity at a lower size:
+    tests/test_sam3_parity.py)."""
+    import samkit.models.sam3 as sam3_module
+    from samkit import load_model
+
+    monkeypatch.setattr(sam3_module, "SAM3_CONFIG", O.REDUCED)
+    path = tmp_path / "sam3_reduced.pt"
+    torch.save(O.synth_official(O.REDUCED), path)
+    small = load_model("sam3", checkpoint=path, image_size=168)
+    full = load_model("sam3", checkpoint=path)
+    assert (small.image_size, full.image_size) == (168, 252)
+    assert small.prompt_encoder.image_embedding_size == (12, 12)
+    img = np.random.default_rng(3).integers(0, 256, (100, 90, 3), dtype=np.uint8)
+    a = ImagePredictor(small).set_image(img).predict(points=[[40, 50]], labels=[1])
+    b = ImagePredictor(full).set_image(img).predict(points=[[40, 50]], labels=[1])
+    assert a.masks.shape == b.masks.shape == (3, 100, 90) and not np.allclose(a.scores, b.scores)
+
+
+@pytest.mark.parametrize("name, size, words", [
+    ("sam3", 500, "multiple of 14"),
+    ("sam3", 322, "from 336"),
+    ("sam3", 1022, "to 1008"),
+    ("sam3", 672.0, "multiple of 14"),
+    ("sam_vit_b", 512, "fixed input size of 1024 px"),
+    ("classic", 512, "fixed input size"),
+])
+def test_image_size_refused(name, size, words):
+    from samkit import load_model
+
+    with pytest.raises(InputError, match=words):
+        load_model(name, checkpoint="never-read.pt", image_size=size)
+
+
+def test_cli_image_size_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("typer")
+    import samkit.registry
+    from samkit.cli.main import main
+
+    from PIL import Image
+
+    monkeypatch.setattr(samkit.registry, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    (tmp_path / "frames").mkdir()
+    for i in range(2):
+        Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "frames" / f"{i:05d}.png")
+    for argv, words in ((["segment", "missing.png", "--model", "sam_vit_b", "--point", "1,1"], "fixed input size"),
+                        (["track", str(tmp_path / "frames"), "--model", "sam3", "--text", "bus"], "multiple of 14")):
+        code = main([*argv, "--image-size", "710", "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert code == 2 and words in err and "Fix:" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()

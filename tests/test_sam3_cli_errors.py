@@ -97,7 +97,7 @@ def test_sam2_checkpoint_given_as_sam3(files, synth_checkpoint, monkeypatch, cap
 
     build = samkit.registry.build_model
     monkeypatch.setattr(samkit.registry, "build_model",
-                        lambda spec: Sam3Model(O.REDUCED) if spec.name == "sam3" else build(spec))
+                        lambda spec, **kw: Sam3Model(O.REDUCED) if spec.name == "sam3" else build(spec, **kw))
     monkeypatch.setenv("SAMKIT_HOME", str(files / "cache"))
     code, lines, err = _run(["segment", str(files / "img.png"), "--model", "sam3", "--checkpoint",
                              str(synth_checkpoint("sam2.1_hiera_t")), "--text", "bus", "--out", str(files / "out")],

@@ -226,3 +226,24 @@ def test_released_size_against_transformers():
         r = trk(pixel_values=x, input_points=pts[:, None], input_labels=lab[:, None], multimask_output=True)
         close(o.low_res, r.pred_masks[:, 0])
         close(o.iou, r.iou_scores[:, 0])
+
+
+def test_lower_input_size_against_transformers(setup):
+    """``image_size`` below the released one (here 168 for the reduced model's 252: a 12 x 12
+    token grid instead of 18 x 18) with the same weights: backbone, text detections and masks
+    equal transformers built at that size (its ``image_size`` config)."""
+    from samkit.models.sam3 import at_image_size
+
+    cfg = at_image_size(O.REDUCED, 168)
+    ours = Sam3Model(cfg).eval()
+    load_into(ours, setup["sd"], "sam3", source="synthesized sam3.pt")
+    det = O.hf_detector(cfg, setup["hf_sd"])
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 168, 168)
+    with torch.inference_mode():
+        feats = ours.encode(x)
+        ref = det.vision_encoder(x)
+        close(ours.image_encoder.trunk(x).flatten(2).transpose(1, 2), ref.last_hidden_state)
+        d = ours.detect(feats, texts=TEXTS, semantic=True)
+        _compare_detections(d, _hf_detect(dict(det=det, x=x, ours=ours), TEXTS))
+    assert d.masks.shape[-2:] == (48, 48)

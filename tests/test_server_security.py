@@ -184,3 +184,18 @@ def test_embedding_cache_byte_cap():
     assert cache.get("b") is None and cache.get("a") == 1 and cache.get("c") == 3
     assert cache.put("huge", 4, 101) is False and "huge" not in cache
     assert cache.stats()["bytes"] == 80 and cache.stats()["evictions"] == 1
+
+
+def test_labelstudio_url_must_be_http(tmp_path, capsys):
+    """``--labelstudio-url`` (the only host /predict fetches task images from) is checked before the
+    model loads: an address that is not http(s) is refused with the fix."""
+    data = data_folder(tmp_path)
+    with pytest.raises(InputError, match="not an http"):
+        ServerConfig(data=data, labelstudio_url="file:///etc").check()
+    assert ServerConfig(data=data, labelstudio_url="http://127.0.0.1:8080").check().labelstudio_url
+    pytest.importorskip("typer")
+    from samkit.cli.main import main
+
+    assert main(["serve", "--data", str(data), "--labelstudio-url", "ftp://host/"]) == 2
+    err = capsys.readouterr().err
+    assert "--labelstudio-url" in err and "Fix:" in err and "Traceback" not in err

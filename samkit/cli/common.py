@@ -68,6 +68,26 @@ def backend_option():
                         "encoder is exported to ONNX and cached on first use; needs samkit\\[onnx]).")
 
 
+def image_size_option():
+    """``--image-size`` (shared by `segment` and `track`)."""
+    return typer.Option(None, "--image-size", min=1, metavar="PX", help="Run the model at a lower input size "
+                        "(SAM 3 and its students: a multiple of 14 from 336 to 1008; default the released 1008). "
+                        "Faster; judge the quality on your own images.")
+
+
+def check_image_size(model: Optional[str], image_size: Optional[int]) -> None:
+    """Refuse ``--image-size`` for a model without other input sizes, before any work."""
+    if image_size is None:
+        return
+    if model is None or is_export_path(model):
+        raise InputError("--image-size needs a model that runs at other input sizes, named with --model (sam3 and its "
+                         "students). Fix: add --model sam3, or drop --image-size.")
+    from ..registry import _check_image_size
+    from ..specs import get_spec
+
+    _check_image_size(get_spec(model), image_size)
+
+
 def compile_option():
     """``--compile`` (shared by `segment` and `everything`)."""
     return typer.Option(False, "--compile", help="torch.compile the image encoder (the first image compiles, "
@@ -126,6 +146,25 @@ def parse_box(text: str) -> Tuple[float, float, float, float]:
         raise InputError(f"box {text!r} is inverted or empty (need X1 > X0 and Y1 > Y0). "
                          "Fix: give the top-left corner first, then the bottom-right corner.")
     return x0, y0, x1, y1
+
+
+def parse_exemplar(text: str) -> Tuple[float, float, float, float, int]:
+    """``"X0,Y0,X1,Y1[,LABEL]"`` -> (x0, y0, x1, y1, label); LABEL 1 (find more like this box,
+    the default) or 0 (not like this)."""
+    values = _numbers(text, "exemplar", "--exemplar 75,275,1725,850")
+    if len(values) not in (4, 5):
+        raise InputError(f"exemplar {text!r} has {len(values)} numbers, expected X0,Y0,X1,Y1[,LABEL]. Fix: write it "
+                         "like --exemplar 75,275,1725,850 (a box around one example) or --exemplar 75,275,1725,850,0 "
+                         "(an example of what NOT to find).")
+    label = 1 if len(values) == 4 else values[4]
+    if label not in (0, 1):
+        raise InputError(f"exemplar {text!r} has label {label:g}; labels are 1 (find more like this box) or 0 (not "
+                         "like this). Fix: end it with ,1 or ,0 (or leave the label out for 1).")
+    x0, y0, x1, y1 = values[:4]
+    if x1 <= x0 or y1 <= y0:
+        raise InputError(f"exemplar {text!r} is an inverted or empty box (need X1 > X0 and Y1 > Y0). Fix: give the "
+                         "top-left corner first, then the bottom-right corner.")
+    return x0, y0, x1, y1, int(label)
 
 
 def parse_formats(values: Optional[Iterable[str]], default: Sequence[enum.Enum] = (Format.png,),

@@ -22,8 +22,9 @@ from typing import Dict, List, Optional
 
 from ..errors import InputError
 from .common import (Backend, Format, backend_option, build_clip, check_clip_name, check_out_dir,
-                     clip_checkpoint_option, clip_option, compile_option, emit_json, format_option, info,
-                     is_export_path, parse_box, parse_formats, parse_point, resolve_model, typer)
+                     check_image_size, clip_checkpoint_option, clip_option, compile_option, emit_json,
+                     format_option, image_size_option, info,
+                     is_export_path, parse_box, parse_exemplar, parse_formats, parse_point, resolve_model, typer)
 
 EPILOG = (
     "[bold]Examples[/bold]\n\n"
@@ -32,6 +33,7 @@ EPILOG = (
     "  samkit segment photo.jpg --point 500,375 --model sam_vit_b --checkpoint sam_vit_b_01ec64.pth --single\n\n"
     "  samkit segment photo.jpg --box 75,275,1725,850 --format json > result.json\n\n"
     "  samkit segment photo.jpg --text dog --text \"red car\" --clip clip_vit_b16 --format coco,yolo\n\n"
+    "  samkit segment photo.jpg --model sam3 --exemplar 75,275,300,500 --exemplar 900,300,1100,480,0\n\n"
     "Masks are sorted by score, best first, in every output: {stem}_000.png is the best mask. "
     "A rerun into the same --out replaces the previous files of that image as a set; a failed run "
     "changes nothing there.\n\n"
@@ -149,6 +151,10 @@ def segment(
                                              help="Find every instance of TEXT (repeatable; not with --point/--box). "
                                                   "Masks get labels; needs a CLIP (--clip) unless the model "
                                                   "reads text itself (--model sam3)."),
+    exemplar: Optional[List[str]] = typer.Option(None, "--exemplar", "-e", metavar="X0,Y0,X1,Y1[,LABEL]",
+                                                 help="Find every instance like this example box (repeatable; "
+                                                      "LABEL 1 = like it, the default, 0 = not like it); models "
+                                                      "with concept prompts (sam3). With one --text, both count."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (`samkit models ls`), or a folder "
                                         "written by `samkit export` (runs in onnxruntime, without torch). "
                                         "Default: first neural model with cached weights, else classic."),
@@ -166,6 +172,7 @@ def segment(
     offline: bool = typer.Option(False, "--offline", help="Never download; fail with the path to copy weights to."),
     backend: Backend = backend_option(),
     compile_: bool = compile_option(),
+    image_size: Optional[int] = image_size_option(),
 ) -> None:
     """Segment one image from point and/or box prompts (or find --text) and write masks in the chosen formats."""
     from ..vocab import Vocabulary, check_texts
@@ -174,12 +181,20 @@ def segment(
     parsed = [parse_point(p) for p in point or []]
     bx = parse_box(box) if box else None
     texts = check_texts(text, "--text") if text else None
-    if texts and (parsed or bx is not None):
-        raise InputError("--text cannot be combined with --point or --box: the text decides where to prompt. "
-                         "Fix: run once with --text, or once with --point/--box.")
-    if not parsed and bx is None and not texts:
-        raise InputError("no prompt given. Fix: add --point X,Y (repeatable) and/or --box X0,Y0,X1,Y1, or --text.")
+    exemplars = [parse_exemplar(e) for e in exemplar or []]
+    if (texts or exemplars) and (parsed or bx is not None):
+        what = "--text" if texts else "--exemplar"
+        raise InputError(f"{what} cannot be combined with --point or --box: it finds every instance itself. "
+                         f"Fix: run once with {what}, or once with --point/--box.")
+    if exemplars and texts and len(texts) > 1:
+        raise InputError(f"--exemplar takes at most one --text (the concept the boxes show), got {len(texts)}. Fix: "
+                         "pass one --text with the exemplars, or run once per text.")
+    if not parsed and bx is None and not texts and not exemplars:
+        raise InputError("no prompt given. Fix: add --point X,Y (repeatable) and/or --box X0,Y0,X1,Y1, or --text "
+                         "(or --exemplar with --model sam3).")
     vocab = Vocabulary(tuple(texts), tuple(range(1, len(texts) + 1)), "--text") if texts else None
+    if exemplars:  # the model labels what it finds with the text, else "exemplar"
+        vocab = Vocabulary((texts[0] if texts else "exemplar",), (1,), "--exemplar")
     if any(f is not Format.json for f in formats):
         check_out_dir(out)
         if Format.yolo in formats:
@@ -187,12 +202,14 @@ def segment(
 
             check_class_names(out, vocab)
     export = Path(model).expanduser() if is_export_path(model) else None
-    if export is not None and texts:
-        raise InputError(f"--model {model} is an export folder, which holds no text path (the CLIP and MaskCLIP run "
-                         "in torch). Fix: pass a model name with --text, or prompt the folder with --point/--box.")
+    if export is not None and (texts or exemplars):
+        raise InputError(f"--model {model} is an export folder, which holds no text or exemplar path (they run in "
+                         "torch). Fix: pass a model name with --text/--exemplar, or prompt the folder with "
+                         "--point/--box.")
+    check_image_size(model, image_size)
     if export is None:
         model = resolve_model(model, checkpoint)
-    if texts:
+    if texts and not exemplars:
         check_clip_name(clip)
 
     from ..io.image import load_image
@@ -203,6 +220,9 @@ def segment(
                "box": list(bx) if bx else None}
     if texts:
         prompts = {"text": texts}
+    if exemplars:
+        prompts = {"exemplars": [list(e[:4]) for e in exemplars], "exemplar_labels": [e[4] for e in exemplars],
+                   "text": texts[0] if texts else None}
     if export is not None:
         predictor = _export_predictor(export, checkpoint, backend, compile_, device).set_image(img)
         masks, model_names, used_clip = predictor.predict(
@@ -210,7 +230,7 @@ def segment(
             multimask=multimask).sorted("score"), None, False
     else:
         masks, model_names, used_clip = _predict(img, model, checkpoint, device, offline, backend, compile_, prompts,
-                                                 multimask, (clip, clip_checkpoint, text_threshold))
+                                                 multimask, (clip, clip_checkpoint, text_threshold), image_size)
     elapsed = time.perf_counter() - t0
     if vocab is None and masks.labels is not None and model_names:
         # a model that names its masks (Open-Vocabulary SAM): its own vocabulary, class ids 1..K
@@ -248,7 +268,7 @@ def _export_predictor(folder: Path, checkpoint, backend, compile_: bool, device:
 
 
 def _predict(img, model: str, checkpoint, device: str, offline: bool, backend, compile_: bool, prompts: dict,
-             multimask: bool, clip_args: tuple):
+             multimask: bool, clip_args: tuple, image_size: Optional[int] = None):
     """Load the model (and, for text, the CLIP unless the model reads text itself) and predict;
     masks sorted best first: by score, or by label score for text. Returns (masks, the model's
     own class names when it names its masks, else None, whether a CLIP was used)."""
@@ -257,7 +277,12 @@ def _predict(img, model: str, checkpoint, device: str, offline: bool, backend, c
     from ..registry import load_model
 
     net = load_model(model, checkpoint=checkpoint, device=device, download=not offline,
-                     backend=backend.value, compile=compile_)
+                     backend=backend.value, compile=compile_, image_size=image_size)
+    if "exemplars" in prompts:
+        found = ImagePredictor(net).set_image(img).predict(text=prompts["text"], exemplars=prompts["exemplars"],
+                                                           exemplar_labels=prompts["exemplar_labels"])
+        info(f"  {found.labels[0] if len(found) else 'exemplar'!r}: {len(found)} instance(s)")
+        return found.sorted("label_score"), None, False
     if "text" not in prompts:
         predictor = ImagePredictor(net).set_image(img)
         masks = predictor.predict(points=prompts["points"], labels=prompts["labels"], box=prompts["box"],

@@ -47,6 +47,10 @@ def serve(
     browser_decoder: bool = typer.Option(True, "--browser-decoder/--no-browser-decoder", help="Let the page run "
                                          "the exported decoder itself (onnxruntime-web); off: every click decodes on "
                                          "the server."),
+    labelstudio_url: Optional[str] = typer.Option(None, "--labelstudio-url", help="Label Studio's address (e.g. "
+                                                  "http://127.0.0.1:8080): task images under /data/upload/ are "
+                                                  "fetched only from there. Default: the hostname Label Studio "
+                                                  "sends in /setup."),
     device: str = typer.Option("cpu", "--device", help="torch device: cpu, cuda, mps."),
     offline: bool = typer.Option(False, "--offline", help="Never download weights."),
 ) -> None:
@@ -57,7 +61,7 @@ def serve(
     config = ServerConfig(data=data.expanduser(), host=host, port=port, token=token,
                           max_upload_bytes=max_upload * 1024 * 1024, queue_size=queue, timeout_s=timeout,
                           cache_bytes=cache_mb * 1024 * 1024, max_sessions=max_sessions,
-                          browser_decoder=browser_decoder).check()
+                          browser_decoder=browser_decoder, labelstudio_url=labelstudio_url).check()
     require("fastapi", "server", "samkit serve")
     uvicorn = require("uvicorn", "server", "samkit serve")
     app = build_server(config, model, checkpoint, video_model, clip, device, offline)

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from ..errors import InputError, SamkitError, require
-from .common import (Command, _numbers, build_clip, check_clip_name, check_out_dir, check_segmenter,
-                     clip_checkpoint_option, clip_option, emit_json, format_option, info, is_export_path,
+from .common import (Command, _numbers, build_clip, check_clip_name, check_image_size, check_out_dir,
+                     check_segmenter, clip_checkpoint_option, clip_option, emit_json, format_option,
+                     image_size_option, info, is_export_path,
                      parse_formats, typer)
 
 EPILOG = (
@@ -248,6 +249,7 @@ def track(
     max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop after this many frames."),
     fps: float = typer.Option(24.0, "--fps", min=0.001, help="Frame rate of the overlay video."),
     device: str = typer.Option("cpu", "--device", help="torch device: cpu, cuda, cuda:0, mps."),
+    image_size: Optional[int] = image_size_option(),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Track objects prompted on any frame (or found by --text); writes mask PNGs, COCO RLE JSONL or an overlay
@@ -258,6 +260,7 @@ def track(
     texts = check_texts(text, "--text") if text else None
     prompts = collect_prompts(point, box, allow_none=bool(texts))
     check_out_dir(out)
+    check_image_size(model, image_size)
     if texts:
         check_clip_name(clip)
     if TrackFormat.overlay in formats:
@@ -284,7 +287,7 @@ def track(
             from ..registry import load_model
             from ..video import VideoTracker
 
-            tracker = VideoTracker(load_model(model, checkpoint=checkpoint, device=device))
+            tracker = VideoTracker(load_model(model, checkpoint=checkpoint, device=device, image_size=image_size))
         session = tracker.start(source)
     except BaseException:
         source.close()

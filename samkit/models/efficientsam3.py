@@ -25,7 +25,8 @@ from torch import nn
 
 from ..backbones.efficientsam3_trunk import STUDENT_BACKBONES, StudentTrunk
 from ..errors import CheckpointError
-from ..families import register_remap
+from ..backbones.mobileclip_text import POS_TABLE, mobileclip_text_encoder
+from ..families import register_builder, register_remap
 from . import sam3_remap
 from .sam3 import SAM3_CONFIG, Sam3Config, Sam3Model
 
@@ -64,6 +65,20 @@ def efficientsam3_model(trunk_kind: str, text_encoder: Optional[nn.Module] = Non
     return model
 
 
+_POS_KEY = "text_encoder.encoder.positional_embedding.pos_embed.pos_embed"
+
+
+def _full_position_table(sd: Dict) -> Dict:
+    """A text student saved with a position table cut to its context (the official merge script
+    may cut it: ``--text-pos-embed-table-size``) is zero-padded to the model's 77 rows; only the
+    first ``context_length`` rows are ever read. Pure."""
+    pos = sd.get(_POS_KEY)
+    if pos is not None and pos.dim() == 4 and pos.shape[2] < POS_TABLE:
+        sd = dict(sd)
+        sd[_POS_KEY] = torch.cat([pos, pos.new_zeros(*pos.shape[:2], POS_TABLE - pos.shape[2], pos.shape[3])], 2)
+    return sd
+
+
 def _remap_for(family: str):
     def remap(state_dict: Dict) -> Dict:
         found = sam3_remap.trunk_family(state_dict)
@@ -75,7 +90,7 @@ def _remap_for(family: str):
                 f"the checkpoint is {what}, but this model is the EfficientSAM3 {_NAMES[family]} student "
                 f"(efficientsam3_{family}). Fix: load it with {model}, or pass the EfficientSAM3 "
                 f"{_NAMES[family]} checkpoint (efficientsam3_{family}.pt).")
-        return sam3_remap.remap_sam3_keys(state_dict)
+        return _full_position_table(sam3_remap.remap_sam3_keys(state_dict))
 
     remap.__name__ = remap.__qualname__ = f"remap_efficientsam3_{family}"
     return remap
@@ -83,3 +98,22 @@ def _remap_for(family: str):
 
 for _family in RELEASED_TRUNKS:
     register_remap(f"efficientsam3_{_family}")(_remap_for(_family))
+
+
+# the released stage-3 models: the student trunk + the MobileCLIP-S0 text student reading 16 tokens
+# (the official example builds them with text_encoder_type="MobileCLIP-S0", context 16)
+STAGE3_TEXT = ("MobileCLIP-S0", 16)
+
+
+def _stage3_builder(family: str):
+    def build() -> EfficientSam3Model:
+        return efficientsam3_model(RELEASED_TRUNKS[family], text_encoder=mobileclip_text_encoder(*STAGE3_TEXT))
+
+    build.__name__ = build.__qualname__ = f"build_efficientsam3_{family}"
+    build.__doc__ = (f"EfficientSAM3 {_NAMES[family]} (stage 3): the {RELEASED_TRUNKS[family]} trunk and the "
+                     f"{STAGE3_TEXT[0]} text student, context {STAGE3_TEXT[1]}.")
+    return build
+
+
+for _family in RELEASED_TRUNKS:
+    globals()[f"build_efficientsam3_{_family}"] = register_builder(f"efficientsam3_{_family}")(_stage3_builder(_family))

@@ -285,9 +285,34 @@ class Sam3Model(Sam2Model):
 SAM3_CONFIG = Sam3Config()
 
 
+def at_image_size(cfg: Sam3Config, image_size: Optional[int]) -> Sam3Config:
+    """``cfg`` with a lower input size (``None``: unchanged). The weights do not depend on it:
+    the ViT tiles its 336 px position grid and scales its global RoPE to the token grid, the
+    necks, heads and memory follow the grid. Allowed: a multiple of the patch size (14) from
+    the pretraining size (336) to ``cfg.image_size`` (1008); ``InputError`` otherwise."""
+    if image_size is None:
+        return cfg
+    p, lo, hi = cfg.patch_size, cfg.pretrain_size, cfg.image_size
+    ok = isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool)
+    if not ok or not lo <= int(image_size) <= hi or int(image_size) % p:
+        sizes = ", ".join(str(s) for s in range(lo, hi + 1, p * 6))
+        raise InputError(f"image_size {image_size!r} is not an input size SAM 3 can run at: it needs a multiple of "
+                         f"{p} (the patch size) from {lo} (the position grid it was trained with) to {hi} (its "
+                         f"released size). Fix: pass one such as {sizes}.")
+    return replace(cfg, image_size=int(image_size))
+
+
+def takes_image_size(fn):
+    """Mark a SAM 3-family builder ``fn(image_size=None)`` as taking SAM 3's input sizes (checked by
+    ``samkit.registry`` before any file is read)."""
+    fn.check_image_size = lambda size: at_image_size(SAM3_CONFIG, size)
+    return fn
+
+
 @register_builder("sam3")
-def build_sam3() -> Sam3Model:
-    return Sam3Model(SAM3_CONFIG)
+@takes_image_size
+def build_sam3(image_size: Optional[int] = None) -> Sam3Model:
+    return Sam3Model(at_image_size(SAM3_CONFIG, image_size))
 
 
 from . import sam3_remap  # noqa: E402,F401  (registers the "sam3" key remap)

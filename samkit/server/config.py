@@ -63,6 +63,9 @@ class ServerConfig:
             raise InputError("timeouts must be positive. Fix: pass e.g. --timeout 60.")
         if not Path(self.data).is_dir():
             raise InputError(f"the data folder {self.data} does not exist. Fix: create it, or pass --data DIR.")
+        if self.labelstudio_url is not None and not str(self.labelstudio_url).startswith(("http://", "https://")):
+            raise InputError(f"--labelstudio-url {self.labelstudio_url!r} is not an http(s) address. Fix: pass it "
+                             "like http://127.0.0.1:8080 (the address Label Studio's page is served from).")
         return self
 
     def assets_dir(self) -> Optional[Path]:

@@ -89,11 +89,7 @@ def synth_student(cfg: Sam3Config, kind: str, seed: int = 0) -> Dict[str, torch.
 
 
 def student_spec(family: str):
-    """An unregistered ``ModelSpec`` like the ones proposed for the registry (the released
-    stage-3 models need the MobileCLIP text student, which is not part of this change)."""
-    from samkit.specs import ModelSpec
+    """The registered ``ModelSpec`` of the released stage-3 model of ``family``."""
+    from samkit.specs import get_spec
 
-    return ModelSpec(name=f"efficientsam3_{family}", family="sam3", module="samkit.models.efficientsam3",
-                     url=None, filename=f"efficientsam3_{family}.pt", license="Apache-2.0", paper="EfficientSAM3",
-                     checkpoint_format=f"efficientsam3_{family}", input_size=1008, pixel_mean=(0.5, 0.5, 0.5),
-                     pixel_std=(0.5, 0.5, 0.5))
+    return get_spec(f"efficientsam3_{family}")
