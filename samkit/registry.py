@@ -63,8 +63,8 @@ def _check_image_size(spec: ModelSpec, image_size) -> None:
     if fn is None or "image_size" not in inspect.signature(fn).parameters:
         fixed = f" of {spec.input_size} px" if spec.input_size else ""
         raise InputError(f"{spec.name} has a fixed input size{fixed}: its weights were trained for it and it has "
-                         "no other. Fix: drop image_size / --image-size (models that take one: sam3 and its "
-                         "students).")
+                         "no other. Fix: drop image_size / --image-size (models that take one: sam3 and "
+                         "sam3_litetext_*).")
     check = getattr(fn, "check_image_size", None)
     if check is not None:
         check(image_size)
@@ -202,7 +202,7 @@ def load_model(name: Union[str, ModelSpec], checkpoint: Optional[Union[str, Path
     that have BatchNorm / RepVGG branches (MobileSAM, EdgeSAM, EdgeTAM; others are unchanged)
     before any acceleration. An oversubscribed torch thread pool is lowered to the usable CPU
     count (:func:`samkit.threads.configure_threads`). ``image_size``: a lower input size for
-    models that allow one (SAM 3 and its students: a multiple of 14 from 336 to 1008), checked
+    models that allow one (sam3 and sam3_litetext_*, which keep SAM 3's ViT: a multiple of 14 from 336 to 1008), checked
     before any file is read; faster, but its quality is the user's to judge on their images."""
     spec = _spec(name)
     if image_size is not None:

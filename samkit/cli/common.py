@@ -71,7 +71,7 @@ def backend_option():
 def image_size_option():
     """``--image-size`` (shared by `segment` and `track`)."""
     return typer.Option(None, "--image-size", min=1, metavar="PX", help="Run the model at a lower input size "
-                        "(SAM 3 and its students: a multiple of 14 from 336 to 1008; default the released 1008). "
+                        "(sam3 and sam3_litetext_*: a multiple of 14 from 336 to 1008; default the released 1008). "
                         "Faster; judge the quality on your own images.")
 
 
