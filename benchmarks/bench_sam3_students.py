@@ -89,13 +89,15 @@ def _trunks(size: int, skip_vit: bool):
     """(name, trunk) pairs: SAM 3's ViT, then every student trunk samkit registers."""
     from samkit.backbones.sam3_vit import Sam3ViT
 
+    from dataclasses import replace
+
+    from samkit.models.efficientsam3 import RELEASED_TRUNKS, build_efficientsam3_trunk
+    from samkit.models.sam3 import SAM3_CONFIG
+
     out = [] if skip_vit else [("SAM 3 ViT (PE, 32 x 1024)", Sam3ViT(img_size=size))]
-    try:
-        from samkit.models.efficientsam3 import STUDENT_TRUNKS, build_student_trunk
-    except ImportError:
-        return out
-    for kind in STUDENT_TRUNKS:
-        out.append((kind, build_student_trunk(kind, image_size=size)))
+    cfg = replace(SAM3_CONFIG, image_size=size)
+    for family, kind in RELEASED_TRUNKS.items():
+        out.append((f"efficientsam3_{family} ({kind} + head)", build_efficientsam3_trunk(kind, cfg)))
     return out
 
 
