@@ -115,9 +115,4 @@ def fast_plans(model: nn.Module, layout: str, reference: GraphPlan) -> List[Tupl
     alt = dict(inputs)  # one prompt of 2 points: no size of the example may be baked in
     alt["point_coords"] = inputs["point_coords"][:1, :2].clone()
     alt["point_labels"] = torch.tensor([[1.0, -1.0 if layout == "sam" else 0.0]], device=emb.device)
-    many = dict(inputs)  # 9 points: more tokens than the example (the low-rank form stays exact)
-    gen = torch.Generator().manual_seed(3)
-    s = float(model.image_size)
-    many["point_coords"] = (torch.rand(1, 9, 2, generator=gen) * s).to(emb.device)
-    many["point_labels"] = torch.tensor([[1.0, 0.0] * 4 + [1.0]], device=emb.device)
-    return [(image_plan, []), (plan, [alt, many])]
+    return [(image_plan, []), (plan, [alt])]
