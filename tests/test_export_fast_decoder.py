@@ -81,3 +81,23 @@ def test_fast_graphs_equal_the_reference_decoder(family, tiny_export):
         assert np.array_equal((got_low > 0)[sure], (want_low > 0)[sure])
         checked += int(sure.sum())
     assert checked > 1000
+
+
+@pytest.mark.parametrize("family", ["sam", "efficient_sam", "sam2"])
+def test_runtime_uses_the_fast_pair_with_the_same_masks(family, tiny_export):
+    """``OnnxImagePredictor`` decodes prompts without a mask input with the fast pair (numpy
+    postprocessing), and gives the reference decoder's masks (``fast=False``)."""
+    from samkit.runtime import OnnxImagePredictor
+
+    _, folder = tiny_export(family)
+    img = np.random.default_rng(4).integers(0, 255, (90, 140, 3), dtype=np.uint8)
+    fast = OnnxImagePredictor(folder).set_image(img)
+    ref = OnnxImagePredictor(folder, fast=False).set_image(img)
+    assert fast.fast_decoder is not None and ref.fast_decoder is None and ref._state.first is None
+    for kw in (dict(points=[[40, 50], [90, 20]], labels=[1, 0]), dict(box=[10, 10, 80, 70], multimask=False),
+               dict(box=[0, 5, 139, 89], points=[[60, 40]], labels=[1])):
+        a, b = fast.predict(**kw), ref.predict(**kw)
+        scale = float(np.abs(b.low_res_logits).max())
+        np.testing.assert_allclose(a.low_res_logits, b.low_res_logits, atol=1e-4 * scale, rtol=0)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-4, rtol=0)
+        assert a.masks.shape == b.masks.shape == (len(b), 90, 140) and (a.masks != b.masks).mean() < 1e-3

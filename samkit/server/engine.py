@@ -85,7 +85,8 @@ class ImageEngine:
             return None
         dec = self.export.graph("prompt_decoder")
         fast = None
-        if self.export.graphs("decoder_image") and self.export.graphs("prompt_decoder_fast"):
+        single = (spec.get("mask_tokens") or {}).get("returned") == "single"  # the graph picks the mask: keep it
+        if not single and self.export.graphs("decoder_image") and self.export.graphs("prompt_decoder_fast"):
             img, per_click = self.export.graph("decoder_image"), self.export.graph("prompt_decoder_fast")
             fast = {"image_inputs": [i["name"] for i in img["inputs"]], "inputs": [i["name"] for i in per_click["inputs"]],
                     "outputs": [o["name"] for o in per_click["outputs"]]}
