@@ -11,7 +11,8 @@
    (``window.samkit.stats.lastClickToDrawnMs``). With the decoder in the page (onnxruntime-web,
    wasm): the fast decoder pair (``samkit.export.fast_decoder``, row ``browser_fast``), then the
    reference decoder graph on the same server (``?decoder=reference``, row ``browser``); then
-   with ``--no-browser-decoder`` (server decode, row ``server``).
+   with ``--no-browser-decoder`` (server decode: fast pair, row ``server_fast``; with
+   ``--no-fast-decoder``, row ``server``).
 3. Load test (``--clients`` with no level skips it): ``--clients`` concurrent clients each POST /api/image/decode (one random click
    on the cached embedding) and /api/annotations/object for ``--seconds`` seconds; p50 / p95
    latency of the decodes, the share answered 429, any 5xx, and whether every object whose
@@ -184,11 +185,13 @@ def main(argv=None) -> int:
         data = work / "data"
         data.mkdir()
         shutil.copy(ROOT / "samkit" / "assets" / "truck.png", data / "truck.png")
-        out = {"model": args.model, "browser_fast": None, "browser": None, "server": None, "load": []}
+        out = {"model": args.model, "browser_fast": None, "browser": None, "server_fast": None, "server": None,
+               "load": []}
         # the page's fast decoder pair and its reference decoder (?decoder=reference) on one server,
         # then server decoding
         runs = [([("browser_fast", ""), ("browser", "?decoder=reference")], []),
-                ([("server", "")], ["--no-browser-decoder"])]
+                ([("server_fast", "")], ["--no-browser-decoder"]),
+                ([("server", "")], ["--no-browser-decoder", "--no-fast-decoder"])]
         for rows, extra in runs:
             srv = Server(folder, data, extra=extra)
             try:

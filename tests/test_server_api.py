@@ -256,3 +256,10 @@ def test_export_folder_serves_the_decoder_graphs(tiny_export, tmp_path):
             assert r.status_code == 200 and r.content == (folder / doc["graphs"][graph]["file"]).read_bytes()
         r = c.get("/api/image/decoder", params={"graph": "image_encoder"})
         assert r.status_code == 400 and "Fix:" in r.json()["error"] and "prompt_decoder_fast" in r.json()["error"]
+    from samkit.cli.serve_cmd import build_server
+
+    config = ServerConfig(data=tmp_path / "data", fast_decoder=False)  # --no-fast-decoder
+    app = build_server(config, str(folder), None, "classic", None)
+    assert app.state.engine.predictor.fast_decoder is None and app.state.engine.browser_decoder()["fast"] is None
+    with client(app) as c:
+        assert c.get("/api/image/decoder", params={"graph": "prompt_decoder_fast"}).status_code == 400

@@ -47,6 +47,9 @@ def serve(
     browser_decoder: bool = typer.Option(True, "--browser-decoder/--no-browser-decoder", help="Let the page run "
                                          "the exported decoder itself (onnxruntime-web); off: every click decodes on "
                                          "the server."),
+    fast_decoder: bool = typer.Option(True, "--fast-decoder/--no-fast-decoder", help="With an export folder: "
+                                      "decode clicks with its fast decoder pair (same masks, about half the work), "
+                                      "on the server and in the page; off: the reference decoder."),
     device: str = typer.Option("cpu", "--device", help="torch device: cpu, cuda, mps."),
     offline: bool = typer.Option(False, "--offline", help="Never download weights."),
 ) -> None:
@@ -57,7 +60,7 @@ def serve(
     config = ServerConfig(data=data.expanduser(), host=host, port=port, token=token,
                           max_upload_bytes=max_upload * 1024 * 1024, queue_size=queue, timeout_s=timeout,
                           cache_bytes=cache_mb * 1024 * 1024, max_sessions=max_sessions,
-                          browser_decoder=browser_decoder).check()
+                          browser_decoder=browser_decoder, fast_decoder=fast_decoder).check()
     require("fastapi", "server", "samkit serve")
     uvicorn = require("uvicorn", "server", "samkit serve")
     app = build_server(config, model, checkpoint, video_model, clip, device, offline)
@@ -74,7 +77,7 @@ def build_server(config, model: Optional[str], checkpoint, video_model: Optional
     if export is not None:
         from ..runtime import OnnxImagePredictor
 
-        predictor = OnnxImagePredictor(export)
+        predictor = OnnxImagePredictor(export, fast=getattr(config, "fast_decoder", True))
         name, folder, net = predictor.model_name, predictor.export, None
     else:
         from ..predict.image import ImagePredictor

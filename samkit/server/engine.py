@@ -85,8 +85,9 @@ class ImageEngine:
             return None
         dec = self.export.graph("prompt_decoder")
         fast = None
-        single = (spec.get("mask_tokens") or {}).get("returned") == "single"  # the graph picks the mask: keep it
-        if not single and self.export.graphs("decoder_image") and self.export.graphs("prompt_decoder_fast"):
+        # the fast pair when the server's predictor runs it (not with --no-fast-decoder, nor for a
+        # --single-mask export, whose graph picks the mask)
+        if getattr(self.predictor, "fast_decoder", None) is not None:
             img, per_click = self.export.graph("decoder_image"), self.export.graph("prompt_decoder_fast")
             fast = {"image_inputs": [i["name"] for i in img["inputs"]], "inputs": [i["name"] for i in per_click["inputs"]],
                     "outputs": [o["name"] for o in per_click["outputs"]]}
