@@ -64,17 +64,23 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "samkit", "serve", "--model", str(model), "--data", str(data),
                "--port", str(self.port), *extra]
+        self.log = tempfile.TemporaryFile()  # not a pipe: a full pipe would block the server
         self.proc = subprocess.Popen(cmd, env={**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)},
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=self.log)
         import httpx
 
-        for _ in range(600):
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and self.proc.poll() is None:
             try:
-                if httpx.get(self.url + "/api/health", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/api/health", timeout=5).status_code == 200:
                     return
             except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("samkit serve did not start: " + self.proc.stderr.read().decode()[-2000:])
+                pass
+            time.sleep(0.2)
+        self.proc.kill()
+        self.log.seek(0)
+        raise RuntimeError(f"samkit serve did not start (exit {self.proc.wait()}): "
+                           + self.log.read().decode(errors="replace")[-2000:])
 
     def stop(self) -> None:
         self.proc.terminate()
