@@ -260,6 +260,6 @@ def test_export_folder_serves_the_decoder_graphs(tiny_export, tmp_path):
 
     config = ServerConfig(data=tmp_path / "data", fast_decoder=False)  # --no-fast-decoder
     app = build_server(config, str(folder), None, "classic", None)
-    assert app.state.engine.predictor.fast_decoder is None and app.state.engine.browser_decoder()["fast"] is None
+    assert app.state.engine.predictor.fast is False and app.state.engine.browser_decoder()["fast"] is None
     with client(app) as c:
         assert c.get("/api/image/decoder", params={"graph": "prompt_decoder_fast"}).status_code == 400

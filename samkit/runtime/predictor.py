@@ -69,12 +69,12 @@ class OnnxImagePredictor:
         self.decoder = open_graph(self.export.path(dec), opset, threads, providers)
         self.precision = want
         self.decoder_inputs = [i.name for i in self.decoder.get_inputs()]
-        self.fast_image = self.fast_decoder = None
         single = self.spec.get("mask_tokens", {}).get("returned") == "single"  # the graph picks: keep it
-        if fast and not single and self.export.graphs("decoder_image") and self.export.graphs("prompt_decoder_fast"):
-            self.fast_image = open_graph(self.export.path(self.export.graph("decoder_image")), opset, threads, providers)
-            self.fast_decoder = open_graph(self.export.path(self.export.graph("prompt_decoder_fast")), opset, threads,
-                                           providers)
+        #: whether prompts without a mask input run the fast decoder pair (opened on first use)
+        self.fast = bool(fast and not single and self.export.graphs("decoder_image")
+                         and self.export.graphs("prompt_decoder_fast"))
+        self._fast_graphs = None
+        self._open_args = (opset, threads, providers)
         selection = selection or self.spec.get("default_selection", "native")
         if selection not in SELECTIONS:
             raise InputError(f"unknown selection {selection!r}. Fix: use one of {', '.join(SELECTIONS)}.")
@@ -99,14 +99,19 @@ class OnnxImagePredictor:
         feeds, input_hw = self.preprocess(img)
         outs = self.encoder.run(None, feeds)
         names = [o.name for o in self.encoder.get_outputs()]
-        features = dict(zip(names, outs))
-        first = None
-        if self.fast_image is not None:
-            emb = features["image_embed" if self.layout == "sam2" else "image_embeddings"]
-            first = dict(zip([o.name for o in self.fast_image.get_outputs()],
-                             self.fast_image.run(None, {"image_embeddings": emb})))
-        self._state = _Image(img, features, tuple(int(v) for v in input_hw), first)
+        self._state = _Image(img, dict(zip(names, outs)), tuple(int(v) for v in input_hw))
         return self
+
+    def _fast_pair(self, state: _Image):
+        """The fast decoder session, and ``state.first`` filled (``decoder_image``, once per image)."""
+        if self._fast_graphs is None:
+            self._fast_graphs = tuple(open_graph(self.export.path(self.export.graph(g)), *self._open_args)
+                                      for g in ("decoder_image", "prompt_decoder_fast"))
+        image, decoder = self._fast_graphs
+        if state.first is None:
+            emb = state.features["image_embed" if self.layout == "sam2" else "image_embeddings"]
+            state.first = dict(zip([o.name for o in image.get_outputs()], image.run(None, {"image_embeddings": emb})))
+        return decoder
 
     def reset_image(self) -> None:
         self._state = None
@@ -206,11 +211,12 @@ class OnnxImagePredictor:
                              "without --single-mask.")
         n = (pts if pts is not None else bx).shape[0] if (pts is not None or bx is not None) else 1
         state = self._require()
-        if state.first is not None and mask_input is None and self.fast_decoder is not None:
+        if self.fast and mask_input is None:
+            decoder = self._fast_pair(state)
             coords, labels = self._prompt_arrays(pts, lab, bx, n)
             feeds = {**state.features, **state.first, "point_coords": coords, "point_labels": labels}
-            outs = dict(zip([o.name for o in self.fast_decoder.get_outputs()],
-                            self.fast_decoder.run(None, {i.name: feeds[i.name] for i in self.fast_decoder.get_inputs()})))
+            outs = dict(zip([o.name for o in decoder.get_outputs()],
+                            decoder.run(None, {i.name: feeds[i.name] for i in decoder.get_inputs()})))
         else:
             outs = dict(zip([o.name for o in self.decoder.get_outputs()],
                             self.decoder.run(None, self._feeds(pts, lab, bx, mask_input, n))))

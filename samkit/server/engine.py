@@ -87,7 +87,7 @@ class ImageEngine:
         fast = None
         # the fast pair when the server's predictor runs it (not with --no-fast-decoder, nor for a
         # --single-mask export, whose graph picks the mask)
-        if getattr(self.predictor, "fast_decoder", None) is not None:
+        if getattr(self.predictor, "fast", False):
             img, per_click = self.export.graph("decoder_image"), self.export.graph("prompt_decoder_fast")
             fast = {"image_inputs": [i["name"] for i in img["inputs"]], "inputs": [i["name"] for i in per_click["inputs"]],
                     "outputs": [o["name"] for o in per_click["outputs"]]}
