@@ -1,6 +1,6 @@
 """``samkit serve`` benchmarks: click-to-drawn latency in a real browser, and a load test.
 
-    python -m benchmarks.bench_serve [--clicks 15] [--seconds 8] [--clients 1 4 16] [--model mobile_sam]
+    python -m benchmarks.bench_serve [--clicks 15] [--seconds 8] [--clients 1 4 16 | --clients] [--model mobile_sam]
 
 1. A full-size ``--model`` with random weights (``samkit.build_model``; timings do not depend
    on the weights) is exported to ONNX once (``samkit.export``) into a temporary folder.
@@ -8,9 +8,12 @@
    chromium (``$SAMKIT_CHROMIUM``, default /usr/bin/chromium): the page opens the bundled
    truck photo, then ``--clicks`` clicks are made; for each, the page records the time from
    the pointer event to the first animation frame after the mask was drawn
-   (``window.samkit.stats.lastClickToDrawnMs``). Once with the decoder in the page
-   (onnxruntime-web, wasm) and once with ``--no-browser-decoder`` (server decode).
-3. Load test: ``--clients`` concurrent clients each POST /api/image/decode (one random click
+   (``window.samkit.stats.lastClickToDrawnMs``). With the decoder in the page (onnxruntime-web,
+   wasm): the fast decoder pair (``samkit.export.fast_decoder``, row ``browser_fast``), then the
+   reference decoder graph on the same server (``?decoder=reference``, row ``browser``); then
+   with ``--no-browser-decoder`` (server decode: fast pair, row ``server_fast``; with
+   ``--no-fast-decoder``, row ``server``).
+3. Load test (``--clients`` with no level skips it): ``--clients`` concurrent clients each POST /api/image/decode (one random click
    on the cached embedding) and /api/annotations/object for ``--seconds`` seconds; p50 / p95
    latency of the decodes, the share answered 429, any 5xx, and whether every object whose
    save was answered 200 is in the stored document (no lost annotation).
@@ -61,34 +64,41 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "samkit", "serve", "--model", str(model), "--data", str(data),
                "--port", str(self.port), *extra]
+        self.log = tempfile.TemporaryFile()  # not a pipe: a full pipe would block the server
         self.proc = subprocess.Popen(cmd, env={**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)},
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=self.log)
         import httpx
 
-        for _ in range(600):
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and self.proc.poll() is None:
             try:
-                if httpx.get(self.url + "/api/health", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/api/health", timeout=5).status_code == 200:
                     return
             except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("samkit serve did not start: " + self.proc.stderr.read().decode()[-2000:])
+                pass
+            time.sleep(0.2)
+        self.proc.kill()
+        self.log.seek(0)
+        raise RuntimeError(f"samkit serve did not start (exit {self.proc.wait()}): "
+                           + self.log.read().decode(errors="replace")[-2000:])
 
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(20)
 
 
-def click_latency(url: str, clicks: int, chromium: str) -> dict:
+def click_latency(url: str, clicks: int, chromium: str, query: str = "") -> dict:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1200, "height": 800})
-        page.goto(url + "/")
+        page.goto(url + "/" + query)
         page.wait_for_selector("body[data-ready='1']", timeout=60000)
         page.get_by_text("truck.png (example)").click()
         page.wait_for_selector("#canvas[data-ready='@example/truck.png']", timeout=300000)
         mode = page.eval_on_selector("#canvas", "c => c.dataset.mode")
+        decoder, threads = page.evaluate("[window.samkit.stats.decoder, window.samkit.stats.numThreads]")
         rng = random.Random(0)
         times, decode = [], []
         for i in range(clicks + 1):  # the first click warms up
@@ -110,7 +120,7 @@ def click_latency(url: str, clicks: int, chromium: str) -> dict:
                 decode.append(page.evaluate("window.samkit.stats.lastDecodeMs"))
         browser.close()
     t = np.array(times)
-    return {"mode": mode, "clicks": len(t), "p50_ms": float(np.median(t)), "p95_ms": float(np.percentile(t, 95)),
+    return {"mode": mode, "decoder": decoder, "threads": threads, "clicks": len(t), "p50_ms": float(np.median(t)), "p95_ms": float(np.percentile(t, 95)),
             "min_ms": float(t.min()), "decode_p50_ms": float(np.median(decode)),
             "load_avg": os.getloadavg()[0]}
 
@@ -165,7 +175,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="mobile_sam")
     ap.add_argument("--clicks", type=int, default=15)
     ap.add_argument("--seconds", type=float, default=8.0)
-    ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--clients", type=int, nargs="*", default=[1, 4, 16], help="load-test levels (none: skip it)")
     ap.add_argument("--chromium", default=os.environ.get("SAMKIT_CHROMIUM", "/usr/bin/chromium"))
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     ap.add_argument("--export", type=Path, default=None, help="reuse (or create) this export folder")
@@ -181,14 +191,25 @@ def main(argv=None) -> int:
         data = work / "data"
         data.mkdir()
         shutil.copy(ROOT / "samkit" / "assets" / "truck.png", data / "truck.png")
-        out = {"model": args.model, "browser": None, "server": None, "load": []}
-        for key, extra in (("browser", []), ("server", ["--no-browser-decoder"])):
+        out = {"model": args.model, "browser_fast": None, "browser": None, "server_fast": None, "server": None,
+               "load": []}
+        # the page's fast decoder pair and its reference decoder (?decoder=reference) on one server,
+        # then server decoding
+        runs = [([("browser_fast", ""), ("browser", "?decoder=reference")], []),
+                ([("server_fast", "")], ["--no-browser-decoder"]),
+                ([("server", "")], ["--no-browser-decoder", "--no-fast-decoder"])]
+        for rows, extra in runs:
             srv = Server(folder, data, extra=extra)
             try:
-                out[key] = click_latency(srv.url, args.clicks, args.chromium)
-                print(key, out[key], flush=True)
+                for key, query in rows:
+                    out[key] = click_latency(srv.url, args.clicks, args.chromium, query)
+                    print(key, out[key], flush=True)
             finally:
                 srv.stop()
+        if not args.clients:
+            if args.json:
+                args.json.write_text(json.dumps(out, indent=1))
+            return 0
         srv = Server(folder, data, extra=["--queue", "8"])
         try:
             import httpx

@@ -112,7 +112,8 @@ def test_folder_layout_and_contracts(family, tiny_export):
     m = export.manifest
     names = sorted(p.name for p in folder.iterdir() if p.is_file())
     anylabeling = family not in ("efficient_sam", "efficienttam")
-    want = [f"{family}.decoder.onnx", f"{family}.encoder.onnx", MANIFEST] + (["config.yaml"] if anylabeling else [])
+    want = [f"{family}.decoder.onnx", f"{family}.encoder.onnx", f"{family}.decoder_image.onnx",
+            f"{family}.decoder_fast.onnx", MANIFEST] + (["config.yaml"] if anylabeling else [])
     assert names == sorted(want)
     assert set(m["files"]) == set(want) - {MANIFEST}  # every file but the manifest itself is checksummed
     assert m["format"] == "samkit-onnx-export" and m["format_version"] == 1 and m["opset"] == 17
@@ -232,7 +233,7 @@ def test_int8_dynamic_and_static_encoders(tiny_export):
     assert "edgetam.encoder.quant.onnx" in (folder / "config.yaml").read_text()  # AnyLabeling gets the default
     assert sorted(p.name for p in folder.iterdir() if p.is_file()) == sorted(
         ["config.yaml", MANIFEST, "edgetam.decoder.onnx", "edgetam.encoder.onnx", "edgetam.encoder.quant.onnx",
-         "edgetam.encoder.int8-static.onnx"])
+         "edgetam.encoder.int8-static.onnx", "edgetam.decoder_image.onnx", "edgetam.decoder_fast.onnx"])
     img = _image()
     fp32 = OnnxImagePredictor(folder, precision="fp32").set_image(img)
     for precision, predictor in (("int8", OnnxImagePredictor(folder)),
@@ -363,8 +364,8 @@ def test_failed_export_keeps_the_previous_folder(tiny_export, tmp_path, monkeypa
     assert [p.name for p in (dest / ".samkit").iterdir()] == ["export.json"]  # no staging left behind
     monkeypatch.setattr(exporter, "_export_graph", real)
     export_onnx(tiny_family("efficienttam"), dest, name="other")  # a new export replaces the previous set
-    assert sorted(p.name for p in dest.iterdir() if p.is_file()) == sorted([MANIFEST, "other.decoder.onnx",
-                                                                             "other.encoder.onnx"])
+    assert sorted(p.name for p in dest.iterdir() if p.is_file()) == sorted([
+        MANIFEST, "other.decoder.onnx", "other.encoder.onnx", "other.decoder_image.onnx", "other.decoder_fast.onnx"])
     read_export(dest)
 
 

@@ -232,3 +232,34 @@ def test_queue_bound_429_and_timeout_504(classic):
     finally:
         state.queue.pending = 0
     assert r.status_code == 429 and r.headers["retry-after"] == "1" and "busy" in r.json()["error"]
+
+
+def test_export_folder_serves_the_decoder_graphs(tiny_export, tmp_path):
+    """An export folder: the page is offered the fast decoder pair beside the reference decoder,
+    each graph served as its file's bytes; an unknown graph is a clear 400."""
+    from samkit.runtime import OnnxImagePredictor
+    from samkit.server import create_app
+    from samkit.server.config import ServerConfig
+
+    _, folder = tiny_export("sam")
+    predictor = OnnxImagePredictor(folder)
+    app = create_app(ServerConfig(data=data_folder(tmp_path)), predictor, "sam", export_folder=predictor.export)
+    info = app.state.engine.browser_decoder()
+    assert info["layout"] == "sam" and info["input_size"] == 128
+    assert info["fast"]["image_inputs"] == ["image_embeddings"]
+    assert info["fast"]["inputs"][:4] == ["image_keys", "first_k", "first_v", "first_q"]
+    assert info["fast"]["outputs"] == ["low_res_masks", "iou_predictions"]
+    doc = json.loads((folder / "samkit-export.json").read_text())
+    with client(app) as c:
+        for graph in ("prompt_decoder", "decoder_image", "prompt_decoder_fast"):
+            r = c.get("/api/image/decoder", params={} if graph == "prompt_decoder" else {"graph": graph})
+            assert r.status_code == 200 and r.content == (folder / doc["graphs"][graph]["file"]).read_bytes()
+        r = c.get("/api/image/decoder", params={"graph": "image_encoder"})
+        assert r.status_code == 400 and "Fix:" in r.json()["error"] and "prompt_decoder_fast" in r.json()["error"]
+    from samkit.cli.serve_cmd import build_server
+
+    config = ServerConfig(data=tmp_path / "data", fast_decoder=False)  # --no-fast-decoder
+    app = build_server(config, str(folder), None, "classic", None)
+    assert app.state.engine.predictor.fast is False and app.state.engine.browser_decoder()["fast"] is None
+    with client(app) as c:
+        assert c.get("/api/image/decoder", params={"graph": "prompt_decoder_fast"}).status_code == 400

@@ -133,19 +133,29 @@ def test_click_undo_box_add_and_export_coco(browser, tmp_path):
         served.stop()
 
 
-def test_decoder_runs_in_the_page_with_onnxruntime_web(browser, tmp_path, tiny_export):
+_REFERENCE_DIFF = """async () => {  // the same prompt through the reference decoder graph, in the same page
+    const d = await import("/static/js/decoder.js"), S = window.samkit.S;
+    await d.loadDecoder({ ...S.info, fast: null });
+    const ref = await d.decode({ ...S.info, fast: null }, { ...S.emb, first: null }, S.points, S.labels, S.box, true);
+    return S.candidates.map((c, i) => [c.mask.reduce((a, v, j) => a + (v !== ref[i].mask[j]), 0),
+                                       Math.abs(c.score - ref[i].score)]);
+}"""
+
+
+@pytest.mark.parametrize("family", ["sam", "efficient_sam"])
+def test_decoder_runs_in_the_page_with_onnxruntime_web(browser, tmp_path, tiny_export, family):
     from samkit.runtime import OnnxImagePredictor
     from samkit.server.config import ServerConfig
 
     assets = ServerConfig(data=tmp_path).assets_dir()
     if assets is None:
         pytest.skip("onnxruntime-web is not vendored (run `make web`)")
-    _, folder = tiny_export("sam")
+    _, folder = tiny_export(family)
     data = data_folder(tmp_path)
     predictor = OnnxImagePredictor(folder)
     from samkit.server import create_app
 
-    app = create_app(ServerConfig(data=data), predictor, "sam", export_folder=predictor.export)
+    app = create_app(ServerConfig(data=data), predictor, family, export_folder=predictor.export)
     served = Served(app)
     try:
         page, errors = _page(browser, served.url)
@@ -154,14 +164,21 @@ def test_decoder_runs_in_the_page_with_onnxruntime_web(browser, tmp_path, tiny_e
         page.mouse.click(*_image_to_page(page, 200, 130))
         _wait_pixels(page)
         stats = page.evaluate("window.samkit.stats")
-        assert stats["mode"] == "browser" and stats["decodes"] == 1
+        # the fast decoder pair, on multi-threaded wasm (the server's COOP / COEP headers isolate the page)
+        assert stats["mode"] == "browser" and stats["decoder"] == "fast" and stats["decodes"] == 1
+        cores = page.evaluate("navigator.hardwareConcurrency")
+        assert page.evaluate("self.crossOriginIsolated") is True and stats["numThreads"] == min(4, cores)
+        assert stats["numThreads"] > 1 or cores == 1
         point = page.evaluate("window.samkit.S.points[0]")
         ref = predictor.set_image(str(Path(__file__).resolve().parent.parent / "samkit/assets/truck.png")).predict(
             points=[point], labels=[1], multimask=True)
         best = int(ref.scores.argmax())
         area = int(ref.masks[best].sum())
         assert abs(_pixels(page) - area) <= max(20, 0.01 * area)  # wasm and CPU onnxruntime agree
-        page.screenshot(path=str(ARTIFACTS / "serve_browser_decoder.png"))
+        # the reference decoder graph gives the same masks (up to pixels at |logit| ~ 0) and scores
+        for differing, score_diff in page.evaluate(_REFERENCE_DIFF):
+            assert differing <= max(3, 0.002 * area) and score_diff < 1e-3
+        page.screenshot(path=str(ARTIFACTS / f"serve_browser_decoder_{family}.png"))
         assert not errors, errors
     finally:
         served.stop()

@@ -159,3 +159,29 @@ def test_video_bounds(served):
         store.max_frames = old
     for path, status in (("../x", 403), ("truck.png", 400), ("nothing", 404)):
         assert c.post("/api/video/sessions", json={"path": path}).status_code == status, path
+
+
+def test_video_prompts_survive_a_reload_and_a_restart(tmp_path):
+    """The tracker's prompts are saved with the video's masks: a session opened later (a reloaded
+    page, a restarted server) tracks the objects on without prompting them again."""
+    data = data_folder(tmp_path)
+    app, _ = make_app(data)
+    with client(app) as c:
+        sid = c.post("/api/video/sessions", json={"path": "clip"}).json()["id"]
+        c.post(f"/api/video/sessions/{sid}/prompt", json={"frame": 0, "obj_id": 1, "box": [8, 10, 32, 34],
+                                                        "label": "square"})
+        c.post(f"/api/video/sessions/{sid}/prompt", json={"frame": 0, "obj_id": 1, "box": [9, 10, 32, 34]})
+        doc = json.loads((data / ".samkit" / "annotations" / "clip.json").read_text())
+        assert doc["prompts"] == [{"frame": 0, "obj_id": 1, "points": None, "labels": None, "box": [9, 10, 32, 34]}]
+        c.delete(f"/api/video/sessions/{sid}")
+    app, _ = make_app(data)  # a server restart, then the page opens the video again
+    with client(app) as c:
+        again = c.post("/api/video/sessions", json={"path": "clip"}).json()
+        assert again["objects"] == [{"id": 1, "label": "square"}]
+        lines = _ndjson(c.post(f"/api/video/sessions/{again['id']}/propagate", json={}))
+        assert [ln["frame"] for ln in lines[:-1]] == [0, 1, 2, 3]
+        assert all([o["id"] for o in ln["objects"]] == [1] for ln in lines[:-1])  # tracked on, not only kept
+        _, xs = np.nonzero(rle_codec.decode(lines[3]["objects"][0]["rle"], (48, 64)))
+        assert xs.mean() > 22  # the square moved right by 12 px; the track follows it
+        saved = json.loads((data / ".samkit" / "annotations" / "clip.json").read_text())
+        assert len(saved["frames"]) == 4 and len(saved["prompts"]) == 1

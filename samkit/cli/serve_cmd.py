@@ -51,6 +51,9 @@ def serve(
                                                   "http://127.0.0.1:8080): task images under /data/upload/ are "
                                                   "fetched only from there. Default: the hostname Label Studio "
                                                   "sends in /setup."),
+    fast_decoder: bool = typer.Option(True, "--fast-decoder/--no-fast-decoder", help="With an export folder: "
+                                      "decode clicks with its fast decoder pair (same masks, about half the work), "
+                                      "on the server and in the page; off: the reference decoder."),
     device: str = typer.Option("cpu", "--device", help="torch device: cpu, cuda, mps."),
     offline: bool = typer.Option(False, "--offline", help="Never download weights."),
 ) -> None:
@@ -61,7 +64,8 @@ def serve(
     config = ServerConfig(data=data.expanduser(), host=host, port=port, token=token,
                           max_upload_bytes=max_upload * 1024 * 1024, queue_size=queue, timeout_s=timeout,
                           cache_bytes=cache_mb * 1024 * 1024, max_sessions=max_sessions,
-                          browser_decoder=browser_decoder, labelstudio_url=labelstudio_url).check()
+                          browser_decoder=browser_decoder, labelstudio_url=labelstudio_url,
+                          fast_decoder=fast_decoder).check()
     require("fastapi", "server", "samkit serve")
     uvicorn = require("uvicorn", "server", "samkit serve")
     app = build_server(config, model, checkpoint, video_model, clip, device, offline)
@@ -78,7 +82,7 @@ def build_server(config, model: Optional[str], checkpoint, video_model: Optional
     if export is not None:
         from ..runtime import OnnxImagePredictor
 
-        predictor = OnnxImagePredictor(export)
+        predictor = OnnxImagePredictor(export, fast=getattr(config, "fast_decoder", True))
         name, folder, net = predictor.model_name, predictor.export, None
     else:
         from ..predict.image import ImagePredictor

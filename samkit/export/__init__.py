@@ -13,6 +13,8 @@ Folder layout (``<m>`` is the model name, e.g. ``sam_vit_b``)::
       <m>.encoder.onnx            image encoder, float32 (+ <m>.encoder.onnx.data above 1.8 GB)
       <m>.encoder.quant.onnx      int8 encoder (--quantize int8; "int8-static": <m>.encoder.int8-static.onnx)
       <m>.decoder.onnx            prompt decoder, float32
+      <m>.decoder_image.onnx      fast decoder pair, once per image (samkit.export.fast_decoder)
+      <m>.decoder_fast.onnx       fast decoder pair, per click: low-res masks, no mask input
       config.yaml                 AnyLabeling model config (SAM, MobileSAM, EdgeSAM, SAM 2, EdgeTAM)
       .samkit/export.json         samkit's own bookkeeping of the files it published
 
@@ -42,8 +44,11 @@ Manifest (``samkit-export.json``, JSON, ``format_version`` 1)::
     graphs            {id: {file, role, precision ("fp32" | "int8" | "int8-static"),
                        inputs / outputs: [{name, dtype, shape}] (symbolic axes as strings),
                        data_file (external weights, if any), quantized_from}}
-                      image ids: image_encoder, image_encoder_int8 / _int8_static, prompt_decoder
-    pipelines         {"image": {"encoder": "image_encoder", "decoder": "prompt_decoder"}, "video": ...}
+                      image ids: image_encoder, image_encoder_int8 / _int8_static, prompt_decoder,
+                      decoder_image, prompt_decoder_fast
+    pipelines         {"image": {"encoder": "image_encoder", "decoder": "prompt_decoder"},
+                       "image_fast": {"encoder": "image_encoder", "decoder_image": "decoder_image",
+                                      "decoder": "prompt_decoder_fast"}, "video": ...}
     anylabeling       "config.yaml" or null (layouts AnyLabeling cannot read)
     files             {relative path: {sha256, bytes}} for every file of the folder but the
                       manifest itself (and .samkit/)

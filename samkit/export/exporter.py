@@ -15,6 +15,7 @@ from ..errors import InputError, require
 from ..io.outputs import OutputSet, check_out_dir
 from ..runtime.manifest import FORMAT, FORMAT_VERSION, MANIFEST, file_entries
 from . import onnx_io
+from .fast_decoder import FILES as FAST_FILES, PIPELINE as FAST_PIPELINE, fast_plans
 from .graphs import GraphPlan, decoder_plan, encoder_plan, layout_of, reference_decoder
 from .video_graphs import VIDEO_FILES, VIDEO_PIPELINE, video_plans, video_section
 from .quantize import (calibration_feeds, check_quantize, default_calibration, quantize_dynamic_file,
@@ -255,12 +256,16 @@ def export_onnx(model: nn.Module, out_dir: Union[str, Path], *, quantize: Union[
             dec = decoder_plan(model, layout, tuple(_ref(enc.module, enc.inputs)), single_mask=single_mask)
             graphs["prompt_decoder"] = _export_graph(dec, outs, f"{stem}.decoder.onnx", opset, meta,
                                                      _decoder_checks(dec, layout))
+            for plan, checks in fast_plans(model, layout, dec):
+                graphs[plan.role] = _export_graph(plan, outs, f"{stem}.{FAST_FILES[plan.role]}.onnx", opset, meta,
+                                                  checks)
             for kind in kinds:
                 graphs[f"image_encoder_{kind.replace('-', '_')}"] = _quantize(kind, outs, graphs["image_encoder"],
                                                                              stem, image, calibration)
             image["default_precision"] = kinds[0] if kinds else "fp32"
             encoder_file = graphs[f"image_encoder_{kinds[0].replace('-', '_')}" if kinds else "image_encoder"]["file"]
-            pipelines = {"image": {"encoder": "image_encoder", "decoder": "prompt_decoder"}}
+            pipelines = {"image": {"encoder": "image_encoder", "decoder": "prompt_decoder"},
+                         "image_fast": dict(FAST_PIPELINE)}
             video_doc = None
             if with_video:
                 more, video_doc = _export_video(model, outs, stem, opset, meta)

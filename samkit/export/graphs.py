@@ -20,7 +20,8 @@ Layouts (``layout_of(model)``):
 Every decoder returns all mask tokens (4): token 0 is the single-mask output, 1..3 the
 multimask outputs; choosing among them is the caller's (``samkit.runtime``). The decoders run
 the reference (not the low-rank fast) two-way transformer path, traced with 2 prompts so that
-no batch-1 shortcut is baked into the graph.
+no batch-1 shortcut is baked into the graph. The fast decoder pair beside them (low-rank path,
+shared first layer) is :mod:`samkit.export.fast_decoder`.
 """
 from __future__ import annotations
 

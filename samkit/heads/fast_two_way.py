@@ -108,9 +108,11 @@ def first_layer_projections(layer, keys: torch.Tensor, key_pe: torch.Tensor) -> 
 
 
 def block_forward(layer, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor,
-                  key_pe: torch.Tensor, pre: Optional[Dict[str, torch.Tensor]] = None
-                  ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """One TwoWayAttentionBlock. ``keys`` 1 or B x L x C; ``pre`` from :func:`first_layer_projections`."""
+                  key_pe: torch.Tensor, pre: Optional[Dict[str, torch.Tensor]] = None,
+                  low_rank: Optional[bool] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One TwoWayAttentionBlock. ``keys`` 1 or B x L x C; ``pre`` from :func:`first_layer_projections`.
+    ``low_rank``: None chooses per attention (:func:`low_rank_pays`), True always takes the
+    low-rank form (exact for any token count: a traced graph must not depend on it)."""
     queries = layer.token_self_attention(queries, query_pe)
     n = queries.shape[1]
     q = queries + query_pe
@@ -118,7 +120,7 @@ def block_forward(layer, queries: torch.Tensor, keys: torch.Tensor, query_pe: to
     k_pe = keys + key_pe if pre is None else None  # a shared first block needs only its projections
     if pre is not None:
         attn_out = token_to_image(t2i, q, k_pe, keys, kv=(pre["k"], pre["v"]))
-    elif low_rank_pays(t2i, n):
+    elif low_rank or (low_rank is None and low_rank_pays(t2i, n)):
         attn_out = token_to_image(t2i, q, k_pe, keys)
     else:
         attn_out = t2i(q, _expand(k_pe, q), _expand(keys, q))
@@ -126,7 +128,7 @@ def block_forward(layer, queries: torch.Tensor, keys: torch.Tensor, query_pe: to
     queries = layer.norm3(queries + layer.mlp(queries))
     q = queries + query_pe
     i2t = layer.cross_attn_image_to_token
-    if pre is not None or low_rank_pays(i2t, n):
+    if pre is not None or low_rank or (low_rank is None and low_rank_pays(i2t, n)):
         attn_out = image_to_token(i2t, k_pe, q, queries, q=None if pre is None else pre["q"])
     else:
         attn_out = i2t(_expand(k_pe, q), q, queries)
@@ -136,3 +138,23 @@ def block_forward(layer, queries: torch.Tensor, keys: torch.Tensor, query_pe: to
 
 def _expand(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return x.expand(like.shape[0], -1, -1) if x.shape[0] != like.shape[0] else x
+
+
+def transformer_forward(tr, point_embedding: torch.Tensor, keys: torch.Tensor, key_pe: torch.Tensor,
+                        first_layer: Optional[Dict[str, torch.Tensor]] = None, low_rank: Optional[bool] = None
+                        ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The blocks and final attention of a ``TwoWayTransformer`` ``tr`` on image tokens ``keys``
+    / ``key_pe`` (1 or B x L x C, token-major) and prompt tokens ``point_embedding`` B x N x C
+    -> (tokens B x N x C, image tokens 1 or B x L x C). ``low_rank`` as in :func:`block_forward`."""
+    queries = point_embedding
+    for i, layer in enumerate(tr.layers):
+        queries, keys = block_forward(layer, queries, keys, point_embedding, key_pe,
+                                      first_layer if i == 0 else None, low_rank)
+    q = queries + point_embedding
+    k_pe = keys + key_pe
+    attn = tr.final_attn_token_to_image
+    if low_rank or (low_rank is None and low_rank_pays(attn, q.shape[1])):
+        out = token_to_image(attn, q, k_pe, keys)
+    else:
+        out = attn(q, _expand(k_pe, q), _expand(keys, q))
+    return tr.norm_final_attn(queries + out), keys

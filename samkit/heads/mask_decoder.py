@@ -117,13 +117,7 @@ class MaskDecoder(nn.Module):
     def _predict(self, image_embeddings, image_pe, sparse, dense, repeat_image, high_res_features,
                  wanted: Optional[Sequence[int]] = None, cache: Optional[dict] = None):
         """Masks for the mask tokens in ``wanted`` (all by default), IoU for every token."""
-        weights = [self.iou_token.weight, self.mask_tokens.weight]
-        s = 0
-        if self.pred_obj_scores:
-            weights.insert(0, self.obj_score_token.weight)
-            s = 1
-        out_tokens = torch.cat(weights, dim=0).unsqueeze(0).expand(sparse.shape[0], -1, -1)
-        tokens = torch.cat([out_tokens, sparse], dim=1)
+        tokens = self.prompt_tokens(sparse)
         b = tokens.shape[0]
         if repeat_image is None:
             repeat_image = image_embeddings.shape[0] != b
@@ -143,6 +137,23 @@ class MaskDecoder(nn.Module):
         else:
             pos_src = image_pe.expand(b, -1, -1, -1) if image_pe.shape[0] != b else image_pe
             hs, keys = self.transformer(src, pos_src, tokens)
+        return self.heads(hs, keys, (b, c, h, w), high_res_features, wanted, fast)
+
+    def prompt_tokens(self, sparse: torch.Tensor) -> torch.Tensor:
+        """The transformer's token input: [obj-score], IoU, mask tokens, then ``sparse`` B x N x C."""
+        weights = [self.iou_token.weight, self.mask_tokens.weight]
+        if self.pred_obj_scores:
+            weights.insert(0, self.obj_score_token.weight)
+        out_tokens = torch.cat(weights, dim=0).unsqueeze(0).expand(sparse.shape[0], -1, -1)
+        return torch.cat([out_tokens, sparse], dim=1)
+
+    def heads(self, hs: torch.Tensor, keys: torch.Tensor, bchw: Tuple[int, int, int, int], high_res_features,
+              wanted: Optional[Sequence[int]] = None, fast: bool = True):
+        """Transformer outputs (tokens ``hs`` B x T x C, image tokens ``keys`` B x hw x C) ->
+        (masks B x K x 4h x 4w for the tokens in ``wanted``, IoU B x all tokens, mask tokens,
+        object-score logits B x 1). ``fast``: the channels-last upscaling (``upscale_masks``)."""
+        b, c, h, w = bchw
+        s = 1 if self.pred_obj_scores else 0
         iou_token_out = hs[:, s, :]
         mask_tokens_out = hs[:, s + 1 : s + 1 + self.num_mask_tokens, :]
         idx = list(range(self.num_mask_tokens)) if wanted is None else list(wanted)

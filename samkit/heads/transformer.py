@@ -100,18 +100,7 @@ class TwoWayTransformer(nn.Module):
             keys, key_pe = first_layer["keys"], first_layer["key_pe"]
         else:
             keys, key_pe = keys.contiguous(), key_pe.contiguous()
-        queries = point_embedding
-        for i, layer in enumerate(self.layers):
-            queries, keys = fast.block_forward(layer, queries, keys, point_embedding, key_pe,
-                                               first_layer if i == 0 else None)
-        q = queries + point_embedding
-        k_pe = keys + key_pe
-        attn = self.final_attn_token_to_image
-        if fast.low_rank_pays(attn, q.shape[1]):
-            out = fast.token_to_image(attn, q, k_pe, keys)
-        else:
-            out = attn(q, fast._expand(k_pe, q), fast._expand(keys, q))
-        queries = self.norm_final_attn(queries + out)
+        queries, keys = fast.transformer_forward(self, point_embedding, keys, key_pe, first_layer)
         if keys.shape[0] != b:
             keys = keys.expand(b, -1, -1)
         return queries, keys

@@ -35,7 +35,7 @@ def _transposed_conv_2x2(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Ten
 def _norm_channels_last(norm: nn.Module, y: torch.Tensor) -> torch.Tensor:
     """LayerNorm2d (per pixel over channels) or GroupNorm(1, C) (per image) on ``B x H x W x C``."""
     if isinstance(norm, LayerNorm2d):
-        return F.layer_norm(y, (y.shape[-1],), norm.weight, norm.bias, norm.eps)
+        return F.layer_norm(y, (int(norm.weight.shape[0]),), norm.weight, norm.bias, norm.eps)  # a static size (ONNX)
     if isinstance(norm, nn.GroupNorm) and norm.num_groups == 1:
         b = y.shape[0]
         flat = y.reshape(b, -1)

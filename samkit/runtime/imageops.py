@@ -39,6 +39,28 @@ def _taps(in_size: int, out_size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarr
     return i0, i1, (np.float32(1.0) - l1).astype(np.float32), l1
 
 
+def _bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """``out x in`` float64 weights of :func:`resize_bilinear` along one axis."""
+    i0, i1, l0, l1 = _taps(in_size, out_size)
+    m = np.zeros((out_size, in_size), dtype=np.float64)
+    rows = np.arange(out_size)
+    np.add.at(m, (rows, i0), l0)
+    np.add.at(m, (rows, i1), l1)
+    return m
+
+
+def sam_postprocess(low: np.ndarray, input_size: int, input_hw: Sequence[int], size: Sequence[int]) -> np.ndarray:
+    """segment-anything's mask postprocessing of low-res logits ``... x h x w``: bilinear to
+    ``input_size`` square, crop to the resized image ``input_hw``, bilinear to ``size`` (H, W).
+    Both steps are linear per axis, so they run as one ``H x h`` and one ``W x w`` matrix (the
+    same numbers up to float rounding, without the ``input_size`` square in between)."""
+    low = np.asarray(low, dtype=np.float32)
+    (h, w), (nh, nw) = low.shape[-2:], (int(input_hw[0]), int(input_hw[1]))
+    ry = _bilinear_matrix(nh, int(size[0])) @ _bilinear_matrix(h, input_size)[:nh]
+    rx = _bilinear_matrix(nw, int(size[1])) @ _bilinear_matrix(w, input_size)[:nw]
+    return np.matmul(np.matmul(ry.astype(np.float32), low), rx.T.astype(np.float32))
+
+
 def _aa_matrix(in_size: int, out_size: int) -> np.ndarray:
     """``out x in`` float32 weights of torch's antialiased bilinear (PIL's triangle filter
     widened by the scale when reducing, normalised over the taps inside the input)."""

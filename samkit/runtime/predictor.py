@@ -35,6 +35,7 @@ class _Image:
     image: np.ndarray
     features: Dict[str, np.ndarray]
     input_hw: tuple  # (h, w) of the resized image inside the model frame
+    first: Optional[Dict[str, np.ndarray]] = None  # the fast decoder's per-image inputs (``decoder_image``)
 
 
 class OnnxImagePredictor:
@@ -44,12 +45,14 @@ class OnnxImagePredictor:
     ``precision``: ``"auto"`` (the folder's default encoder), ``"fp32"``, ``"int8"`` (dynamic)
     or ``"int8-static"``. ``threads``: onnxruntime intra-op threads (default: usable CPUs).
     ``providers``: onnxruntime execution providers (default CPU). ``verify``: check the sha256
-    of every file of the folder first (default True).
+    of every file of the folder first (default True). ``fast``: prompts without a mask input run
+    the folder's fast decoder pair when it has one (``samkit.export.fast_decoder``: the same masks
+    for about half the work); False always runs the reference decoder.
     """
 
     def __init__(self, path: Union[str, Path, ExportFolder], selection: Optional[str] = None,
                  stability_offset: float = 1.0, precision: str = "auto", threads: Optional[int] = None,
-                 providers: Sequence[str] = (), verify: bool = True) -> None:
+                 providers: Sequence[str] = (), verify: bool = True, fast: bool = True) -> None:
         self.export = path if isinstance(path, ExportFolder) else read_export(path, verify=verify)
         m = self.export.manifest
         self.spec = m.get("image")
@@ -66,6 +69,12 @@ class OnnxImagePredictor:
         self.decoder = open_graph(self.export.path(dec), opset, threads, providers)
         self.precision = want
         self.decoder_inputs = [i.name for i in self.decoder.get_inputs()]
+        single = self.spec.get("mask_tokens", {}).get("returned") == "single"  # the graph picks: keep it
+        #: whether prompts without a mask input run the fast decoder pair (opened on first use)
+        self.fast = bool(fast and not single and self.export.graphs("decoder_image")
+                         and self.export.graphs("prompt_decoder_fast"))
+        self._fast_graphs = None
+        self._open_args = (opset, threads, providers)
         selection = selection or self.spec.get("default_selection", "native")
         if selection not in SELECTIONS:
             raise InputError(f"unknown selection {selection!r}. Fix: use one of {', '.join(SELECTIONS)}.")
@@ -92,6 +101,17 @@ class OnnxImagePredictor:
         names = [o.name for o in self.encoder.get_outputs()]
         self._state = _Image(img, dict(zip(names, outs)), tuple(int(v) for v in input_hw))
         return self
+
+    def _fast_pair(self, state: _Image):
+        """The fast decoder session, and ``state.first`` filled (``decoder_image``, once per image)."""
+        if self._fast_graphs is None:
+            self._fast_graphs = tuple(open_graph(self.export.path(self.export.graph(g)), *self._open_args)
+                                      for g in ("decoder_image", "prompt_decoder_fast"))
+        image, decoder = self._fast_graphs
+        if state.first is None:
+            emb = state.features["image_embed" if self.layout == "sam2" else "image_embeddings"]
+            state.first = dict(zip([o.name for o in image.get_outputs()], image.run(None, {"image_embeddings": emb})))
+        return decoder
 
     def reset_image(self) -> None:
         self._state = None
@@ -190,8 +210,16 @@ class OnnxImagePredictor:
                              "multimask=True cannot be served. Fix: pass multimask=False (--single), or export again "
                              "without --single-mask.")
         n = (pts if pts is not None else bx).shape[0] if (pts is not None or bx is not None) else 1
-        outs = dict(zip([o.name for o in self.decoder.get_outputs()],
-                        self.decoder.run(None, self._feeds(pts, lab, bx, mask_input, n))))
+        state = self._require()
+        if self.fast and mask_input is None:
+            decoder = self._fast_pair(state)
+            coords, labels = self._prompt_arrays(pts, lab, bx, n)
+            feeds = {**state.features, **state.first, "point_coords": coords, "point_labels": labels}
+            outs = dict(zip([o.name for o in decoder.get_outputs()],
+                            decoder.run(None, {i.name: feeds[i.name] for i in decoder.get_inputs()})))
+        else:
+            outs = dict(zip([o.name for o in self.decoder.get_outputs()],
+                            self.decoder.run(None, self._feeds(pts, lab, bx, mask_input, n))))
         low_all = outs["low_res_masks"] if "low_res_masks" in outs else outs["masks"]
         iou_all = outs["iou_predictions"]
         rows = np.arange(low_all.shape[0])[:, None]
@@ -212,14 +240,18 @@ class OnnxImagePredictor:
             idx = np.argmax(key, axis=1)[:, None]
         low, iou = low_all[rows, idx], iou_all[rows, idx]
         stab = imageops.stability_score(low, self.mask_threshold, self.stability_offset)
-        full = outs["masks"][rows, idx] if self.layout == "sam" else self._upscale(low)
+        full = outs["masks"][rows, idx] if self.layout == "sam" and "masks" in outs else self._upscale(low)
         return [Masks(masks=full[i] > self.mask_threshold, scores=iou[i].astype(np.float32),
                       low_res_logits=low[i].astype(np.float32), stability=stab[i]) for i in range(low.shape[0])]
 
     def _upscale(self, low: np.ndarray) -> np.ndarray:
-        """Low-res logits ``N x K x h x w`` -> ``N x K x H x W`` straight to the image size: bilinear
-        (SAM 2 family) or bicubic (EfficientSAM), as the torch models do."""
-        size = self._require().image.shape[:2]
+        """Low-res logits ``N x K x h x w`` -> ``N x K x H x W``: segment-anything's postprocessing
+        (SAM layout, when the fast decoder gave low-res masks only), or straight to the image size:
+        bilinear (SAM 2 family) or bicubic (EfficientSAM), as the torch models do."""
+        state = self._require()
+        size = state.image.shape[:2]
+        if self.layout == "sam":
+            return imageops.sam_postprocess(low, int(self.spec["input_size"]), state.input_hw, size)
         if self.layout == "efficient_sam":
             return imageops.resize_bicubic(low, size)
         return imageops.resize_bilinear(low, size)

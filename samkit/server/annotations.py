@@ -154,12 +154,16 @@ class AnnotationStore:
         doc = self.read(rel)
         return doc if doc and doc.get("kind") == "video" else None
 
-    def save_video(self, rel: str, width: int, height: int, num_frames: int, frames: Dict[int, List[dict]]) -> dict:
-        """Replace the video document with ``frames`` ({t: [{id, label, rle, score}]}), atomically."""
+    def save_video(self, rel: str, width: int, height: int, num_frames: int, frames: Dict[int, List[dict]],
+                   prompts: Optional[List[dict]] = None) -> dict:
+        """Replace the video document with ``frames`` ({t: [{id, label, rle, score}]}) and the
+        tracker's ``prompts`` ([{frame, obj_id, points, labels, box}]; None keeps the saved ones),
+        atomically."""
         with self._lock(rel):
             old = self.load_video(rel) or {"revision": 0}
             doc = {"format": FORMAT, "version": VERSION, "kind": "video", "path": rel, "width": width,
                    "height": height, "num_frames": num_frames, "revision": int(old["revision"]) + 1,
-                   "frames": {str(t): objs for t, objs in sorted(frames.items())}}
+                   "frames": {str(t): objs for t, objs in sorted(frames.items())},
+                   "prompts": list(old.get("prompts") or []) if prompts is None else list(prompts)}
             self._write(rel, doc)
             return doc

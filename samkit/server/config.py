@@ -44,6 +44,7 @@ class ServerConfig:
     frames_in_memory: int = 64
     web_assets: Optional[Path] = None
     browser_decoder: bool = True  # let the page decode with onnxruntime-web when it can
+    fast_decoder: bool = True  # an export folder's fast decoder pair, on the server and in the page
     labelstudio_url: Optional[str] = None  # where /predict may fetch task images from (else /setup's hostname)
 
     def check(self) -> "ServerConfig":

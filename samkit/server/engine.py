@@ -7,7 +7,7 @@ can be swapped freely: an image is encoded once and its predictor state (image, 
 outputs, transform) is kept in an ``LRUBytes`` cache keyed by (sha256 of the file, model id).
 
 The embedding shipped to the browser (``embedding_payload``) is the ONNX encoder's outputs,
-so the browser decoder exists only for export folders of the ``sam`` and ``sam2`` layouts;
+so the browser decoder exists only for export folders (every layout: ``sam``, ``efficient_sam``, ``sam2``);
 any other engine decodes on the server (the page falls back to ``/api/image/decode``).
 """
 from __future__ import annotations
@@ -25,7 +25,10 @@ from ..io.image import load_image
 from ..masks import Masks
 from .cache import FileDigests, LRUBytes
 
-BROWSER_LAYOUTS = ("sam", "sam2")
+BROWSER_LAYOUTS = ("sam", "efficient_sam", "sam2")
+#: the export graphs the page may fetch (``GET /api/image/decoder?graph=``): the reference decoder and
+#: the fast pair (``samkit.export.fast_decoder``: once per image, per click)
+BROWSER_GRAPHS = ("prompt_decoder", "decoder_image", "prompt_decoder_fast")
 LOW_RES_KEEP = 64  # low-resolution logits kept for refinement (ids handed to clients)
 
 
@@ -73,25 +76,37 @@ class ImageEngine:
         return "torch" if self.neural else "classic"
 
     def browser_decoder(self) -> Optional[dict]:
-        """What the page needs to run the prompt decoder itself, or None (server decoding)."""
+        """What the page needs to run the prompt decoder itself, or None (server decoding).
+        ``fast``: the inputs / outputs of the fast decoder pair when the export has it (else None)."""
         if self.export is None:
             return None
         spec = self.predictor.spec
         if spec.get("layout") not in BROWSER_LAYOUTS:
             return None
         dec = self.export.graph("prompt_decoder")
+        fast = None
+        # the fast pair when the server's predictor runs it (not with --no-fast-decoder, nor for a
+        # --single-mask export, whose graph picks the mask)
+        if getattr(self.predictor, "fast", False):
+            img, per_click = self.export.graph("decoder_image"), self.export.graph("prompt_decoder_fast")
+            fast = {"image_inputs": [i["name"] for i in img["inputs"]], "inputs": [i["name"] for i in per_click["inputs"]],
+                    "outputs": [o["name"] for o in per_click["outputs"]]}
         return {"layout": spec["layout"], "file": dec["file"], "inputs": [i["name"] for i in dec["inputs"]],
                 "outputs": [o["name"] for o in dec["outputs"]], "mask_threshold": float(spec.get("mask_threshold", 0)),
                 "mask_input_size": list(spec["mask_input_size"]), "mask_tokens": spec.get("mask_tokens"),
                 "dynamic_multimask": spec.get("dynamic_multimask"), "supports_mask_input":
-                bool(spec.get("supports_mask_input", True))}
+                bool(spec.get("supports_mask_input", True)), "input_size": int(spec["input_size"]), "fast": fast}
 
-    def decoder_path(self) -> Path:
+    def decoder_path(self, graph: str = "prompt_decoder") -> Path:
+        """The file of the decoder graph ``graph`` (one of ``BROWSER_GRAPHS`` the export has)."""
         info = self.browser_decoder()
         if info is None:
             raise InputError("this model has no exported decoder the browser can run. Fix: decode on the server "
                              "(/api/image/decode), or start `samkit serve --model DIR` with a `samkit export` folder.")
-        return self.export.path(self.export.graph("prompt_decoder"))
+        if graph not in BROWSER_GRAPHS or (graph != "prompt_decoder" and info["fast"] is None):
+            have = ", ".join(BROWSER_GRAPHS if info["fast"] else BROWSER_GRAPHS[:1])
+            raise InputError(f"no decoder graph {graph!r} here. Fix: ask for one of {have}.")
+        return self.export.path(self.export.graph(graph))
 
     # ------------------------------------------------------------------ images (worker thread only)
     def encoded(self, path: Path) -> dict:

@@ -4,7 +4,8 @@
 * ``POST /api/image/encode {path}``       encode once (cached) -> ``{width, height, key, cached, browser_decoder}``;
 * ``GET  /api/image/embedding?path=P``    the encoder outputs for the browser decoder
   (``ImageEngine.embedding_payload``);
-* ``GET  /api/image/decoder``             the exported ONNX prompt decoder (bytes);
+* ``GET  /api/image/decoder[?graph=G]``   an exported ONNX decoder graph (bytes): ``prompt_decoder`` (default), or
+  the fast pair ``decoder_image`` / ``prompt_decoder_fast`` when the export has it;
 * ``POST /api/image/decode {path, points: [[x, y]], labels: [1|0], box: [x0, y0, x1, y1], multimask, refine,
   polygons}`` (``polygons: false`` leaves them out: the page draws the RLE);
 * ``POST /api/image/everything {path, points_per_side, pred_iou_thresh, stability_thresh}``;
@@ -107,8 +108,8 @@ def install(app, state) -> None:
         return Response(payload, media_type="application/octet-stream")
 
     @app.get("/api/image/decoder")
-    async def decoder():
-        return FileResponse(eng.decoder_path(), media_type="application/octet-stream",
+    async def decoder(graph: str = "prompt_decoder"):
+        return FileResponse(eng.decoder_path(graph), media_type="application/octet-stream",
                             headers={"Cache-Control": "max-age=3600"})
 
     @app.post("/api/image/decode")

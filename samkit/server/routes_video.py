@@ -7,7 +7,8 @@
 * ``GET    /api/video/sessions/{id}/results/{t}``            the objects on frame ``t``;
 * ``POST   /api/video/sessions/{id}/prompt {frame, obj_id, points, labels, box, label}``
   -> ``{frame, objects: [{id, label, rle, score}]}`` (the masks on that frame; the video's
-  annotation document is saved at once);
+  annotation document, with the prompts, is saved at once; a session opened later on the same
+  video gives the saved prompts to its tracker again, so the objects are tracked on after a reload);
 * ``POST   /api/video/sessions/{id}/propagate {start, reverse, max_frames}``: NDJSON, one line
   ``{"frame": t, "objects": [...], "done": k, "total": n}`` per frame, then ``{"end": true,
   "frames": k, "saved": path}`` (or ``{"error": ...}``); the results are saved atomically as the
@@ -64,6 +65,7 @@ def install(app, state) -> None:
         saved = state.annotations.load_video(rel)
         if saved and (saved.get("width"), saved.get("height")) == (session.width, session.height):
             session.restore(saved)  # a new session starts from what was saved (nothing is lost on a reload)
+            await queue.run(session.replay, state.tracker)  # and its tracker from the saved prompts
         return session.info()
 
     @app.get("/api/video/sessions")
@@ -97,12 +99,13 @@ def install(app, state) -> None:
         def work():
             res = tracker.add_prompt(session.tracking, frame_t, oid, points=points, labels=labels,
                                      box=body.get("box"))
+            session.keep_prompt(frame_t, oid, points, labels, body.get("box"))
             if label:
                 session.labels[int(oid)] = label
             session.labels.setdefault(int(oid), f"object {int(oid)}")
             objects = session.store_result(frame_t, res)
             state.annotations.save_video(session.path, session.width, session.height, session.num_frames,
-                                         session.document_frames())  # saved as the user works
+                                         session.document_frames(), session.document_prompts())  # as the user works
             return objects
 
         return {"frame": frame_t, "objects": await queue.run(work)}
@@ -148,7 +151,7 @@ async def _stream(state, session, gen):
             done += 1
             yield json.dumps({"frame": item[0], "objects": item[1], "done": done, "total": total}) + "\n"
         doc = state.annotations.save_video(session.path, session.width, session.height, session.num_frames,
-                                           session.document_frames())
+                                           session.document_frames(), session.document_prompts())
         yield json.dumps({"end": True, "frames": done, "revision": doc["revision"]}) + "\n"
     except Exception as exc:  # noqa: BLE001 - the stream has started: report the error as its last line
         from .errors import message_of, status_of

@@ -39,6 +39,7 @@ class VideoSession:
     height: int
     labels: Dict[int, str] = field(default_factory=dict)
     results: Dict[int, Dict[int, dict]] = field(default_factory=dict)  # frame -> obj -> {rle, score}
+    prompts: Dict[tuple, dict] = field(default_factory=dict)  # (frame, obj) -> the tracker's prompt there
     last_used: float = field(default_factory=time.monotonic)
     busy: bool = False
 
@@ -58,14 +59,41 @@ class VideoSession:
         self.results[int(frame)] = objs
         return self.frame_objects(frame)
 
+    def keep_prompt(self, frame: int, obj_id: int, points, labels, box) -> None:
+        """Remember the prompt of ``obj_id`` on ``frame`` (it replaces an earlier one there, as in
+        the tracker), so a reopened session can give it to its tracker again."""
+        self.prompts.pop((int(frame), int(obj_id)), None)
+        self.prompts[(int(frame), int(obj_id))] = {"frame": int(frame), "obj_id": int(obj_id), "points": points,
+                                                   "labels": labels, "box": box}
+
+    def document_prompts(self) -> List[dict]:
+        return list(self.prompts.values())
+
     def restore(self, doc: dict) -> None:
-        """Take the frames of a saved video document (``annotations.save_video``) as results; the
-        tracker itself starts without prompts, so only objects prompted again are tracked anew."""
+        """Take the frames of a saved video document (``annotations.save_video``) as results and
+        its prompts as this session's (:meth:`replay` gives them to the tracker)."""
+        for p in doc.get("prompts") or []:
+            if isinstance(p, dict) and 0 <= int(p.get("frame", -1)) < self.num_frames:
+                self.keep_prompt(p["frame"], p["obj_id"], p.get("points"), p.get("labels"), p.get("box"))
         for t, objs in doc.get("frames", {}).items():
             if 0 <= int(t) < self.num_frames:
                 self.results[int(t)] = {int(o["id"]): {"rle": o["rle"], "score": o.get("score")} for o in objs}
                 for o in objs:
                     self.labels.setdefault(int(o["id"]), o.get("label") or f"object {o['id']}")
+
+    def replay(self, tracker) -> int:
+        """Give the kept prompts to ``tracker`` again (a reopened page tracks its objects on; the
+        saved masks stay as they are). Prompts the tracker refuses are dropped. Returns how many
+        were replayed."""
+        done = 0
+        for key, p in list(self.prompts.items()):
+            try:
+                tracker.add_prompt(self.tracking, p["frame"], p["obj_id"], points=p["points"], labels=p["labels"],
+                                   box=p["box"])
+                done += 1
+            except InputError:
+                del self.prompts[key]
+        return done
 
     def frame_objects(self, frame: int) -> List[dict]:
         return [{"id": oid, "label": self.labels.get(oid, f"object {oid}"), **v}

@@ -15,7 +15,7 @@ export const S = {
   points: [], labels: [], box: null, candidates: [], choice: 0, objects: [], revision: 0, selected: null,
   undo: [], redo: [], info: null, emb: null, seq: 0, drag: null, space: false, health: null, video: null,
 };
-const stats = { mode: "server", decodes: 0, lastDecodeMs: null, lastClickToDrawnMs: null, maskPixels: 0, errors: 0 };
+const stats = { mode: "server", decoder: null, numThreads: null, decodes: 0, lastDecodeMs: null, lastClickToDrawnMs: null, maskPixels: 0, errors: 0 };
 window.samkit = { S, stats };
 
 // ------------------------------------------------------------------ helpers
@@ -273,9 +273,11 @@ async function openImage(path) {
   if (enc.browser_decoder) {
     try {
       S.info = enc.browser_decoder;
-      await browserDecoder.loadDecoder();
-      S.emb = await browserDecoder.loadEmbedding(path);
+      await browserDecoder.loadDecoder(S.info);
+      S.emb = await browserDecoder.loadEmbedding(path, S.info);
       stats.mode = "browser";
+      stats.decoder = S.emb.first ? "fast" : "reference";
+      stats.numThreads = browserDecoder.numThreads();
     } catch (e) { S.emb = null; stats.mode = "server"; status("browser decoder unavailable, decoding on the server: " + e.message); }
   } else stats.mode = "server";
   canvas.dataset.ready = path;

@@ -1,10 +1,11 @@
 // The prompt decoder in the page: onnxruntime-web (vendored under /vendor/ort/, no CDN) runs the
-// exported decoder (segment-anything ONNX contract, or samkit's SAM 2 layout) on the image
-// embedding the server computed once (GET /api/image/embedding). Returns the same candidates as
-// POST /api/image/decode: masks (Uint8Array h * w), scores.
+// exported decoder on the image embedding the server computed once (GET /api/image/embedding):
+// the fast pair (samkit.export.fast_decoder) when the export has it, else the reference decoder
+// (segment-anything ONNX contract, EfficientSAM's, or samkit's SAM 2 layout). Returns the same
+// candidates as POST /api/image/decode: masks (Uint8Array h * w), scores.
 
 let ortModule = null;
-let sessionPromise = null;
+const sessions = {};  // graph id -> Promise<InferenceSession>
 
 async function ort() {
   if (!ortModule) {
@@ -16,18 +17,32 @@ async function ort() {
   return ortModule;
 }
 
-export async function loadDecoder() {
-  if (!sessionPromise) {
-    sessionPromise = (async () => {
+export function numThreads() { return ortModule ? ortModule.env.wasm.numThreads : null; }
+
+function session(graph) {
+  if (!sessions[graph]) {
+    sessions[graph] = (async () => {
       const o = await ort();
-      const bytes = new Uint8Array(await (await fetch("/api/image/decoder")).arrayBuffer());
-      return o.InferenceSession.create(bytes, { executionProviders: ["wasm"] });
+      const r = await fetch("/api/image/decoder?graph=" + graph);
+      if (!r.ok) throw new Error((await r.json()).error);
+      return o.InferenceSession.create(new Uint8Array(await r.arrayBuffer()), { executionProviders: ["wasm"] });
     })();
   }
-  return sessionPromise;
+  return sessions[graph];
 }
 
-export async function loadEmbedding(path) {
+// The fast pair (decoder_image once per image, prompt_decoder_fast per click) when the export has
+// it; the page's ?decoder=reference keeps the reference decoder (benchmarks compare the two).
+export function usesFast(info) {
+  return !!(info && info.fast) && new URLSearchParams(location.search).get("decoder") !== "reference";
+}
+
+export async function loadDecoder(info) {
+  if (usesFast(info)) await Promise.all([session("decoder_image"), session("prompt_decoder_fast")]);
+  else await session("prompt_decoder");
+}
+
+export async function loadEmbedding(path, info) {
   const r = await fetch("/api/image/embedding?path=" + encodeURIComponent(path));
   if (!r.ok) throw new Error((await r.json()).error);
   const buf = await r.arrayBuffer();
@@ -40,7 +55,12 @@ export async function loadEmbedding(path) {
     const data = new Float32Array(buf.slice(base + t.offset, base + t.offset + t.bytes));
     tensors[t.name] = new o.Tensor("float32", data, t.shape);
   }
-  return { header, tensors };
+  let first = null;  // the first block's image-side projections, once per image
+  if (usesFast(info)) {
+    const emb = tensors[info.layout === "sam2" ? "image_embed" : "image_embeddings"];
+    first = await (await session("decoder_image")).run({ image_embeddings: emb });
+  }
+  return { header, tensors, first };
 }
 
 function promptArrays(info, emb, points, labels, box) {
@@ -56,15 +76,72 @@ function promptArrays(info, emb, points, labels, box) {
   return { coords, labs, n: all.length };
 }
 
-function bilinear(src, sh, sw, H, W) {
-  // low-res logits sh x sw -> H x W (align_corners = false), thresholded at 0
-  const out = new Uint8Array(H * W);
-  for (let y = 0; y < H; y++) {
-    const fy = Math.min(Math.max((y + 0.5) * sh / H - 0.5, 0), sh - 1), y0 = Math.floor(fy), y1 = Math.min(y0 + 1, sh - 1), wy = fy - y0;
+// ---- upsampling as separable taps: out[y][x] = sum rows(y) x cols(x) of the low-res logits
+// linear(out, src): torch's bilinear (align_corners = false) from src to out samples; cubic: its
+// bicubic (A = -0.75, edge samples repeated); compose(outer, inner): outer applied after inner.
+function linear(out, src) {
+  const idx = new Int32Array(out * 2), wt = new Float64Array(out * 2), scale = src / out;
+  for (let o = 0; o < out; o++) {
+    const real = Math.max((o + 0.5) * scale - 0.5, 0);
+    const i0 = Math.min(Math.floor(real), src - 1), l = Math.min(Math.max(real - i0, 0), 1);
+    idx[2 * o] = i0; wt[2 * o] = 1 - l; idx[2 * o + 1] = Math.min(i0 + 1, src - 1); wt[2 * o + 1] = l;
+  }
+  return { k: 2, idx, wt };
+}
+
+function cubic(out, src) {
+  const A = -0.75, idx = new Int32Array(out * 4), wt = new Float64Array(out * 4), scale = src / out;
+  const near = (x) => ((A + 2) * x - (A + 3)) * x * x + 1, far = (x) => ((A * x - 5 * A) * x + 8 * A) * x - 4 * A;
+  for (let o = 0; o < out; o++) {
+    const real = (o + 0.5) * scale - 0.5, i = Math.floor(real), t = real - i;
+    const w = [far(t + 1), near(t), near(1 - t), far(2 - t)];
+    for (let j = 0; j < 4; j++) { idx[4 * o + j] = Math.min(Math.max(i - 1 + j, 0), src - 1); wt[4 * o + j] = w[j]; }
+  }
+  return { k: 4, idx, wt };
+}
+
+function compose(outer, inner) {
+  const n = outer.idx.length / outer.k, k = outer.k * inner.k;
+  const idx = new Int32Array(n * k), wt = new Float64Array(n * k);
+  for (let o = 0; o < n; o++) {
+    for (let a = 0; a < outer.k; a++) {
+      const m = outer.idx[o * outer.k + a], w = outer.wt[o * outer.k + a];
+      for (let b = 0; b < inner.k; b++) {
+        idx[o * k + a * inner.k + b] = inner.idx[m * inner.k + b];
+        wt[o * k + a * inner.k + b] = w * inner.wt[m * inner.k + b];
+      }
+    }
+  }
+  return { k, idx, wt };
+}
+
+// The layout's postprocessing of low-res logits (sh x sw) to the H x W image, as taps per axis:
+// sam: bilinear to the S x S frame, crop to the resized image (nh x nw), bilinear to H x W
+// (segment-anything's postprocess_masks); sam2: bilinear straight to H x W; efficient_sam: bicubic.
+function postTaps(info, emb, sh, sw) {
+  const { width: W, height: H } = emb.header;
+  if (info.layout === "sam") {
+    const S = info.input_size, [nh, nw] = emb.header.input_hw;
+    return [compose(linear(H, nh), linear(S, sh)), compose(linear(W, nw), linear(S, sw))];
+  }
+  if (info.layout === "efficient_sam") return [cubic(H, sh), cubic(W, sw)];
+  return [linear(H, sh), linear(W, sw)];
+}
+
+function resample(src, sh, sw, rows, cols, H, W, thr) {
+  const tmp = new Float32Array(sh * W), out = new Uint8Array(H * W);
+  for (let i = 0; i < sh; i++) {
     for (let x = 0; x < W; x++) {
-      const fx = Math.min(Math.max((x + 0.5) * sw / W - 0.5, 0), sw - 1), x0 = Math.floor(fx), x1 = Math.min(x0 + 1, sw - 1), wx = fx - x0;
-      const v = (1 - wy) * ((1 - wx) * src[y0 * sw + x0] + wx * src[y0 * sw + x1]) + wy * ((1 - wx) * src[y1 * sw + x0] + wx * src[y1 * sw + x1]);
-      out[y * W + x] = v > 0 ? 1 : 0;
+      let v = 0;
+      for (let c = 0; c < cols.k; c++) v += cols.wt[x * cols.k + c] * src[i * sw + cols.idx[x * cols.k + c]];
+      tmp[i * W + x] = v;
+    }
+  }
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) {
+      let v = 0;
+      for (let r = 0; r < rows.k; r++) v += rows.wt[y * rows.k + r] * tmp[rows.idx[y * rows.k + r] * W + x];
+      out[y * W + x] = v > thr ? 1 : 0;
     }
   }
   return out;
@@ -72,7 +149,8 @@ function bilinear(src, sh, sw, H, W) {
 
 export async function decode(info, emb, points, labels, box, multimask) {
   const o = await ort();
-  const session = await loadDecoder();
+  const fast = emb.first !== null;
+  const session_ = await session(fast ? "prompt_decoder_fast" : "prompt_decoder");
   const { width: W, height: H } = emb.header;
   const { coords, labs, n } = promptArrays(info, emb, points, labels, box);
   const [mh, mw] = info.mask_input_size;
@@ -84,15 +162,16 @@ export async function decode(info, emb, points, labels, box, multimask) {
     orig_im_size: new o.Tensor("float32", new Float32Array([H, W]), [2]),
   };
   const feeds = {};
-  for (const name of info.inputs) feeds[name] = emb.tensors[name] || made[name];
-  const out = await session.run(feeds);
+  for (const name of fast ? info.fast.inputs : info.inputs) feeds[name] = (fast && emb.first[name]) || emb.tensors[name] || made[name];
+  const out = await session_.run(feeds);
   const iou = out.iou_predictions.data;
   const k = iou.length;
   const picks = multimask && k > 1 ? [...Array(k - 1).keys()].map((i) => i + 1) : [0];
-  const full = out.masks && out.masks.dims[2] === H && out.masks.dims[3] === W ? out.masks : null;
+  const full = !fast && out.masks && out.masks.dims[2] === H && out.masks.dims[3] === W ? out.masks : null;
   const low = out.low_res_masks || out.masks;
   const [sh, sw] = [low.dims[2], low.dims[3]];
   const thr = info.mask_threshold || 0;
+  const [rows, cols] = full ? [null, null] : postTaps(info, emb, sh, sw);
   return picks.map((idx) => {
     let mask;
     if (full) {
@@ -100,7 +179,7 @@ export async function decode(info, emb, points, labels, box, multimask) {
       mask = new Uint8Array(H * W);
       for (let i = 0; i < H * W; i++) mask[i] = plane[i] > thr ? 1 : 0;
     } else {
-      mask = bilinear(low.data.subarray(idx * sh * sw, (idx + 1) * sh * sw), sh, sw, H, W);
+      mask = resample(low.data.subarray(idx * sh * sw, (idx + 1) * sh * sw), sh, sw, rows, cols, H, W, thr);
     }
     return { mask, score: iou[idx] };
   });
