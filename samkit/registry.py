@@ -232,7 +232,7 @@ def load_model(name: Union[str, ModelSpec], checkpoint: Optional[Union[str, Path
     if strict is None:
         strict = bool(spec.extra.get("strict", True))
     state_dict, raw = _load_state(spec, path, companions, download, progress, strict)
-    model = build_model(spec, image_size=image_size)
+    model = build_model(spec) if image_size is None else build_model(spec, image_size=image_size)
     _load_checked(model, spec, state_dict, raw, strict, path)
     del state_dict, raw
     model = model.to(dev).eval()
