@@ -46,7 +46,8 @@ FULL_DIGESTS = ("sha256", "git_blob_sha1", "md5")
 
 NO_PUBLIC_DIGEST: frozenset = frozenset({"ovsam_lvis_rn50x16", "sam3"} | {
     f"sam3_litetext_{v}_{c}" for v in ("s0", "s1", "l") for c in (16, 32)} | {
-    f"efficientsam3_{f}" for f in ("efficientvit", "repvit", "tinyvit")})
+    f"efficientsam3_{f}" for f in ("efficientvit", "repvit", "tinyvit")} | {
+    f"efficientsam3_stage1_{f}_{s}" for f in ("efficientvit", "repvit", "tinyvit") for s in ("s", "m", "l")})
 """Neural models whose official file has no public full digest (sha256, git blob id or md5).
 
 OVSAM's LVIS head (its Hugging Face LFS pointer was not seen); SAM 3's ``sam3.pt`` (a gated

@@ -232,6 +232,25 @@ for _fam, _label, _trunk in (("efficientvit", "EV-M", "EfficientViT-B1"), ("repv
                "necks, detector and tracker, so SAM 3's licence applies (code: Apache-2.0)."),
     ))
 
+# --- EfficientSAM3 stage-1 image-encoder students (SAM 3 with a distilled trunk, SAM 3's text encoder) ---
+_ES3_S1 = "https://huggingface.co/Simon7108528/EfficientSAM3/resolve/main/stage1_all_converted/"
+for (_fam, _size), _trunk in {("efficientvit", "s"): "EfficientViT-B0", ("efficientvit", "m"): "EfficientViT-B1",
+                              ("efficientvit", "l"): "EfficientViT-B2", ("repvit", "s"): "RepViT-M0.9",
+                              ("repvit", "m"): "RepViT-M1.1", ("repvit", "l"): "RepViT-M2.3",
+                              ("tinyvit", "s"): "TinyViT-5M", ("tinyvit", "m"): "TinyViT-11M",
+                              ("tinyvit", "l"): "TinyViT-21M"}.items():
+    _add(ModelSpec(
+        name=f"efficientsam3_stage1_{_fam}_{_size}", family="efficientsam3", module="samkit.models.efficientsam3",
+        url=f"{_ES3_S1}efficient_sam3_{_fam}_{_size}.pt", filename=f"efficient_sam3_{_fam}_{_size}.pt",
+        license=_SAM3_LICENSE, paper=_P_ES3, checkpoint_format=f"efficientsam3_{_fam}", tag="2025-12-02",
+        input_size=1008, video=True, pixel_mean=(0.5, 0.5, 0.5), pixel_std=(0.5, 0.5, 0.5),
+        extra={"license_notice": _SAM3_NOTICE, "code_license": "Apache-2.0"},
+        notes=(f"EfficientSAM3 stage 1 (ES-{_fam[:2].upper()}-{_size.upper()}): SAM 3 with a distilled {_trunk} image "
+               "encoder (encoder-only distillation, no fine-tuning) and SAM 3's own text encoder. Released 2025-12-02; "
+               "the current upstream README lists only the stage-3 models (efficientsam3_*), so this file may have "
+               "moved. Not gated; SAM 3's licence applies to the heads."),
+    ))
+
 # --- classic (no learned weights) ----------------------------------------------------------
 _add(ModelSpec(
     name="classic", family="classic", module="samkit.models.classic",
@@ -317,6 +336,9 @@ _PINS = {
     "sam3.pt": _Pin(None, None, "HF facebook/sam3 (gated); its LFS pointer was not seen: no public sha256"),
     **{f"efficientsam3_{_f}.pt": _Pin(None, None, "HF Simon7108528/EfficientSAM3 efficientsam3_ft/; its LFS pointer "
                                       "was not seen: no public sha256") for _f in ("efficientvit", "repvit", "tinyvit")},
+    **{f"efficient_sam3_{_f}_{_s}.pt": _Pin(None, None, "HF Simon7108528/EfficientSAM3 stage1_all_converted/; its LFS "
+                                             "pointer was not seen: no public sha256")
+       for _f in ("efficientvit", "repvit", "tinyvit") for _s in ("s", "m", "l")},
     **{f"sam3_litetext_{_p}_ctx{_c}.pt": _Pin(None, None, "HF Simon7108528/EfficientSAM3 sam3_litetext/; its LFS "
                                               "pointer was not seen: no public sha256")
        for _p in ("mobileclip_s0", "mobileclip_s1", "mobileclip2_l") for _c in (16, 32)},

@@ -47,7 +47,7 @@ from torch import nn
 KINDS = {"efficientvit_b1": ("efficientvit", "b1"), "repvit_m1_1": ("repvit", "m1.1"),
          "tinyvit_11m": ("tinyvit", "11m")}  # the released stage-3 trunks: 224 px and 1008 px goldens
 EXTRA = {"efficientvit_b0": ("efficientvit", "b0"), "efficientvit_b2": ("efficientvit", "b2"),
-         "repvit_m0_9": ("repvit", "m0.9"), "tinyvit_5m": ("tinyvit", "5m"),
+         "repvit_m0_9": ("repvit", "m0.9"), "repvit_m2_3": ("repvit", "m2.3"), "tinyvit_5m": ("tinyvit", "5m"),
          "tinyvit_21m": ("tinyvit", "21m")}  # the other stage-1 trunks: 224 px goldens
 PREFIX = "detector.backbone.vision_backbone.trunk."
 SMALL, FULL = 224, 1008

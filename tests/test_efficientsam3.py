@@ -43,10 +43,19 @@ def _trunk(kind: str, size: int) -> torch.nn.Module:
     return trunk.eval()
 
 
-def _close(ours: torch.Tensor, theirs: torch.Tensor) -> None:
+def _close(ours: torch.Tensor, theirs: torch.Tensor, noise: float = 0.0) -> None:
+    """Max-abs error within 1e-4 of the golden's scale, or within 4x the official code's own float32
+    error against float64 (``noise``), whichever is larger: with synthesized weights the 54 blocks of
+    RepViT-M2.3 grow its activations to 3e6, where float32 rounding alone reaches 7e-5 of the scale."""
     scale = float(theirs.abs().max())
     err = float((ours - theirs).abs().max())
-    assert err <= 1e-4 * scale, f"max-abs error {err:.3g} exceeds 1e-4 x scale {scale:.3g}"
+    tol = max(1e-4 * scale, 4.0 * noise)
+    assert err <= tol, f"max-abs error {err:.3g} exceeds {tol:.3g} (scale {scale:.3g}, official fp32 noise {noise:.3g})"
+
+
+def _noise(kind: str, output: str) -> float:
+    meta = json.loads((require_parity() / "golden" / "efficientsam3_trunks.json").read_text())
+    return float(meta[f"{kind}.{output}"]["fp32_vs_fp64_maxabs"])
 
 
 # ----------------------------------------------------------------------------- parity with the official code
@@ -59,11 +68,12 @@ def test_trunk_matches_the_official_student(kind):
     x, trunk = _golden("input")["input_224"], _trunk(kind, 224)
     with torch.inference_mode():
         ours = trunk(x)
-    _close(ours, _golden(kind)["out_224"])
+    noise = _noise(kind, "out_224")
+    _close(ours, _golden(kind)["out_224"], noise)
     trunk.fuse()  # BatchNorms (and RepViT's RepVGG branches) folded: the same output
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in trunk.modules())
     with torch.inference_mode():
-        _close(trunk(x), _golden(kind)["out_224"])
+        _close(trunk(x), _golden(kind)["out_224"], noise)
 
 
 @pytest.mark.slow
@@ -263,3 +273,34 @@ def test_short_position_table_is_padded_with_zeros():
     out = _full_position_table({_POS_KEY: pos, "x": torch.ones(1)})
     assert out[_POS_KEY].shape == (1, 1, 77, 8) and torch.equal(out[_POS_KEY][:, :, :16], pos)
     assert not out[_POS_KEY][:, :, 16:].any()
+
+
+# ----------------------------------------------------------------------------- the stage-1 students
+@pytest.mark.parametrize("name", ["efficientsam3_stage1_efficientvit_s", "efficientsam3_stage1_repvit_l",
+                                  "efficientsam3_stage1_tinyvit_m"])
+def test_stage1_key_lists_remap_to_the_registered_models(name):
+    """A stage-1 file = sam3.pt's keys (SAM 3's text encoder kept) with the ViT trunk replaced by
+    the student trunk: it remaps exactly onto the registered model (meta device)."""
+    from samkit.models.efficientsam3 import STAGE1_TRUNKS
+    from samkit.registry import builder
+
+    family, size = name.split("_")[-2:]
+    released = json.loads((O.HERE / "manifest_official.json").read_text())
+    rows = E.trunk_manifests()[STAGE1_TRUNKS[(family, size)]] + [r for r in released if not r[0].startswith(E.TRUNK)]
+    with torch.device("meta"):
+        model = builder(name)()
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in remap(_meta(rows), name).items()}
+    assert sorted(set(ours) ^ set(theirs)) == []
+    assert [k for k in ours if ours[k] != theirs[k]] == []
+
+
+def test_stage1_specs():
+    from samkit.hub import NO_PUBLIC_DIGEST
+    from samkit.specs import get_spec
+
+    for family in ("efficientvit", "repvit", "tinyvit"):
+        for size in "sml":
+            spec = get_spec(f"efficientsam3_stage1_{family}_{size}")
+            assert spec.url.endswith(f"/stage1_all_converted/efficient_sam3_{family}_{size}.pt")
+            assert spec.checkpoint_format == f"efficientsam3_{family}" and spec.name in NO_PUBLIC_DIGEST

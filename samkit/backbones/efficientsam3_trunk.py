@@ -28,7 +28,7 @@ from torch import nn
 
 from ..layers.reparam import conv_like, fold_bn
 from .efficientvit import EfficientViTBackbone
-from .rep_vit import M1_1_CFGS, M1_CFGS, RepViTTrunk
+from .rep_vit import M1_1_CFGS, M1_CFGS, M2_3_CFGS, RepViTTrunk
 from .tiny_vit import TinyViT
 
 _TINYVIT = {  # embed_dims, num_heads (depths 2 / 2 / 6 / 2, windows 7 / 7 / 14 / 7)
@@ -59,6 +59,7 @@ STUDENT_BACKBONES: Dict[str, Tuple[str, Callable[[], nn.Module]]] = {
     "efficientvit_b2": ("efficientvit", _efficientvit("b2")),
     "repvit_m0_9": ("repvit", _repvit(M1_CFGS)),
     "repvit_m1_1": ("repvit", _repvit(M1_1_CFGS)),
+    "repvit_m2_3": ("repvit", _repvit(M2_3_CFGS)),
     "tinyvit_5m": ("tinyvit", _tinyvit("5m")),
     "tinyvit_11m": ("tinyvit", _tinyvit("11m")),
     "tinyvit_21m": ("tinyvit", _tinyvit("21m")),

@@ -67,6 +67,15 @@ M1_1_CFGS: Tuple[Cfg, ...] = (
     (3, 2, 512, 0, 1, 2), (3, 2, 512, 1, 1, 1), (3, 2, 512, 0, 1, 1),
 )
 
+# RepViT-M2.3 (``repvit_m2_3`` of the RepViT repository; EfficientSAM3's ES-RV-L stage-1 student):
+# widths 80 / 160 / 320 / 640, 54 blocks
+M2_3_CFGS: Tuple[Cfg, ...] = (
+    *(((3, 2, 80, 1, 0, 1), (3, 2, 80, 0, 0, 1)) * 3), (3, 2, 80, 0, 0, 1),
+    (3, 2, 160, 0, 0, 2), *(((3, 2, 160, 1, 0, 1), (3, 2, 160, 0, 0, 1)) * 3), (3, 2, 160, 0, 0, 1),
+    (3, 2, 320, 0, 1, 2), *(((3, 2, 320, 1, 1, 1), (3, 2, 320, 0, 1, 1)) * 17), (3, 2, 320, 0, 1, 1),
+    (3, 2, 640, 0, 1, 2), (3, 2, 640, 1, 1, 1), (3, 2, 640, 0, 1, 1),
+)
+
 
 def make_divisible(v: float, divisor: int = 8, min_value: Optional[int] = None, round_limit: float = 0.9) -> int:
     """Round ``v`` to the nearest multiple of ``divisor`` without dropping below ``round_limit * v``."""

@@ -117,3 +117,29 @@ def _stage3_builder(family: str):
 
 for _family in RELEASED_TRUNKS:
     globals()[f"build_efficientsam3_{_family}"] = register_builder(f"efficientsam3_{_family}")(_stage3_builder(_family))
+
+
+# the stage-1 image-encoder students (HF ``stage1_all_converted/efficient_sam3_<family>_<size>.pt``):
+# sam3.pt with the student trunk spliced in, SAM 3's own text encoder
+STAGE1_TRUNKS = {
+    ("efficientvit", "s"): "efficientvit_b0", ("efficientvit", "m"): "efficientvit_b1",
+    ("efficientvit", "l"): "efficientvit_b2", ("repvit", "s"): "repvit_m0_9", ("repvit", "m"): "repvit_m1_1",
+    ("repvit", "l"): "repvit_m2_3", ("tinyvit", "s"): "tinyvit_5m", ("tinyvit", "m"): "tinyvit_11m",
+    ("tinyvit", "l"): "tinyvit_21m",
+}
+
+
+def _stage1_builder(family: str, size: str):
+    kind = STAGE1_TRUNKS[(family, size)]
+
+    def build() -> EfficientSam3Model:
+        return efficientsam3_model(kind)
+
+    build.__name__ = build.__qualname__ = f"build_efficientsam3_stage1_{family}_{size}"
+    build.__doc__ = f"EfficientSAM3 stage-1 ES-{family[:2].upper()}-{size.upper()}: the {kind} trunk, SAM 3's text encoder."
+    return build
+
+
+for (_family, _size) in STAGE1_TRUNKS:
+    globals()[f"build_efficientsam3_stage1_{_family}_{_size}"] = register_builder(
+        f"efficientsam3_stage1_{_family}_{_size}")(_stage1_builder(_family, _size))

@@ -35,7 +35,7 @@ from samkit.models.sam3 import Sam3Config  # noqa: E402
 
 TRUNK = "detector.backbone.vision_backbone.trunk."
 KINDS = ("efficientvit_b1", "repvit_m1_1", "tinyvit_11m")  # the trunks of the released stage-3 models
-ALL_KINDS = KINDS + ("efficientvit_b0", "efficientvit_b2", "repvit_m0_9", "tinyvit_5m", "tinyvit_21m")
+ALL_KINDS = KINDS + ("efficientvit_b0", "efficientvit_b2", "repvit_m0_9", "repvit_m2_3", "tinyvit_5m", "tinyvit_21m")
 REDUCED_STUDENT = O.REDUCED
 _SCALED = "channel_mixer.m.2.bn.weight"
 
