@@ -64,7 +64,7 @@ def _noise(kind: str, output: str) -> float:
 def test_trunk_matches_the_official_student(kind):
     """224 px input -> 1024 x 16 x 16 (backbone, projection head, bilinear resize), BatchNorm
     running statistics in eval mode, against the official wrappers and backbones; also after
-    ``fuse()``. Every stage-1 trunk: the three of the released stage-3 models, the other five ``slow``."""
+    ``fuse()``. Every stage-1 trunk: the three of the released stage-3 models, the other six ``slow``."""
     x, trunk = _golden("input")["input_224"], _trunk(kind, 224)
     with torch.inference_mode():
         ours = trunk(x)

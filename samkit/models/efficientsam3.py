@@ -7,7 +7,8 @@ the model is :class:`samkit.models.sam3.Sam3Model` with the trunk (and text enco
 Released stage-3 models (HF ``Simon7108528/EfficientSAM3``, ``efficientsam3_ft/``): EV-M =
 EfficientViT-B1 (``efficientsam3_efficientvit.pt``), RV-M = RepViT-M1.1 (``efficientsam3_repvit.pt``),
 TV-M = TinyViT-11M (``efficientsam3_tinyvit.pt``), each with a MobileCLIP-S0 text student (context
-16). Input 1008 px, SAM 3's preprocessing.
+16). Stage-1 students (``stage1_all_converted/efficient_sam3_<family>_<s|m|l>.pt``): the trunk alone
+distilled, SAM 3's own text encoder (``STAGE1_TRUNKS``). Input 1008 px, SAM 3's preprocessing.
 
 Checkpoints: the released SAM 3 layout (``detector.*`` / ``tracker.*``) with the student trunk
 under ``detector.backbone.vision_backbone.trunk.model.*`` (``student_trunk.`` removed when
