@@ -14,8 +14,8 @@ not depend on the values):
   32), each beside transformers' ``Sam3LiteTextTextModel`` + projection on the same weights
   (test-only oracle; ``tests/sam3/litetext_oracle.py``).
 * **image encoders** (``1 x 3 x S x S`` -> the 72 x 72 x 1024 map the necks read, S = ``--size``):
-  SAM 3's Perception Encoder ViT and the EfficientSAM3 student trunks (EfficientViT-B1,
-  RepViT-M1.1, TinyViT-11M with their head). transformers has no EfficientSAM3 image student, so
+  SAM 3's Perception Encoder ViT and the EfficientSAM3 student trunks with their head (the
+  released stage-3 models' EfficientViT-B1, RepViT-M1.1, TinyViT-11M and the other stage-1 ones). transformers has no EfficientSAM3 image student, so
   that table is samkit against SAM 3's ViT.
 
 No timing is asserted anywhere in the tests.
@@ -91,13 +91,16 @@ def _trunks(size: int, skip_vit: bool):
 
     from dataclasses import replace
 
-    from samkit.models.efficientsam3 import RELEASED_TRUNKS, build_efficientsam3_trunk
+    from samkit.models.efficientsam3 import RELEASED_TRUNKS, STAGE1_TRUNKS, build_efficientsam3_trunk
     from samkit.models.sam3 import SAM3_CONFIG
 
     out = [] if skip_vit else [("SAM 3 ViT (PE, 32 x 1024)", Sam3ViT(img_size=size))]
     cfg = replace(SAM3_CONFIG, image_size=size)
-    for family, kind in RELEASED_TRUNKS.items():
-        out.append((f"efficientsam3_{family} ({kind} + head)", build_efficientsam3_trunk(kind, cfg)))
+    for (family, size_name), kind in STAGE1_TRUNKS.items():
+        names = [f"efficientsam3_stage1_{family}_{size_name}"]
+        if RELEASED_TRUNKS.get(family) == kind:
+            names.insert(0, f"efficientsam3_{family}")
+        out.append((f"{' / '.join(names)} ({kind} + head)", build_efficientsam3_trunk(kind, cfg)))
     return out
 
 
