@@ -155,6 +155,19 @@ def test_models_ls_table(capsys):
     assert rc == 0 and "sam_vit_b" in out and "default: classic" in out
 
 
+def test_models_ls_never_cuts_a_name(capsys, monkeypatch):
+    """In an 80-column terminal the other columns wrap or shrink; every model name stays whole (it
+    is what the user types)."""
+    from samkit.specs import list_models
+
+    monkeypatch.setenv("COLUMNS", "80")
+    rc, out, _ = run_cli(capsys, "models", "ls")
+    assert rc == 0
+    cells = {c.strip() for line in out.splitlines() for c in line.split("│")}
+    missing = [name for name in list_models() if name not in cells]
+    assert missing == []
+
+
 def test_models_info_json(capsys, empty_cache):
     rc, out, _ = run_cli(capsys, "models", "info", "edge_sam", "--format", "json")
     assert rc == 0

@@ -79,7 +79,8 @@ def _table(title: str, rows: list):
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("name", "family", "input", "licence", "weights", "digest", "default"):
+    table.add_column("name", no_wrap=True)  # the name is what users type: never cut, the others wrap
+    for col in ("family", "input", "licence", "weights", "digest", "default"):
         table.add_column(col)
     for r in rows:
         if r["cached"] is None:
