@@ -330,3 +330,22 @@ def test_cli_image_size_refused_before_any_work(tmp_path, capsys, monkeypatch):
         err = capsys.readouterr().err
         assert code == 2 and words in err and "Fix:" in err and "Traceback" not in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_tracker_neck_runs_only_for_points_and_boxes(sam3, image):
+    """``encode`` runs the trunk and the detector neck; text prompts never run the tracker neck;
+    the first point / box computes it, equal to what the video path (``forward_image``) gives."""
+    predictor = ImagePredictor(sam3).set_image(image)
+    feats = predictor._require().features
+    assert feats.embed is None and feats.high_res is None and feats.trunk is not None
+    predictor.predict(text="bus")
+    assert feats.embed is None
+    predictor.predict(points=[[40, 50]], labels=[1])
+    assert feats.trunk is None
+    x, _ = sam3.preprocess(image)
+    with torch.inference_mode():
+        ref = sam3.forward_image(x)
+    torch.testing.assert_close(feats.embed, ref["vision_features"] + sam3.no_mem_embed.reshape(1, -1, 1, 1),
+                               rtol=0, atol=0)
+    for ours, theirs in zip(feats.high_res, ref["backbone_fpn"][:2]):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)

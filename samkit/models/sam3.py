@@ -80,15 +80,20 @@ class Sam3Config:
 class Sam3Features(ImageFeatures):
     """:class:`ImageFeatures` of the interactive head plus the detector neck's levels
     (``detector``: ``B x 256 x h x w``, finest first: 288, 144, 72 at 1008 px) and their sine
-    position encodings (``pos``, ``1 x 256 x h x w``)."""
+    position encodings (``pos``, ``1 x 256 x h x w``). ``trunk`` (``B x C x h x w``): the trunk's
+    map while the interactive head's levels (``embed``, ``high_res``) are not computed yet
+    (:meth:`Sam3Model.encode` leaves them to the first point / box prompt); then None."""
 
     detector: Tuple[torch.Tensor, ...] = ()
     pos: Tuple[torch.Tensor, ...] = ()
+    trunk: Optional[torch.Tensor] = field(default=None, repr=False)
 
     def select(self, index: int) -> "Sam3Features":
+        detector = tuple(t[index:index + 1] for t in self.detector)
+        if self.embed is None:
+            return Sam3Features(None, None, detector=detector, pos=self.pos, trunk=self.trunk[index:index + 1])
         base = super().select(index)
-        return Sam3Features(base.embed, base.high_res, detector=tuple(t[index:index + 1] for t in self.detector),
-                            pos=self.pos)
+        return Sam3Features(base.embed, base.high_res, detector=detector, pos=self.pos)
 
 
 @dataclass
@@ -187,10 +192,29 @@ class Sam3Model(Sam2Model):
                 "detector_fpn": list(out["detector_fpn"])}
 
     def encode(self, x: torch.Tensor) -> Sam3Features:
-        out = self.forward_image(x)
-        embed = out["vision_features"] + self.no_mem_embed.reshape(1, -1, 1, 1)
-        pos = tuple(p[:1] for p in out["vision_pos_enc"])
-        return Sam3Features(embed, tuple(out["backbone_fpn"][:2]), detector=tuple(out["detector_fpn"]), pos=pos)
+        """The trunk and the detector neck (what text and exemplar prompts read). The tracker
+        neck, which only points / boxes read, runs on the first :meth:`decode` of these features
+        (:meth:`interactive_features`): a text-only use of an image never pays for it."""
+        out = self.image_encoder(x, necks=("detector",))
+        return Sam3Features(None, None, detector=tuple(out["detector_fpn"]), pos=tuple(p[:1] for p in out["pos"]),
+                            trunk=out["trunk"])
+
+    def interactive_features(self, features: Sam3Features) -> Sam3Features:
+        """Fill ``embed`` / ``high_res`` of ``features`` from its trunk map (the tracker neck, as in
+        :meth:`forward_image`, plus ``no_mem_embed``) if :meth:`encode` left them; in place, returns it."""
+        if features.embed is None:
+            fpn = self.image_encoder.run_neck(self.image_encoder.sam2_convs, features.trunk)
+            fpn[0], fpn[1] = self.mask_decoder.project_high_res(fpn[0], fpn[1])
+            features.embed = fpn[-1] + self.no_mem_embed.reshape(1, -1, 1, 1)
+            features.high_res = (fpn[0], fpn[1])
+            features.trunk = None
+        return features
+
+    def decode(self, features: ImageFeatures, *args, **kwargs):
+        """:meth:`Sam2Model.decode` on the interactive head's levels (computed on first use)."""
+        if isinstance(features, Sam3Features):
+            features = self.interactive_features(features)
+        return super().decode(features, *args, **kwargs)
 
     # ------------------------------------------------------------------ concepts
     def encode_text(self, texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
