@@ -105,6 +105,8 @@ class StretchEncoderGraph(nn.Module):
 
     def forward(self, image: torch.Tensor):
         f = self.model.encode(image)
+        if hasattr(self.model, "interactive_features"):  # SAM 3 family: the tracker neck runs on demand
+            f = self.model.interactive_features(f)
         if f.high_res is None:
             return f.embed
         return f.high_res[0], f.high_res[1], f.embed
