@@ -66,12 +66,16 @@ def ls(fmt: Output = FORMAT_OPT,
     from rich.console import Console
 
     console = Console()
+    console.width = max(console.width, LS_MIN_WIDTH)  # below it the table cuts names and digests
     kinds = list(dict.fromkeys(r["kind"] for r in rows))  # segmenters first (specs order), then CLIP
     for kind in kinds:
         title = (f"samkit models (cache: {hub.cache_dir()})" if kind == "segmenter" else
                  f"kind '{kind}': names masks, finds them from text; never the default")
         console.print(_table(title, [r for r in rows if r["kind"] == kind]))
     console.print(f"default: [bold]{default}[/bold] ({why})", soft_wrap=True)
+
+
+LS_MIN_WIDTH = 132  # columns `models ls` draws its table in at least (longer lines wrap in a narrow terminal)
 
 
 def _table(title: str, rows: list):
