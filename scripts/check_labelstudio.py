@@ -3,8 +3,8 @@
 Not part of ``make test`` (Label Studio is a Django application with its own dependencies; it is
 installed in a separate virtual environment). Run::
 
-    python3 -m venv /tmp/lsvenv && /tmp/lsvenv/bin/pip install label-studio
-    python scripts/check_labelstudio.py --ls-venv /tmp/lsvenv [--model mobile_sam --checkpoint FILE]
+    python3 -m venv ls-venv && ls-venv/bin/pip install label-studio
+    python scripts/check_labelstudio.py --ls-venv ls-venv [--model mobile_sam --checkpoint FILE]
 
 What it does, all on 127.0.0.1 in a temporary folder:
 
