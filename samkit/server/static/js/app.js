@@ -3,7 +3,7 @@
 // window.samkit.stats exposes the decode mode and the click-to-drawn latency (benchmarks).
 import { decodeRle, encodeMask } from "./rle.js";
 import * as browserDecoder from "./decoder.js";
-import { Video } from "./video.js";
+import { Video, bindPage } from "./video.js";
 
 const $ = (id) => document.getElementById(id);
 const canvas = $("canvas");
@@ -49,6 +49,7 @@ function maskCanvas(mask, w, h, color, alpha = 0.5) {
   return c;
 }
 export { maskCanvas, COLORS };
+bindPage({ S, api, status, render, fit, drawn, maskCanvas, COLORS, pushHistory });
 
 // ------------------------------------------------------------------ view
 function resize() {

@@ -2,7 +2,13 @@
 // frame, propagation forward / backward streamed as NDJSON (one line per frame, RLE per object)
 // with a progress bar, and a timeline that shows the tracked masks of every frame.
 import { decodeRle } from "./rle.js";
-import { S, api, status, render, fit, drawn, maskCanvas, COLORS, pushHistory } from "./app.js";
+
+// The page's state and drawing functions, handed over by app.js (bindPage) so that this module
+// does not import app.js back (imports run one way: app.js -> video.js).
+let S, api, status, render, fit, drawn, maskCanvas, COLORS, pushHistory;
+export function bindPage(page) {
+  ({ S, api, status, render, fit, drawn, maskCanvas, COLORS, pushHistory } = page);
+}
 
 const $ = (id) => document.getElementById(id);
 
