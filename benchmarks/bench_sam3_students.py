@@ -44,24 +44,16 @@ def _params(module: torch.nn.Module) -> str:
 
 
 def _student_text(variant: str, ctx: int, with_transformers: bool):
-    """(samkit encoder, transformers' features of ids or None) on one synthesized weight set."""
-    import torch.nn.functional as F
-
+    """(samkit encoder, transformers' features of ids or None) on one synthesized weight set
+    (``litetext_oracle.text_pair``, the parity tests' pair)."""
     import litetext_oracle as L
-    from samkit.backbones.mobileclip_text import Sam3StudentTextEncoder, variant_config
-    from samkit.checkpoint import remap
+    from samkit.backbones.mobileclip_text import variant_config
 
     text = variant_config(variant, ctx)
     sd = {k: L._synth(k, s, d, 0) for k, s, d in L.text_manifest(text)}
-    enc = Sam3StudentTextEncoder(text).eval()
-    mapped = remap(sd, "sam3_litetext")
-    enc.load_state_dict({k[len("text_encoder."):]: v for k, v in mapped.items()}, strict=True)
     if not with_transformers:
-        return enc, None
-    hf_sd = L.text_to_hf(sd, text)
-    hf = L.hf_text_model(text, hf_sd)
-    w, b = hf_sd["text_projection.weight"], hf_sd["text_projection.bias"]
-    return enc, lambda ids: F.linear(hf(input_ids=ids).last_hidden_state, w, b)
+        return L.load_text_student(text, sd), None
+    return L.text_pair(text, sd)
 
 
 def text_table(runs: int, warmup: int, with_transformers: bool) -> str:

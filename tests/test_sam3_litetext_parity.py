@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "sam3"))
 
@@ -47,25 +46,10 @@ def _reference_text(hf, ids):
     return hf.get_text_features(input_ids=ids, attention_mask=None)
 
 
-def _text_pair(text, sd):
-    """samkit's student loaded through the ``sam3_litetext`` remap from the released-layout keys
-    ``sd``, and a function giving transformers' features (text model + projection) of ids."""
-    from samkit.backbones.mobileclip_text import Sam3StudentTextEncoder
-    from samkit.checkpoint import remap
-
-    enc = Sam3StudentTextEncoder(text).eval()
-    mapped = remap(sd, "sam3_litetext")
-    enc.load_state_dict({k[len("text_encoder."):]: v for k, v in mapped.items()}, strict=True)
-    hf_sd = L.text_to_hf(sd, text)
-    hf = L.hf_text_model(text, hf_sd)
-    w, b = hf_sd["text_projection.weight"], hf_sd["text_projection.bias"]
-    return enc, lambda ids: F.linear(hf(input_ids=ids).last_hidden_state, w, b)
-
-
 @pytest.mark.parametrize("text", [L.TEXT_S0, L.TEXT_BASE], ids=["s0_repmixer", "base"])
 def test_text_features(text):
     """Every token's features (padding included) of texts of different lengths."""
-    enc, reference = _text_pair(text, L._synth_text(text, 0))
+    enc, reference = L.text_pair(text, L._synth_text(text, 0))
     ids = enc.tokenize(TEXTS)
     with torch.inference_mode():
         feats, valid = enc(ids)
@@ -107,7 +91,7 @@ def test_released_text_encoders(variant, ctx):
     from samkit.backbones.mobileclip_text import variant_config
 
     text = variant_config(variant, ctx)
-    enc, reference = _text_pair(text, {k: L._synth(k, s, d, 0) for k, s, d in L.text_manifest(text)})
+    enc, reference = L.text_pair(text, {k: L._synth(k, s, d, 0) for k, s, d in L.text_manifest(text)})
     with torch.inference_mode():
         ids = enc.tokenize(["yellow school bus", "a dog", "person"])
         feats, _ = enc(ids)

@@ -25,6 +25,7 @@ from types import SimpleNamespace
 from typing import Dict, List
 
 import torch
+import torch.nn.functional as F
 
 import oracle as O
 from samkit.backbones.mobileclip_text import MobileClipTextConfig, Sam3StudentTextEncoder
@@ -151,20 +152,11 @@ def hf_modules() -> SimpleNamespace:
 
 def hf_config(cfg: Sam3Config, text: MobileClipTextConfig):
     tf = hf_modules().transformers
-    d, h, f = cfg.d_model, cfg.heads, cfg.ffn
     text_cfg = dict(vocab_size=text.vocab_size, hidden_size=text.width, intermediate_size=text.mlp,
                     projection_dim=text.width, num_hidden_layers=text.layers + (2 if text.repmixer else 0),
                     num_attention_heads=text.heads, max_position_embeddings=text.context_length,
                     use_repmixer_blocks=text.repmixer, repmixer_kernel_size=text.kernel)
-    return tf.Sam3LiteTextConfig(
-        vision_config=O._vision_config(cfg, (4.0, 2.0, 1.0, 0.5)), text_config=text_cfg,
-        geometry_encoder_config=dict(hidden_size=d, num_layers=cfg.geometry_layers, num_attention_heads=h,
-                                     intermediate_size=f),
-        detr_encoder_config=dict(hidden_size=d, num_layers=cfg.encoder_layers, num_attention_heads=h,
-                                 intermediate_size=f),
-        detr_decoder_config=dict(hidden_size=d, num_layers=cfg.decoder_layers, num_attention_heads=h,
-                                 intermediate_size=f, num_queries=cfg.num_queries),
-        mask_decoder_config=dict(hidden_size=d, num_attention_heads=h))
+    return tf.Sam3LiteTextConfig(text_config=text_cfg, **O.detector_subconfigs(cfg))
 
 
 def hf_model(cfg: Sam3Config, text: MobileClipTextConfig, hf_sd: Dict[str, torch.Tensor], assign: bool = False):
@@ -182,3 +174,23 @@ def hf_text_model(text: MobileClipTextConfig, hf_sd: Dict[str, torch.Tensor]):
     sd = {k[len("text_encoder."):]: v for k, v in hf_sd.items() if k.startswith("text_encoder.")}
     model.load_state_dict(sd, strict=True)
     return model
+
+
+def load_text_student(text: MobileClipTextConfig, sd: Dict[str, torch.Tensor]) -> Sam3StudentTextEncoder:
+    """samkit's student loaded strictly through the ``sam3_litetext`` remap from the released-layout
+    keys ``sd`` (eval mode)."""
+    from samkit.checkpoint import remap
+
+    enc = Sam3StudentTextEncoder(text).eval()
+    mapped = remap(sd, "sam3_litetext")
+    enc.load_state_dict({k[len("text_encoder."):]: v for k, v in mapped.items()}, strict=True)
+    return enc
+
+
+def text_pair(text: MobileClipTextConfig, sd: Dict[str, torch.Tensor]):
+    """(samkit's student from ``sd`` (:func:`load_text_student`), a function giving transformers'
+    features (text model + projection) of ids on the same weights)."""
+    hf_sd = text_to_hf(sd, text)
+    hf = hf_text_model(text, hf_sd)
+    w, b = hf_sd["text_projection.weight"], hf_sd["text_projection.bias"]
+    return load_text_student(text, sd), lambda ids: F.linear(hf(input_ids=ids).last_hidden_state, w, b)

@@ -363,21 +363,26 @@ def hf_detector(cfg: Sam3Config, hf_sd: Dict[str, torch.Tensor], assign: bool = 
     return model
 
 
+def detector_subconfigs(cfg: Sam3Config) -> dict:
+    """The keyword arguments of transformers' detector configurations (``Sam3Config``,
+    ``Sam3LiteTextConfig``) other than the text encoder's, with ``cfg``'s numbers."""
+    d, h, f = cfg.d_model, cfg.heads, cfg.ffn
+    return dict(vision_config=_vision_config(cfg, (4.0, 2.0, 1.0, 0.5)),
+                geometry_encoder_config=dict(hidden_size=d, num_layers=cfg.geometry_layers, num_attention_heads=h,
+                                             intermediate_size=f),
+                detr_encoder_config=dict(hidden_size=d, num_layers=cfg.encoder_layers, num_attention_heads=h,
+                                         intermediate_size=f),
+                detr_decoder_config=dict(hidden_size=d, num_layers=cfg.decoder_layers, num_attention_heads=h,
+                                         intermediate_size=f, num_queries=cfg.num_queries),
+                mask_decoder_config=dict(hidden_size=d, num_attention_heads=h))
+
+
 def hf_detector_config(cfg: Sam3Config):
     HFConfig = transformers_modules().transformers.Sam3Config
-    d, h, f = cfg.d_model, cfg.heads, cfg.ffn
     text = dict(model_type="clip_text_model", vocab_size=cfg.vocab_size, hidden_size=cfg.text_width,
                 intermediate_size=4 * cfg.text_width, projection_dim=512, num_hidden_layers=cfg.text_layers,
                 num_attention_heads=cfg.text_heads, max_position_embeddings=cfg.context_length, hidden_act="gelu")
-    hf_cfg = HFConfig(vision_config=_vision_config(cfg, (4.0, 2.0, 1.0, 0.5)), text_config=text,
-                      geometry_encoder_config=dict(hidden_size=d, num_layers=cfg.geometry_layers, num_attention_heads=h,
-                                                   intermediate_size=f),
-                      detr_encoder_config=dict(hidden_size=d, num_layers=cfg.encoder_layers, num_attention_heads=h,
-                                               intermediate_size=f),
-                      detr_decoder_config=dict(hidden_size=d, num_layers=cfg.decoder_layers, num_attention_heads=h,
-                                               intermediate_size=f, num_queries=cfg.num_queries),
-                      mask_decoder_config=dict(hidden_size=d, num_attention_heads=h))
-    return hf_cfg
+    return HFConfig(text_config=text, **detector_subconfigs(cfg))
 
 
 def hf_tracker(cfg: Sam3Config, hf_sd: Dict[str, torch.Tensor], assign: bool = False):
