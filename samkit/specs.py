@@ -180,6 +180,17 @@ _SAM3_LICENSE = "SAM License (Meta, 2025-11-19)"
 _SAM3_NOTICE = ("commercial use is allowed, but the SAM License forbids military, warfare, nuclear and espionage "
                 "uses and uses under ITAR, requires compliance with trade controls, forbids reverse engineering, "
                 "and derivatives must be distributed under the same licence")
+
+
+def _sam3_student(name: str, family: str, module: str, extra: Optional[dict] = None, **fields) -> None:
+    """A SAM 3 student: SAM 3's input (1008 px, mean = std = 0.5), video, and SAM 3's licence with
+    its notice (the files hold SAM 3's weights; the students' code is Apache-2.0)."""
+    _add(ModelSpec(name=name, family=family, module=module, license=_SAM3_LICENSE, input_size=1008, video=True,
+                   pixel_mean=(0.5, 0.5, 0.5), pixel_std=(0.5, 0.5, 0.5),
+                   extra={"license_notice": _SAM3_NOTICE, **(extra or {}), "code_license": "Apache-2.0"},
+                   **fields))
+
+
 _add(ModelSpec(
     name="sam3", family="sam3", module="samkit.models.sam3",
     url="https://huggingface.co/facebook/sam3/resolve/main/sam3.pt", filename="sam3.pt",
@@ -200,19 +211,16 @@ for _short, _file_part, _variant in (("s0", "mobileclip_s0", "MobileCLIP-S0"), (
                                      ("l", "mobileclip2_l", "MobileCLIP2-L")):
     for _ctx in (16, 32):
         _file = f"sam3_litetext_{_file_part}_ctx{_ctx}.pt"
-        _add(ModelSpec(
-            name=f"sam3_litetext_{_short}_{_ctx}", family="sam3_litetext", module="samkit.models.sam3_litetext",
+        _sam3_student(  # the weights hold SAM 3's vision encoder, detector and tracker
+            f"sam3_litetext_{_short}_{_ctx}", "sam3_litetext", "samkit.models.sam3_litetext",
             url=f"{_ESAM3_URL}sam3_litetext/{_file}", filename=_file,
-            license=_SAM3_LICENSE,  # the weights hold SAM 3's vision encoder, detector and tracker
-            paper=_P_LITETEXT, checkpoint_format="sam3_litetext", tag="2026-02", input_size=1008, video=True,
-            pixel_mean=(0.5, 0.5, 0.5), pixel_std=(0.5, 0.5, 0.5),
-            extra={"license_notice": _SAM3_NOTICE, "text_encoder": _variant, "context_length": _ctx,
-                   "code_license": "Apache-2.0"},
+            paper=_P_LITETEXT, checkpoint_format="sam3_litetext", tag="2026-02",
+            extra={"text_encoder": _variant, "context_length": _ctx},
             notes=f"SAM 3 with its text encoder replaced by a distilled {_variant} text encoder reading up to "
                   f"{_ctx - 2} tokens: predict(text=...) / exemplars / points like sam3, with a much smaller text "
                   "encoder (the image encoder is SAM 3's ViT: the image side costs what sam3 costs). The weights "
                   "carry SAM 3's, hence its licence; the students' code is Apache-2.0.",
-        ))
+        )
 
 # --- EfficientSAM3 stage-3 models (distilled image + text encoders on SAM 3's heads) ------------------
 _P_ES3 = ("Zeng et al., EfficientSAM3: Progressive Hierarchical Distillation for Video Concept Segmentation "
@@ -220,17 +228,15 @@ _P_ES3 = ("Zeng et al., EfficientSAM3: Progressive Hierarchical Distillation for
 _ES3_FT = "https://huggingface.co/Simon7108528/EfficientSAM3/resolve/main/efficientsam3_ft/"
 for _fam, _label, _trunk in (("efficientvit", "EV-M", "EfficientViT-B1"), ("repvit", "RV-M", "RepViT-M1.1"),
                              ("tinyvit", "TV-M", "TinyViT-11M")):
-    _add(ModelSpec(
-        name=f"efficientsam3_{_fam}", family="efficientsam3", module="samkit.models.efficientsam3",
-        url=f"{_ES3_FT}efficientsam3_{_fam}.pt", filename=f"efficientsam3_{_fam}.pt", license=_SAM3_LICENSE,
-        paper=_P_ES3, checkpoint_format=f"efficientsam3_{_fam}", tag="2026-06-11", input_size=1008, video=True,
-        pixel_mean=(0.5, 0.5, 0.5), pixel_std=(0.5, 0.5, 0.5),
-        extra={"license_notice": _SAM3_NOTICE, "code_license": "Apache-2.0"},
+    _sam3_student(
+        f"efficientsam3_{_fam}", "efficientsam3", "samkit.models.efficientsam3",
+        url=f"{_ES3_FT}efficientsam3_{_fam}.pt", filename=f"efficientsam3_{_fam}.pt",
+        paper=_P_ES3, checkpoint_format=f"efficientsam3_{_fam}", tag="2026-06-11",
         notes=(f"EfficientSAM3 {_label}: SAM 3 with a distilled {_trunk} image encoder and the MobileCLIP-S0 text "
                "student (context 16), fine-tuned end to end (stage 3); predict(text=...), exemplars, points/boxes "
                "and concept tracking like sam3 with ~10x fewer parameters. Not gated; the file holds SAM 3's "
                "necks, detector and tracker, so SAM 3's licence applies (code: Apache-2.0)."),
-    ))
+    )
 
 # --- EfficientSAM3 stage-1 image-encoder students (SAM 3 with a distilled trunk, SAM 3's text encoder) ---
 _ES3_S1 = "https://huggingface.co/Simon7108528/EfficientSAM3/resolve/main/stage1_all_converted/"
@@ -239,17 +245,15 @@ for (_fam, _size), _trunk in {("efficientvit", "s"): "EfficientViT-B0", ("effici
                               ("repvit", "m"): "RepViT-M1.1", ("repvit", "l"): "RepViT-M2.3",
                               ("tinyvit", "s"): "TinyViT-5M", ("tinyvit", "m"): "TinyViT-11M",
                               ("tinyvit", "l"): "TinyViT-21M"}.items():
-    _add(ModelSpec(
-        name=f"efficientsam3_stage1_{_fam}_{_size}", family="efficientsam3", module="samkit.models.efficientsam3",
+    _sam3_student(
+        f"efficientsam3_stage1_{_fam}_{_size}", "efficientsam3", "samkit.models.efficientsam3",
         url=f"{_ES3_S1}efficient_sam3_{_fam}_{_size}.pt", filename=f"efficient_sam3_{_fam}_{_size}.pt",
-        license=_SAM3_LICENSE, paper=_P_ES3, checkpoint_format=f"efficientsam3_{_fam}", tag="2025-12-02",
-        input_size=1008, video=True, pixel_mean=(0.5, 0.5, 0.5), pixel_std=(0.5, 0.5, 0.5),
-        extra={"license_notice": _SAM3_NOTICE, "code_license": "Apache-2.0"},
+        paper=_P_ES3, checkpoint_format=f"efficientsam3_{_fam}", tag="2025-12-02",
         notes=(f"EfficientSAM3 stage 1 (ES-{_fam[:2].upper()}-{_size.upper()}): SAM 3 with a distilled {_trunk} image "
                "encoder (encoder-only distillation, no fine-tuning) and SAM 3's own text encoder. Released 2025-12-02; "
                "the current upstream README lists only the stage-3 models (efficientsam3_*), so this file may have "
                "moved. Not gated; SAM 3's licence applies to the heads."),
-    ))
+    )
 
 # --- classic (no learned weights) ----------------------------------------------------------
 _add(ModelSpec(
