@@ -67,25 +67,16 @@ def _check(code, lines, err, want_code, words):
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("args, want_code, words", SEGMENT)
-def test_segment_bad_input(sam3, files, monkeypatch, capsys, args, want_code, words):
+@pytest.mark.parametrize("command, source, args, want_code, words",
+                         [("segment", "img.png", *case) for case in SEGMENT] +
+                         [("track", "frames", *case) for case in TRACK])
+def test_bad_input(sam3, files, monkeypatch, capsys, command, source, args, want_code, words):
     import samkit.registry
 
     monkeypatch.setenv("SAMKIT_HOME", str(files / "cache"))
     monkeypatch.setattr(samkit.registry, "load_model", lambda *a, **k: sam3)
-    code, lines, err = _run(["segment", str(files / "img.png"), "--model", "sam3", "--out", str(files / "out"),
-                             *args], capsys)
-    _check(code, lines, err, want_code, words)
-
-
-@pytest.mark.parametrize("args, want_code, words", TRACK)
-def test_track_bad_input(sam3, files, monkeypatch, capsys, args, want_code, words):
-    import samkit.registry
-
-    monkeypatch.setenv("SAMKIT_HOME", str(files / "cache"))
-    monkeypatch.setattr(samkit.registry, "load_model", lambda *a, **k: sam3)
-    code, lines, err = _run(["track", str(files / "frames"), "--model", "sam3", "--out", str(files / "out"),
-                             *args], capsys)
+    code, lines, err = _run([command, str(files / source), "--model", "sam3", "--out", str(files / "out"), *args],
+                            capsys)
     _check(code, lines, err, want_code, words)
 
 
