@@ -6,7 +6,6 @@ imports a model family.
 """
 from __future__ import annotations
 
-import inspect
 import warnings
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Union
@@ -40,8 +39,8 @@ def builder(name_or_spec: Union[str, ModelSpec]):
 
 def build_model(name_or_spec: Union[str, ModelSpec], image_size: Optional[int] = None):
     """Build a model with freshly initialised (not loaded) weights and set ``model.spec``.
-    ``image_size``: another input size, for models whose builder takes one (SAM 3 and its
-    students); others refuse it with ``InputError``."""
+    ``image_size``: another input size, for models whose builder takes one (``sam3``,
+    ``sam3_litetext_*``); others refuse it with ``InputError``."""
     spec = _spec(name_or_spec)
     fn = builder(spec)
     if image_size is None:
@@ -57,17 +56,15 @@ def build_model(name_or_spec: Union[str, ModelSpec], image_size: Optional[int] =
 
 
 def _check_image_size(spec: ModelSpec, image_size) -> None:
-    """``InputError`` unless the builder of ``spec`` takes ``image_size`` and its
-    ``check_image_size`` (set by the model file) accepts the value."""
-    fn = builder(spec) if spec.neural else None
-    if fn is None or "image_size" not in inspect.signature(fn).parameters:
+    """``InputError`` unless the builder of ``spec`` takes other input sizes (its model file marks it
+    with ``check_image_size``, e.g. ``samkit.models.sam3.takes_image_size``) and accepts this one."""
+    check = getattr(builder(spec), "check_image_size", None) if spec.neural else None
+    if check is None:
         fixed = f" of {spec.input_size} px" if spec.input_size else ""
         raise InputError(f"{spec.name} has a fixed input size{fixed}: its weights were trained for it and it has "
                          "no other. Fix: drop image_size / --image-size (models that take one: sam3 and "
                          "sam3_litetext_*).")
-    check = getattr(fn, "check_image_size", None)
-    if check is not None:
-        check(image_size)
+    check(image_size)
 
 
 def _warn_license(spec: ModelSpec) -> None:
