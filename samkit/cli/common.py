@@ -80,8 +80,8 @@ def check_image_size(model: Optional[str], image_size: Optional[int]) -> None:
     if image_size is None:
         return
     if model is None or is_export_path(model):
-        raise InputError("--image-size needs a model that runs at other input sizes, named with --model (sam3 and its "
-                         "students). Fix: add --model sam3, or drop --image-size.")
+        raise InputError("--image-size needs a model that runs at other input sizes, named with --model (sam3 and "
+                         "sam3_litetext_*). Fix: add --model sam3, or drop --image-size.")
     from ..registry import _check_image_size
     from ..specs import get_spec
 

@@ -105,21 +105,6 @@ for _family in RELEASED_TRUNKS:
 # (the official example builds them with text_encoder_type="MobileCLIP-S0", context 16)
 STAGE3_TEXT = ("MobileCLIP-S0", 16)
 
-
-def _stage3_builder(family: str):
-    def build() -> EfficientSam3Model:
-        return efficientsam3_model(RELEASED_TRUNKS[family], text_encoder=mobileclip_text_encoder(*STAGE3_TEXT))
-
-    build.__name__ = build.__qualname__ = f"build_efficientsam3_{family}"
-    build.__doc__ = (f"EfficientSAM3 {_NAMES[family]} (stage 3): the {RELEASED_TRUNKS[family]} trunk and the "
-                     f"{STAGE3_TEXT[0]} text student, context {STAGE3_TEXT[1]}.")
-    return build
-
-
-for _family in RELEASED_TRUNKS:
-    globals()[f"build_efficientsam3_{_family}"] = register_builder(f"efficientsam3_{_family}")(_stage3_builder(_family))
-
-
 # the stage-1 image-encoder students (HF ``stage1_all_converted/efficient_sam3_<family>_<size>.pt``):
 # sam3.pt with the student trunk spliced in, SAM 3's own text encoder
 STAGE1_TRUNKS = {
@@ -130,17 +115,22 @@ STAGE1_TRUNKS = {
 }
 
 
-def _stage1_builder(family: str, size: str):
-    kind = STAGE1_TRUNKS[(family, size)]
-
+def _register(name: str, kind: str, text: Optional[tuple], doc: str) -> None:
+    """Register ``build_<name>``: the trunk ``kind`` with the text student ``text`` ((variant,
+    context); None: SAM 3's own text encoder)."""
     def build() -> EfficientSam3Model:
-        return efficientsam3_model(kind)
+        return efficientsam3_model(kind, text_encoder=None if text is None else mobileclip_text_encoder(*text))
 
-    build.__name__ = build.__qualname__ = f"build_efficientsam3_stage1_{family}_{size}"
-    build.__doc__ = f"EfficientSAM3 stage-1 ES-{family[:2].upper()}-{size.upper()}: the {kind} trunk, SAM 3's text encoder."
-    return build
+    build.__name__ = build.__qualname__ = f"build_{name}"
+    build.__doc__ = doc
+    globals()[build.__name__] = register_builder(name)(build)
 
 
-for (_family, _size) in STAGE1_TRUNKS:
-    globals()[f"build_efficientsam3_stage1_{_family}_{_size}"] = register_builder(
-        f"efficientsam3_stage1_{_family}_{_size}")(_stage1_builder(_family, _size))
+for _family, _kind in RELEASED_TRUNKS.items():
+    _register(f"efficientsam3_{_family}", _kind, STAGE3_TEXT,
+              f"EfficientSAM3 {_NAMES[_family]} (stage 3): the {_kind} trunk and the {STAGE3_TEXT[0]} text student, "
+              f"context {STAGE3_TEXT[1]}.")
+for (_family, _size), _kind in STAGE1_TRUNKS.items():
+    _register(f"efficientsam3_stage1_{_family}_{_size}", _kind, None,
+              f"EfficientSAM3 stage-1 ES-{_family[:2].upper()}-{_size.upper()}: the {_kind} trunk, SAM 3's text "
+              "encoder.")
