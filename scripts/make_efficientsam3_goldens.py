@@ -12,11 +12,15 @@ entered without running its ``__init__`` (which imports every model).
 Weights: the trunk's ``state_dict`` in the released key layout
 (``detector.backbone.vision_backbone.trunk.<name>``) with values from ../shared/parity's
 ``synth_weights.py`` (seed 0) and the one exception of tests/sam3/es3_oracle.py (RepViT).
-Input: ``input_224`` = a fixed smooth pattern plus noise
-(stored); the 1008 px input is its bilinear upsampling (align_corners=False).
+Input: ``es3_oracle.golden_input()`` = a fixed smooth pattern plus seeded noise (recomputed by
+the tests, not stored); the 1008 px input is its bilinear upsampling (align_corners=False).
 
-Writes ``<parity>/golden/efficientsam3_trunk_{input,<kind>}.safetensors``, ``efficientsam3_trunks.json`` and
-``tests/sam3/manifest_efficientsam3_trunks.json`` (names / shapes / dtypes only).
+Writes into the repository (the shared parity folder is read-only in CI):
+``tests/sam3/golden/efficientsam3_trunks.safetensors`` (``<kind>.out_224_c4``: every 4th channel of
+the 224 px output; ``<kind>.out_1008_c64``: every 64th channel at 1008 px; about 3.5 MB in all),
+``tests/sam3/golden/efficientsam3_trunks.json`` (stats of the full tensors, the official code's
+float32-vs-float64 error) and ``tests/sam3/manifest_efficientsam3_trunks.json`` (names / shapes /
+dtypes only).
 
 Needs timm (``pip install --no-deps --target DIR timm``, put DIR on PYTHONPATH) and the test
 torchvision stand-in (tests/oracle_shims; ``torchvision.datasets`` is stubbed here because timm's
@@ -39,7 +43,6 @@ import sys
 import types
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -82,14 +85,6 @@ def _official_builder(model_builder: Path, img_size: int, embed_size: int):
           "_create_vit_neck": lambda pos, trunk, **kw: trunk}
     exec(compile(src, str(model_builder), "exec"), ns)  # noqa: S102 - the official code, on purpose
     return ns["_create_student_vision_backbone"]
-
-
-def _input() -> torch.Tensor:
-    rng = np.random.Generator(np.random.PCG64(20251201))
-    yy, xx = np.meshgrid(np.linspace(-1, 1, SMALL), np.linspace(-1, 1, SMALL), indexing="ij")
-    pattern = np.stack([np.sin(3 * xx + yy), np.cos(2 * yy - xx), xx * yy])
-    x = pattern + 0.5 * rng.standard_normal((3, SMALL, SMALL))
-    return torch.from_numpy(x[None].astype(np.float32))
 
 
 def _build(create, kind: str, synth, sd_cache: dict):
@@ -162,11 +157,12 @@ def main() -> None:
     os.environ["SAMKIT_PARITY_DIR"] = str(args.parity)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "sam3"))
     from es3_oracle import synth_rows as synth  # the tests' weight rules (synth_weights.py + one exception)
+    from es3_oracle import golden_input
 
     builder = args.official / "sam3" / "model_builder.py"
-    x224 = _input()
+    x224 = golden_input()
     x1008 = F.interpolate(x224, size=(FULL, FULL), mode="bilinear", align_corners=False)
-    outs, meta, manifests, cache = {kind: {} for kind in {**KINDS, **EXTRA}}, {}, {}, {}
+    outs, meta, manifests, cache = {}, {}, {}, {}
     torch.set_grad_enabled(False)
     for kind in {**KINDS, **EXTRA}:
         for size, x in ((SMALL, x224), (FULL, x1008)) if kind in KINDS else ((SMALL, x224),):
@@ -179,19 +175,19 @@ def main() -> None:
             stats = {"shape": list(y.shape), "absmax": float(y.abs().max()), "mean": float(y.mean()),
                      "std": float(y.std()), "fp32_vs_fp64_maxabs": err}
             if size == SMALL:
-                outs[kind]["out_224"] = y.contiguous()
-                meta[f"{kind}.out_224"] = {**stats, "meaning": "trunk output at 224 px (16 x 16 after the resize)"}
+                outs[f"{kind}.out_224_c4"] = y[:, ::4].contiguous()
+                meta[f"{kind}.out_224_c4"] = {**stats, "meaning": "trunk output at 224 px (16 x 16 after the "
+                                              "resize), every 4th channel stored; stats are of the full tensor"}
             else:
-                outs[kind]["out_1008_c16"] = y[:, ::16].contiguous()
-                meta[f"{kind}.out_1008_c16"] = {**stats, "meaning": "trunk output at 1008 px (72 x 72), every "
-                                                "16th channel stored; stats are of the full tensor"}
+                outs[f"{kind}.out_1008_c64"] = y[:, ::64].contiguous()
+                meta[f"{kind}.out_1008_c64"] = {**stats, "meaning": "trunk output at 1008 px (72 x 72), every "
+                                                "64th channel stored; stats are of the full tensor"}
             print(kind, size, stats, flush=True)
     from safetensors.torch import save_file
 
-    golden = args.parity / "golden"
-    save_file({"input_224": x224}, str(golden / "efficientsam3_trunk_input.safetensors"))
-    for kind in outs:
-        save_file(outs[kind], str(golden / f"efficientsam3_trunk_{kind}.safetensors"))
+    golden = args.tests / "golden"
+    golden.mkdir(exist_ok=True)
+    save_file(outs, str(golden / "efficientsam3_trunks.safetensors"))
     meta["_about"] = {
         "source": "SimonZeng7108/efficientsam3 (sam3/sam3/backbones, model_builder.py), "
                   "scripts/make_efficientsam3_goldens.py of samkit",
@@ -200,7 +196,7 @@ def main() -> None:
                    "channel_mixer.m.2.bn.weight x 0.1",
         "tolerance": "max-abs error <= 1e-4 x max |golden| (float32 vs float64 error of the official code: "
                      "fp32_vs_fp64_maxabs)",
-        "input": "input_224 (1 x 3 x 224 x 224, already normalised); 1008 px = F.interpolate(input_224, 1008, "
+        "input": "es3_oracle.golden_input() (1 x 3 x 224 x 224, already normalised); 1008 px = F.interpolate(input_224, 1008, "
                  "bilinear, align_corners=False)",
         "edits": "TinyViT img_size and embed_size set to the tested size (literal edits of the official builder)",
         "timm": __import__("timm").__version__, "torch": torch.__version__}

@@ -11,6 +11,8 @@
 * ``student_manifest(cfg, kind)`` / ``synth_student(cfg, kind)``: a whole SAM 3 model with a
   student trunk in the released layout (``oracle.official_manifest`` without the ViT trunk, plus
   the student trunk of ``cfg``'s width and grid).
+* ``golden_input()`` / ``golden()`` / ``golden_noise()``: the goldens of the official trunks
+  (``golden/efficientsam3_trunks.*``, made by the same script; kept in the repository).
 * ``REDUCED_STUDENT``: the reduced SAM 3 configuration of tests/sam3/oracle.py; the student trunk
   keeps its full backbone and projects to ``vit_dim`` channels.
 """
@@ -22,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List
 
+import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -38,6 +41,29 @@ KINDS = ("efficientvit_b1", "repvit_m1_1", "tinyvit_11m")  # the trunks of the r
 ALL_KINDS = KINDS + ("efficientvit_b0", "efficientvit_b2", "repvit_m0_9", "repvit_m2_3", "tinyvit_5m", "tinyvit_21m")
 REDUCED_STUDENT = O.REDUCED
 _SCALED = "channel_mixer.m.2.bn.weight"
+
+
+def golden_input(size: int = 224) -> torch.Tensor:
+    """1 x 3 x size x size: a smooth pattern plus seeded noise, already normalised (the goldens' input)."""
+    rng = np.random.Generator(np.random.PCG64(20251201))
+    yy, xx = np.meshgrid(np.linspace(-1, 1, size), np.linspace(-1, 1, size), indexing="ij")
+    pattern = np.stack([np.sin(3 * xx + yy), np.cos(2 * yy - xx), xx * yy])
+    x = pattern + 0.5 * rng.standard_normal((3, size, size))
+    return torch.from_numpy(x[None].astype(np.float32))
+
+
+@functools.lru_cache(maxsize=None)
+def golden() -> Dict[str, torch.Tensor]:
+    """``<kind>.out_224_c4`` (every 4th channel) and ``<kind>.out_1008_c64`` (every 64th)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(HERE / "golden" / "efficientsam3_trunks.safetensors"))
+
+
+def golden_noise(key: str) -> float:
+    """The official code's own float32-vs-float64 max-abs error on the full output ``key``."""
+    meta = json.loads((HERE / "golden" / "efficientsam3_trunks.json").read_text())
+    return float(meta[key]["fp32_vs_fp64_maxabs"])
 
 
 @functools.lru_cache(maxsize=None)
