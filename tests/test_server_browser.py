@@ -142,7 +142,7 @@ _REFERENCE_DIFF = """async () => {  // the same prompt through the reference dec
 }"""
 
 
-@pytest.mark.parametrize("family", ["sam", "efficient_sam"])
+@pytest.mark.parametrize("family", ["sam", "efficient_sam", "sam2"])
 def test_decoder_runs_in_the_page_with_onnxruntime_web(browser, tmp_path, tiny_export, family):
     from samkit.runtime import OnnxImagePredictor
     from samkit.server.config import ServerConfig
