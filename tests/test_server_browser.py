@@ -96,6 +96,14 @@ def test_click_undo_box_add_and_export_coco(browser, tmp_path):
         page.mouse.click(*_image_to_page(page, 200, 130))
         _wait_pixels(page)
         assert page.evaluate("window.samkit.S.candidates.length") == 3
+        # the bit masks the page asks for are the server's masks: the same COCO RLE as its default answer
+        point = page.evaluate("window.samkit.S.points[0]")
+        ref = page.request.post(served.url + "/api/image/decode", data={
+            "path": "@example/truck.png", "points": [point], "labels": [1], "polygons": False}).json()["masks"]
+        assert page.evaluate(_PAGE_RLE) == [m["rle"]["counts"] for m in ref]
+        stats = page.evaluate("window.samkit.stats")  # decoded from pointerdown, the click's own prompt
+        assert stats["speculated"] == 1 and stats["decodes"] == 1 and stats["last"]["server"]["decode"] >= 0
+        assert stats["maskPixels"] == max(ref, key=lambda m: m["score"])["area"]
         page.keyboard.press("Control+z")
         _wait_pixels(page, positive=False)
         page.keyboard.press("Control+Shift+z")  # redo brings the click back
@@ -132,6 +140,20 @@ def test_click_undo_box_add_and_export_coco(browser, tmp_path):
     finally:
         served.stop()
 
+
+_PAGE_RLE = """async () => {  // the page's candidate masks as COCO RLE strings
+    const r = await import("/static/js/rle.js"), S = window.samkit.S;
+    return S.candidates.map((c) => r.encodeMask(c.mask, S.H, S.W).counts);
+}"""
+
+_CROP_DIFF = """async () => {  // the same prompt upsampled over the whole image instead of the positive box
+    const d = await import("/static/js/decoder.js"), S = window.samkit.S;
+    d.options.crop = false;
+    const whole = await d.decode(S.info, S.emb, S.points, S.labels, S.box, true);
+    d.options.crop = true;
+    return S.candidates.map((c, i) => [c.mask.reduce((a, v, j) => a + (v !== whole[i].mask[j]), 0),
+                                       c.pixels - whole[i].pixels, c.box.join() === whole[i].box.join()]);
+}"""
 
 _REFERENCE_DIFF = """async () => {  // the same prompt through the reference decoder graph, in the same page
     const d = await import("/static/js/decoder.js"), S = window.samkit.S;
@@ -175,6 +197,8 @@ def test_decoder_runs_in_the_page_with_onnxruntime_web(browser, tmp_path, tiny_e
         best = int(ref.scores.argmax())
         area = int(ref.masks[best].sum())
         assert abs(_pixels(page) - area) <= max(20, 0.01 * area)  # wasm and CPU onnxruntime agree
+        # upsampling the positive box only gives exactly the masks of the whole-image upsampling
+        assert page.evaluate(_CROP_DIFF) == [[0, 0, True]] * 3
         # the reference decoder graph gives the same masks (up to pixels at |logit| ~ 0) and scores
         for differing, score_diff in page.evaluate(_REFERENCE_DIFF):
             assert differing <= max(3, 0.002 * area) and score_diff < 1e-3
