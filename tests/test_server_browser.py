@@ -100,7 +100,7 @@ def test_click_undo_box_add_and_export_coco(browser, tmp_path):
         point = page.evaluate("window.samkit.S.points[0]")
         ref = page.request.post(served.url + "/api/image/decode", data={
             "path": "@example/truck.png", "points": [point], "labels": [1], "polygons": False}).json()["masks"]
-        assert page.evaluate(_PAGE_RLE) == [m["rle"]["counts"] for m in ref]
+        assert page.evaluate(_PAGE_RLE, [m["rle"] for m in ref]) == [[m["rle"]["counts"] for m in ref], [True] * 3]
         stats = page.evaluate("window.samkit.stats")  # decoded from pointerdown, the click's own prompt
         assert stats["speculated"] == 1 and stats["decodes"] == 1 and stats["last"]["server"]["decode"] >= 0
         assert stats["maskPixels"] == max(ref, key=lambda m: m["score"])["area"]
@@ -141,9 +141,10 @@ def test_click_undo_box_add_and_export_coco(browser, tmp_path):
         served.stop()
 
 
-_PAGE_RLE = """async () => {  // the page's candidate masks as COCO RLE strings
+_PAGE_RLE = """async (rles) => {  // the page's candidate masks as COCO RLE strings; the page's RLE decoder on rles
     const r = await import("/static/js/rle.js"), S = window.samkit.S;
-    return S.candidates.map((c) => r.encodeMask(c.mask, S.H, S.W).counts);
+    return [S.candidates.map((c) => r.encodeMask(c.mask, S.H, S.W).counts),
+            S.candidates.map((c, i) => r.decodeRle(rles[i]).every((v, j) => v === c.mask[j]))];
 }"""
 
 _CROP_DIFF = """async () => {  // the same prompt upsampled over the whole image instead of the positive box

@@ -5,6 +5,7 @@
 // (queue, decode, encode ms), unpack: masks to pixels, canvas: the mask layer, render: the redraw,
 // frame: render to the next animation frame}, all ms. A click's decode starts on pointerdown (the
 // prompt is the press point, so the answer is the click's own); ?speculate=0 waits for pointerup.
+// Latencies run from the pointer events' own timeStamp (a busy main thread may handle them late).
 import { decodeBits, decodeRle, encodeMask } from "./rle.js";
 import * as browserDecoder from "./decoder.js";
 import { Video, bindPage } from "./video.js";
@@ -21,7 +22,9 @@ export const S = {
 };
 const stats = { mode: "server", decoder: null, numThreads: null, decodes: 0, lastDecodeMs: null, lastClickToDrawnMs: null,
                 lastUpToDrawnMs: null, maskPixels: 0, errors: 0, speculated: 0, last: null };
-const SPECULATE = new URLSearchParams(location.search).get("speculate") !== "0";
+const QUERY = new URLSearchParams(location.search);
+const SPECULATE = QUERY.get("speculate") !== "0";
+const TRANSPORT = QUERY.get("transport") === "rle" ? "rle" : "bits";  // ?transport=rle: COCO RLE (benchmarks)
 window.samkit = { S, stats };
 
 // ------------------------------------------------------------------ helpers
@@ -154,7 +157,7 @@ async function decodeServer(p) {
   const t = performance.now();
   const r = await fetch("/api/image/decode", { method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ path: p.path, points: p.points, labels: p.labels, box: p.box, multimask: p.multimask,
-                           polygons: false, mask_format: "bits" }) });
+                           polygons: false, mask_format: TRANSPORT }) });
   const data = r.headers.get("content-type")?.includes("json") ? await r.json() : null;
   if (!r.ok) { const e = new Error(data?.error || r.statusText); e.status = r.status; throw e; }
   const t1 = performance.now();
@@ -163,7 +166,8 @@ async function decodeServer(p) {
     const [k, v] = part.trim().split(";dur=");
     if (v !== undefined) server[k] = Number(v);
   }
-  const cands = data.masks.map((m) => ({ ...decodeBits(m.bits, data.height, data.width), score: m.score }));
+  const cands = data.masks.map((m) => (m.bits ? { ...decodeBits(m.bits, data.height, data.width), score: m.score }
+    : { mask: decodeRle(m.rle), box: m.box.map(Math.round), pixels: m.area, score: m.score }));
   return { cands, mode: "server", last: { decode: t1 - t, server, unpack: performance.now() - t1 } };
 }
 
@@ -407,7 +411,7 @@ canvas.addEventListener("pointerdown", (ev) => {
   canvas.setPointerCapture(ev.pointerId);
   const [x, y] = toImage(ev);
   if (ev.button === 1 || S.space) { S.drag = { kind: "pan", x: ev.clientX, y: ev.clientY, tx: S.view.tx, ty: S.view.ty }; return; }
-  S.drag = { kind: S.tool === "box" ? "box" : "point", x0: x, y0: y, t0: performance.now(), neg: ev.shiftKey || ev.button === 2, box: null };
+  S.drag = { kind: S.tool === "box" ? "box" : "point", x0: x, y0: y, t0: ev.timeStamp, neg: ev.shiftKey || ev.button === 2, box: null };
   speculate(S.drag);
 });
 canvas.addEventListener("pointermove", (ev) => {
@@ -423,7 +427,7 @@ canvas.addEventListener("pointermove", (ev) => {
 canvas.addEventListener("pointerup", async (ev) => {
   const d = S.drag;
   S.drag = null;
-  S.upAt = performance.now();
+  S.upAt = ev.timeStamp;  // the event's own time: a busy main thread may handle it late
   if (!d || d.kind === "pan") return;
   const t0 = d.t0;
   if (d.kind === "box") {
