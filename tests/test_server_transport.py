@@ -79,10 +79,10 @@ def servers(tmp_path_factory):
     return out
 
 
-# classic (GrabCut) on the small square, the random-weight SAM (fragmented masks: many runs) on the truck
-@pytest.mark.parametrize("name, path, hw", [("classic", "sub/square.png", (48, 64)),
-                                            ("tiny_sam", "@example/truck.png", (267, 400))])
-def test_bits_answer_the_same_masks_as_rle(servers, name, path, hw):
+# classic (GrabCut) and a random-weight SAM (fragmented masks: many runs) on the small square
+@pytest.mark.parametrize("name", ["classic", "tiny_sam"])
+def test_bits_answer_the_same_masks_as_rle(servers, name):
+    path, hw = "sub/square.png", (48, 64)
     prompts = [{"points": [[30, 20]], "labels": [1]}, {"points": [[30, 20], [60, 40]], "labels": [1, 0]},
                {"box": [18, 8, 46, 32], "multimask": False}]
     with client(servers[name]) as c:
