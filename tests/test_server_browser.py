@@ -1,5 +1,5 @@
 """The annotator page in a real browser (Playwright driving Debian's chromium, ``make test``
-installs it): open the page, click the bundled example, see a mask, undo, box, add an object,
+installs it): open the page, click the bundled example, see a mask, undo, box, brush, add an object,
 export COCO and check the file; the same click decoded in the page by onnxruntime-web on an
 exported tiny SAM decoder; a short video propagation. Screenshots go to ``test-artifacts/``."""
 from __future__ import annotations
@@ -80,6 +80,15 @@ def _wait_pixels(page, positive=True):
     page.wait_for_function(f"Number(document.getElementById('canvas').dataset.maskPixels || 0) {cond}", timeout=20000)
 
 
+def _stroke(page, points):
+    """A drag through image pixels ``points`` (the brush paints along it)."""
+    page.mouse.move(*_image_to_page(page, *points[0]))
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(*_image_to_page(page, x, y), steps=4)
+    page.mouse.up()
+
+
 def _open_example(page):
     page.get_by_text("truck.png (example)").click()
     page.wait_for_selector("#canvas[data-ready='@example/truck.png']", timeout=30000)
@@ -120,6 +129,17 @@ def test_click_undo_box_add_and_export_coco(browser, tmp_path):
         page.mouse.move(x1, y1)
         page.mouse.up()
         _wait_pixels(page)
+        page.keyboard.press("r")  # brush fix-ups: paint a stroke outside the mask, erase one across it
+        decoded = _pixels(page)
+        _stroke(page, [(385, 240), (395, 255)])
+        painted = _pixels(page)
+        assert painted > decoded
+        page.keyboard.down("Shift")
+        _stroke(page, [(60, 130), (340, 130)])
+        page.keyboard.up("Shift")
+        final = _pixels(page)
+        assert final < painted and page.evaluate("window.samkit.S.candidates[window.samkit.S.choice].mask"
+                                                 ".reduce((a, v) => a + v, 0)") == final
         page.keyboard.press("Enter")
         page.wait_for_function("document.getElementById('canvas').dataset.objects === '1'")
         page.wait_for_function("document.getElementById('status').textContent.includes('saved 1 object')")
@@ -131,7 +151,7 @@ def test_click_undo_box_add_and_export_coco(browser, tmp_path):
         (coco_file,) = (data / "exports" / "coco").glob("*.json")
         coco = json.loads(coco_file.read_text())
         assert len(coco["annotations"]) == 1 and coco["categories"][0]["name"] == "object"
-        assert coco["images"][0]["width"] == 400 and coco["annotations"][0]["area"] > 1000
+        assert coco["images"][0]["width"] == 400 and coco["annotations"][0]["area"] == final > 1000
         href = page.get_attribute("#exported a", "href")
         assert json.loads(page.request.get(served.url + href).text())["annotations"] == coco["annotations"]
         saved = json.loads((data / ".samkit" / "annotations" / "@example" / "truck.png.json").read_text())

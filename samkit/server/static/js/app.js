@@ -8,6 +8,7 @@
 // Latencies run from the pointer events' own timeStamp (a busy main thread may handle them late).
 import { decodeBits, decodeRle, encodeMask } from "./rle.js";
 import * as browserDecoder from "./decoder.js";
+import * as brush from "./brush.js";
 import { Video, bindPage } from "./video.js";
 
 const $ = (id) => document.getElementById(id);
@@ -411,13 +412,38 @@ canvas.addEventListener("pointerdown", (ev) => {
   canvas.setPointerCapture(ev.pointerId);
   const [x, y] = toImage(ev);
   if (ev.button === 1 || S.space) { S.drag = { kind: "pan", x: ev.clientX, y: ev.clientY, tx: S.view.tx, ty: S.view.ty }; return; }
+  if (S.tool === "brush") { startBrush(x, y, ev.shiftKey || ev.button === 2); return; }
   S.drag = { kind: S.tool === "box" ? "box" : "point", x0: x, y0: y, t0: ev.timeStamp, neg: ev.shiftKey || ev.button === 2, box: null };
   speculate(S.drag);
 });
+
+const BRUSH_PX = 10;  // brush radius on screen
+
+function startBrush(x, y, erase) {
+  if (S.video) { status("the brush edits image masks; on a video, prompt with points or a box"); return; }
+  pushHistory();  // undo decodes the prompts again: the mask before the stroke
+  if (!S.candidates.length) {  // painting from nothing: an empty mask to paint into
+    S.candidates = [{ mask: new Uint8Array(S.W * S.H), box: [0, 0, 0, 0], pixels: 0, score: 1,
+                      color: COLORS[S.objects.length % COLORS.length] }];
+    S.choice = 0; showCandidates();
+  }
+  S.drag = { kind: "brush", x, y, value: erase ? 0 : 1 };
+  paintTo(x, y);
+}
+
+function paintTo(x, y) {
+  const d = S.drag, cand = S.candidates[S.choice];
+  brush.stroke(cand, d.x, d.y, x, y, BRUSH_PX / S.view.scale, d.value, S.W, S.H);
+  d.x = x; d.y = y;
+  cand._canvas = null;
+  stats.maskPixels = cand.pixels;
+  render();
+}
 canvas.addEventListener("pointermove", (ev) => {
   const d = S.drag;
   if (!d) return;
   if (d.kind === "pan") { S.view.tx = d.tx + (ev.clientX - d.x); S.view.ty = d.ty + (ev.clientY - d.y); render(); return; }
+  if (d.kind === "brush") { paintTo(...toImage(ev)); return; }
   if (d.kind === "box") {
     const [x, y] = toImage(ev);
     d.box = [Math.min(d.x0, x), Math.min(d.y0, y), Math.max(d.x0, x), Math.max(d.y0, y)].map((v, i) => Math.max(0, Math.min(v, i % 2 ? S.H : S.W)));
@@ -429,6 +455,13 @@ canvas.addEventListener("pointerup", async (ev) => {
   S.drag = null;
   S.upAt = ev.timeStamp;  // the event's own time: a busy main thread may handle it late
   if (!d || d.kind === "pan") return;
+  if (d.kind === "brush") {
+    const cand = S.candidates[S.choice];
+    brush.fitBox(cand, S.W);
+    cand._canvas = null;
+    render();
+    return;
+  }
   const t0 = d.t0;
   if (d.kind === "box") {
     if (!d.box || d.box[2] - d.box[0] < 2 || d.box[3] - d.box[1] < 2) { render(); return; }
@@ -449,7 +482,7 @@ canvas.addEventListener("wheel", (ev) => {
   render();
 }, { passive: false });
 
-function setTool(t) { S.tool = t; $("tool-point").classList.toggle("active", t === "point"); $("tool-box").classList.toggle("active", t === "box"); }
+function setTool(t) { S.tool = t; for (const k of ["point", "box", "brush"]) $("tool-" + k).classList.toggle("active", t === k); }
 
 function clearPrompt() { if (S.points.length || S.box) { pushHistory(); S.points = []; S.labels = []; S.box = null; decodeNow(performance.now()); } }
 
@@ -461,6 +494,7 @@ document.addEventListener("keydown", (ev) => {
   if ((ev.ctrlKey || ev.metaKey) && k === "y") { ev.preventDefault(); redo(); return; }
   if (k === "p") setTool("point");
   else if (k === "b") setTool("box");
+  else if (k === "r") setTool("brush");
   else if (k === "m") { $("multimask").checked = !$("multimask").checked; decodeNow(performance.now()); }
   else if (k === "f") fit();
   else if (["1", "2", "3"].includes(k)) choose(Number(k) - 1);
@@ -473,6 +507,7 @@ document.addEventListener("keyup", (ev) => { if (ev.key === " ") S.space = false
 
 $("tool-point").onclick = () => setTool("point");
 $("tool-box").onclick = () => setTool("box");
+$("tool-brush").onclick = () => setTool("brush");
 $("multimask").onchange = () => decodeNow(performance.now());
 $("undo").onclick = undo;
 $("redo").onclick = redo;
