@@ -16,7 +16,8 @@
    ``--no-fast-decoder``, row ``server``). These rows are cold clicks (``?speculate=0``: the
    decode starts on pointerup). Each prints the parts of click-to-drawn the page records
    (``stats.last``, p50 ms): ``decode`` (the wasm run, or the server round trip), the server's
-   own ``queue`` / ``decode`` (model and postprocessing) / ``encode`` (masks to JSON) from its
+   own ``queue`` / ``decode`` (model and postprocessing; of which ``graph``: the onnxruntime run,
+   ``post``: selection and upsampling in numpy) / ``encode`` (masks to JSON) from its
    ``Server-Timing`` header, ``transfer`` (round trip minus the server's parts: HTTP, JSON,
    the event loop), ``unpack`` (masks to pixels), ``canvas`` (the mask layer), ``render`` (the
    redraw) and ``frame`` (to the next animation frame).
@@ -112,11 +113,12 @@ def _parts(lasts: list) -> dict:
     for key in ("decode", "unpack", "canvas", "render", "frame"):
         out[key] = float(np.median([r.get(key) or 0.0 for r in rows]))
     servers = [r["server"] for r in rows if r.get("server")]
-    for key in ("queue", "decode", "encode"):
-        if servers:
+    for key in ("queue", "decode", "graph", "post", "encode"):
+        if servers and all(key in srv for srv in servers):
             out["server_" + key] = float(np.median([srv.get(key, 0.0) for srv in servers]))
     if servers:
-        out["transfer"] = float(np.median([r["decode"] - sum(r["server"].values()) for r in rows]))
+        out["transfer"] = float(np.median([r["decode"] - sum(r["server"].get(k, 0.0) for k in ("queue", "decode", "encode"))
+                                           for r in rows]))
     return out
 
 
@@ -183,8 +185,8 @@ def click_latency(url: str, clicks: int, chromium: str, query: str = "", press_m
 
 def _print_row(key: str, row: dict) -> None:
     parts = row.get("parts_p50_ms") or {}
-    names = ("decode", "server_queue", "server_decode", "server_encode", "transfer", "unpack", "canvas", "render",
-             "frame")
+    names = ("decode", "server_queue", "server_decode", "server_graph", "server_post", "server_encode", "transfer",
+             "unpack", "canvas", "render", "frame")
     cells = " ".join(f"{n}={parts[n]:.1f}" if n in parts else f"{n}=-" for n in names)
     print(f"{key:20s} p50={row['p50_ms']:.0f} p95={row['p95_ms']:.0f} min={row['min_ms']:.0f} ms "
           f"({row['mode']}, {row['decoder']}, load {row['load_avg']:.1f}) | parts p50 ms: {cells}", flush=True)

@@ -11,7 +11,8 @@
   as ``"bits"``, the bit mask of its box (``rle.bits_encode``), instead of ``"rle"``: the page's form,
   cheap to make and to draw whatever the mask's shape); a ``Server-Timing`` header gives ``queue``
   (waiting for the model), ``decode`` (the model, its postprocessing included) and ``encode``
-  (the masks to JSON) in ms;
+  (the masks to JSON) in ms, and for an export folder ``graph`` / ``post`` (the decoder graph's
+  run / the mask selection and upsampling in numpy, both inside ``decode``);
 * ``POST /api/image/everything {path, points_per_side, pred_iou_thresh, stability_thresh}``;
 * ``POST /api/image/text {path, text}``;
 * ``GET/PUT /api/annotations`` (``{path, objects, revision}``), ``POST /api/annotations/object {path, object}``;
@@ -141,6 +142,7 @@ def install(app, state) -> None:
             times["model"] = time.perf_counter()
             masks = eng.decode(real, points, labels, box, multimask, refine)
             times["done"] = time.perf_counter()
+            times["parts"] = getattr(eng.predictor, "timing", None) or {}  # an export's graph / numpy split
             return masks, eng.keep_low_res(masks)
 
         masks, ids = await queue.run(work)
@@ -148,7 +150,7 @@ def install(app, state) -> None:
         content = {"masks": mask_json(masks, ids, polygons, mask_format), "width": masks.width,
                    "height": masks.height}
         ms = {"queue": times["model"] - times["start"], "decode": times["done"] - times["model"],
-              "encode": time.perf_counter() - times["back"]}
+              "encode": time.perf_counter() - times["back"], **times["parts"]}
         timing = ", ".join(f"{k};dur={1000 * v:.1f}" for k, v in ms.items())
         return JSONResponse(content, headers={"Server-Timing": timing})
 
