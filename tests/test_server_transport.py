@@ -102,3 +102,27 @@ def test_bits_answer_the_same_masks_as_rle(servers, name):
             assert set(timing) == {"queue", "decode", "encode"} and all(float(v) >= 0 for v in timing.values())
         r = c.post("/api/image/decode", json={"path": path, "points": [[1, 1]], "mask_format": "png"})
         assert r.status_code == 400 and "mask_format" in r.json()["error"]
+
+
+def test_export_folder_encode_prepares_the_fast_pair_and_times_its_parts(tiny_export, tmp_path):
+    """With an export's fast decoder pair, encoding an image also runs its per-image half (the
+    first click does not), and a decode's Server-Timing splits the model time into the graph run
+    and the numpy postprocessing; the bit masks are the RLE masks here too."""
+    from samkit.runtime import OnnxImagePredictor
+    from samkit.server import create_app
+    from samkit.server.config import ServerConfig
+
+    _, folder = tiny_export("sam")
+    predictor = OnnxImagePredictor(folder)
+    app = create_app(ServerConfig(data=data_folder(tmp_path)), predictor, "sam", export_folder=predictor.export)
+    with client(app) as c:
+        assert c.post("/api/image/encode", json={"path": "sub/square.png"}).status_code == 200
+        assert predictor._state.first is not None
+        body = {"path": "sub/square.png", "points": [[30, 20]], "polygons": False}
+        a = c.post("/api/image/decode", json=body)
+        b = c.post("/api/image/decode", json={**body, "mask_format": "bits"})
+        for x, y in zip(a.json()["masks"], b.json()["masks"]):
+            assert (rle_codec.bits_decode(y["bits"], (48, 64)) == rle_codec.decode(x["rle"], (48, 64))).all()
+        timing = dict(part.split(";dur=") for part in b.headers["server-timing"].split(", "))
+        assert set(timing) == {"queue", "decode", "graph", "post", "encode"}
+        assert float(timing["graph"]) + float(timing["post"]) <= float(timing["decode"]) + 0.2
