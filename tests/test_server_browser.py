@@ -185,7 +185,8 @@ _REFERENCE_DIFF = """async () => {  // the same prompt through the reference dec
 }"""
 
 
-@pytest.mark.parametrize("family", ["sam", "efficient_sam", "sam2"])
+# sam2 (the SAM 2 layout: its own export and prompt order) is the slow run's: ~12 s more of the default suite
+@pytest.mark.parametrize("family", ["sam", "efficient_sam", pytest.param("sam2", marks=pytest.mark.slow)])
 def test_decoder_runs_in_the_page_with_onnxruntime_web(browser, tmp_path, tiny_export, family):
     from samkit.runtime import OnnxImagePredictor
     from samkit.server.config import ServerConfig
