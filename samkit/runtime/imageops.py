@@ -14,6 +14,7 @@ Each function reproduces one torch step of samkit (tested against it in tests/te
 """
 from __future__ import annotations
 
+import functools
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
@@ -49,16 +50,42 @@ def _bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
     return m
 
 
+@functools.lru_cache(maxsize=32)
+def _sam_band(low: int, input_size: int, valid: int, out: int) -> Tuple[np.ndarray, np.ndarray]:
+    """One axis of :func:`sam_postprocess` as taps: ``low`` -> ``input_size`` bilinear, the first
+    ``valid`` samples kept, bilinear to ``out``, composed into one ``out x low`` matrix whose rows
+    are non-zero on a band of at most k consecutive inputs -> (first input ``out``, weights ``out x k``
+    float32) with input ``first + j`` taken with weight ``w[:, j]``. Made once per image size."""
+    m = _bilinear_matrix(valid, out) @ _bilinear_matrix(low, input_size)[:valid]
+    nz = m != 0
+    k = max(1, int(nz.sum(1).max()))
+    first = np.minimum(nz.argmax(1), low - k)
+    w = np.take_along_axis(m, first[:, None] + np.arange(k)[None, :], 1).astype(np.float32)
+    first.setflags(write=False)
+    w.setflags(write=False)
+    return first, w
+
+
+def _band_apply(x: np.ndarray, first: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``... x n x c`` -> ``... x len(first) x c``: row i = sum_j w[i, j] * x[first[i] + j]."""
+    out = x[..., first, :] * w[:, 0, None]
+    for j in range(1, w.shape[1]):
+        out += x[..., first + j, :] * w[:, j, None]
+    return out
+
+
 def sam_postprocess(low: np.ndarray, input_size: int, input_hw: Sequence[int], size: Sequence[int]) -> np.ndarray:
     """segment-anything's mask postprocessing of low-res logits ``... x h x w``: bilinear to
     ``input_size`` square, crop to the resized image ``input_hw``, bilinear to ``size`` (H, W).
-    Both steps are linear per axis, so they run as one ``H x h`` and one ``W x w`` matrix (the
-    same numbers up to float rounding, without the ``input_size`` square in between)."""
+    Both steps are linear per axis, so they run as one ``H x h`` and one ``W x w`` map per axis,
+    applied as a band of a few taps per output (the same numbers up to float rounding, without
+    the ``input_size`` square in between, nor a dense matrix product: a multi-threaded BLAS on a
+    busy machine made that 4x slower than the graph run)."""
     low = np.asarray(low, dtype=np.float32)
     (h, w), (nh, nw) = low.shape[-2:], (int(input_hw[0]), int(input_hw[1]))
-    ry = _bilinear_matrix(nh, int(size[0])) @ _bilinear_matrix(h, input_size)[:nh]
-    rx = _bilinear_matrix(nw, int(size[1])) @ _bilinear_matrix(w, input_size)[:nw]
-    return np.matmul(np.matmul(ry.astype(np.float32), low), rx.T.astype(np.float32))
+    rows = _band_apply(low, *_sam_band(h, int(input_size), nh, int(size[0])))  # ... x H x w
+    cols = _band_apply(np.ascontiguousarray(np.swapaxes(rows, -1, -2)), *_sam_band(w, int(input_size), nw, int(size[1])))
+    return np.ascontiguousarray(np.swapaxes(cols, -1, -2))
 
 
 def _aa_matrix(in_size: int, out_size: int) -> np.ndarray:

@@ -12,6 +12,7 @@ follow the family's rules recorded in the manifest (``image`` section), in numpy
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
@@ -211,6 +212,7 @@ class OnnxImagePredictor:
                              "without --single-mask.")
         n = (pts if pts is not None else bx).shape[0] if (pts is not None or bx is not None) else 1
         state = self._require()
+        t0 = time.perf_counter()
         if self.fast and mask_input is None:
             decoder = self._fast_pair(state)
             coords, labels = self._prompt_arrays(pts, lab, bx, n)
@@ -220,6 +222,7 @@ class OnnxImagePredictor:
         else:
             outs = dict(zip([o.name for o in self.decoder.get_outputs()],
                             self.decoder.run(None, self._feeds(pts, lab, bx, mask_input, n))))
+        t1 = time.perf_counter()
         low_all = outs["low_res_masks"] if "low_res_masks" in outs else outs["masks"]
         iou_all = outs["iou_predictions"]
         rows = np.arange(low_all.shape[0])[:, None]
@@ -241,6 +244,8 @@ class OnnxImagePredictor:
         low, iou = low_all[rows, idx], iou_all[rows, idx]
         stab = imageops.stability_score(low, self.mask_threshold, self.stability_offset)
         full = outs["masks"][rows, idx] if self.layout == "sam" and "masks" in outs else self._upscale(low)
+        #: seconds of the last decode: the graph run, then the selection and upsampling in numpy
+        self.timing = {"graph": t1 - t0, "post": time.perf_counter() - t1}
         return [Masks(masks=full[i] > self.mask_threshold, scores=iou[i].astype(np.float32),
                       low_res_logits=low[i].astype(np.float32), stability=stab[i]) for i in range(low.shape[0])]
 

@@ -121,6 +121,8 @@ class ImageEngine:
             state = self.predictor._state  # the predictor's encoded image (both predictors keep it there)
             # features plus about as much again for the decoder's per-image cache, filled lazily
             self.cache.put(key, state, 2 * _nbytes(state) - int(image.nbytes))
+            if getattr(self.predictor, "fast", False) and hasattr(self.predictor, "_fast_pair"):
+                self.predictor._fast_pair(state)  # the fast decoder's per-image half now, not on the first click
         else:
             self.predictor._state = state
         h, w = state.image.shape[:2]

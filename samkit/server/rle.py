@@ -12,10 +12,16 @@ untrusted, and pycocotools' decoder writes past its buffer when the counts do no
   - 1, then chunks: 1 bit "repeat", 2 bits width index, ``length - 1`` in that many bits, then
   one word (repeat) or ``length`` words (literal). Encoded here with repeat chunks only,
   word size 8 and widths 3, 4, 8, 16 (those of label-studio-converter's encoder).
+* Bit masks of the bounding box (``bits_encode``; the annotator page asks its decodes in this
+  form): ``{"box": [x0, y0, x1, y1], "data": base64}``, exclusive ends, ``data`` the crop's
+  ``(y1 - y0) x (x1 - x0)`` pixels row-major, packed 8 to a byte, first pixel in the most
+  significant bit (``np.packbits``), the last byte zero-padded; an empty mask is box ``[0, 0, 0, 0]``
+  and ``data`` "". Constant time per pixel whatever the mask's shape (RLE grows with its runs).
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+import base64
+from typing import List, Sequence, Tuple
 
 import numpy as np
 
@@ -24,30 +30,41 @@ from ..errors import InputError
 MAX_RLE_CHARS = 8 * 1024 * 1024  # 8 M characters: far above any real mask string
 
 
-def runs_of(mask: np.ndarray) -> List[int]:
-    """H x W bool -> column-major run lengths, the first run counting zeros (0 if the first pixel is set)."""
+def _runs(mask: np.ndarray) -> np.ndarray:
+    """H x W bool -> column-major run lengths as int64, the first run counting zeros."""
     flat = np.asarray(mask, dtype=bool).ravel(order="F")
     if flat.size == 0:
-        return []
+        return np.zeros(0, np.int64)
     change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
     runs = np.diff(np.concatenate([[0], change, [flat.size]]))
-    return ([0] if flat[0] else []) + [int(r) for r in runs]
+    return np.concatenate([[0], runs]) if flat[0] else runs
+
+
+def runs_of(mask: np.ndarray) -> List[int]:
+    """H x W bool -> column-major run lengths, the first run counting zeros (0 if the first pixel is set)."""
+    return [int(r) for r in _runs(mask)]
 
 
 def counts_to_string(counts: Sequence[int]) -> str:
-    """Run lengths -> COCO compressed string."""
-    out = []
-    for i, c in enumerate(counts):
-        x = int(c) - (int(counts[i - 2]) if i > 2 else 0)
-        more = True
-        while more:
-            group = x & 0x1F
-            x >>= 5
-            more = (x != -1) if (group & 0x10) else (x != 0)
-            if more:
-                group |= 0x20
-            out.append(chr(group + 48))
-    return "".join(out)
+    """Run lengths -> COCO compressed string (vectorised: every count's 5-bit groups at once)."""
+    c = np.asarray(counts, dtype=np.int64).reshape(-1)
+    if c.size == 0:
+        return ""
+    x = c.copy()
+    x[3:] -= c[1:-2]  # each run minus the run two before it, from the third run on
+    groups = np.zeros((8, c.size), np.uint8)  # int64 deltas of 40-bit counts need at most 8 groups
+    live = np.ones(c.size, bool)  # still writing groups for this count
+    keep = np.zeros((8, c.size), bool)
+    for k in range(8):
+        g = (x & 0x1F).astype(np.uint8)
+        x >>= 5
+        more = np.where(g & 0x10, x != -1, x != 0) & live
+        groups[k] = (g | np.where(more, 0x20, 0).astype(np.uint8)) + 48
+        keep[k] = live
+        live = more
+        if not live.any():
+            break
+    return groups.T[keep.T].tobytes().decode("ascii")
 
 
 def string_to_counts(text: str) -> List[int]:
@@ -83,7 +100,7 @@ def string_to_counts(text: str) -> List[int]:
 def encode(mask: np.ndarray) -> dict:
     """H x W bool -> ``{"size": [H, W], "counts": str}`` (identical to pycocotools' encoding)."""
     m = np.asarray(mask, dtype=bool)
-    return {"size": [int(m.shape[0]), int(m.shape[1])], "counts": counts_to_string(runs_of(m))}
+    return {"size": [int(m.shape[0]), int(m.shape[1])], "counts": counts_to_string(_runs(m))}
 
 
 def decode(rle, size=None) -> np.ndarray:
@@ -106,6 +123,43 @@ def decode(rle, size=None) -> np.ndarray:
                          "Fix: send the counts and size of the same mask.")
     flat = np.repeat(np.arange(len(c)) % 2 == 1, c)
     return np.ascontiguousarray(flat.reshape(w, h).T)
+
+
+# --------------------------------------------------------------------------- bit masks of the box
+
+
+def bits_encode(mask: np.ndarray, box: Sequence[float] = None) -> dict:
+    """H x W bool -> ``{"box": [x0, y0, x1, y1], "data": base64}`` (module docstring). ``box``:
+    the mask's bounding box when the caller has it (``Masks.boxes``), else computed here."""
+    m = np.asarray(mask, dtype=bool)
+    if box is None:
+        rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+        box = (0, 0, 0, 0) if rows.size == 0 else (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+    x0, y0, x1, y1 = (int(v) for v in box)
+    if x1 <= x0 or y1 <= y0:
+        return {"box": [0, 0, 0, 0], "data": ""}
+    packed = np.packbits(m[y0:y1, x0:x1], axis=None)
+    return {"box": [x0, y0, x1, y1], "data": base64.b64encode(packed.tobytes()).decode("ascii")}
+
+
+def bits_decode(item: dict, size: Tuple[int, int]) -> np.ndarray:
+    """``bits_encode``'s dict and the image size (H, W) -> H x W bool (``InputError`` when they disagree)."""
+    h, w = (int(v) for v in size)
+    try:
+        x0, y0, x1, y1 = (int(v) for v in item["box"])
+        packed = np.frombuffer(base64.b64decode(item["data"], validate=True), np.uint8)
+    except (KeyError, TypeError, ValueError):
+        raise InputError("a bit mask must be {'box': [x0, y0, x1, y1], 'data': base64}. Fix: send it in that "
+                         "form.") from None
+    out = np.zeros((h, w), bool)
+    if (x0, y0, x1, y1) == (0, 0, 0, 0) and packed.size == 0:
+        return out
+    n = (y1 - y0) * (x1 - x0)
+    if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h) or packed.size != (n + 7) // 8:
+        raise InputError(f"the bit mask's box {[x0, y0, x1, y1]} or its {packed.size} bytes do not fit a {h} x {w} "
+                         "image. Fix: send the box and data of the same mask.")
+    out[y0:y1, x0:x1] = np.unpackbits(packed, count=n).reshape(y1 - y0, x1 - x0).astype(bool)
+    return out
 
 
 # --------------------------------------------------------------------------- Label Studio brush RLE

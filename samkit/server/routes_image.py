@@ -7,7 +7,12 @@
 * ``GET  /api/image/decoder[?graph=G]``   an exported ONNX decoder graph (bytes): ``prompt_decoder`` (default), or
   the fast pair ``decoder_image`` / ``prompt_decoder_fast`` when the export has it;
 * ``POST /api/image/decode {path, points: [[x, y]], labels: [1|0], box: [x0, y0, x1, y1], multimask, refine,
-  polygons}`` (``polygons: false`` leaves them out: the page draws the RLE);
+  polygons, mask_format}`` (``polygons: false`` leaves them out; ``mask_format: "bits"`` answers each mask
+  as ``"bits"``, the bit mask of its box (``rle.bits_encode``), instead of ``"rle"``: the page's form,
+  cheap to make and to draw whatever the mask's shape); a ``Server-Timing`` header gives ``queue``
+  (waiting for the model), ``decode`` (the model, its postprocessing included) and ``encode``
+  (the masks to JSON) in ms, and for an export folder ``graph`` / ``post`` (the decoder graph's
+  run / the mask selection and upsampling in numpy, both inside ``decode``);
 * ``POST /api/image/everything {path, points_per_side, pred_iou_thresh, stability_thresh}``;
 * ``POST /api/image/text {path, text}``;
 * ``GET/PUT /api/annotations`` (``{path, objects, revision}``), ``POST /api/annotations/object {path, object}``;
@@ -17,6 +22,7 @@ Masks are answered as ``{"rle": COCO RLE, "polygons": [[x0, y0, x1, y1, ...]], "
 "stability", "box": [x0, y0, x1, y1], "area", "refine": id | null}`` (``mask_json``).
 """
 
+import time
 from typing import List, Optional
 
 from ..errors import InputError
@@ -31,13 +37,17 @@ MAX_POINTS = 64
 MAX_TEXT = 200
 
 
-def mask_json(masks: Masks, refine_ids: Optional[List] = None, polygons: bool = True) -> List[dict]:
-    """``Masks`` -> list of JSON masks (see module docstring); polygons rounded to 0.1 pixel."""
+def mask_json(masks: Masks, refine_ids: Optional[List] = None, polygons: bool = True,
+              mask_format: str = "rle") -> List[dict]:
+    """``Masks`` -> list of JSON masks (see module docstring); polygons rounded to 0.1 pixel.
+    ``mask_format="bits"``: each mask as ``"bits"`` (``rle.bits_encode``) instead of ``"rle"``."""
     out = []
     rings = masks.to_polygons(tolerance=1.0) if polygons and len(masks) else [[] for _ in range(len(masks))]
     boxes, areas = masks.boxes, masks.areas
     for k in range(len(masks)):
-        item = {"rle": rle_codec.encode(masks.masks[k]),
+        key, codec = ("bits", lambda m: rle_codec.bits_encode(m, boxes[k])) if mask_format == "bits" else \
+            ("rle", rle_codec.encode)
+        item = {key: codec(masks.masks[k]),
                 "polygons": [[round(float(v), 1) for v in ring.reshape(-1)] for ring in rings[k]],
                 "score": None if masks.scores is None else float(masks.scores[k]),
                 "stability": None if masks.stability is None else float(masks.stability[k]),
@@ -87,7 +97,7 @@ def _path(body: dict, name: str = "path") -> str:
 
 def install(app, state) -> None:
     from fastapi import Request
-    from fastapi.responses import FileResponse, Response
+    from fastapi.responses import FileResponse, JSONResponse, Response
 
     eng, queue = state.engine, state.queue
 
@@ -122,13 +132,27 @@ def install(app, state) -> None:
         if refine is not None and not isinstance(refine, str):
             raise InputError("'refine' must be the id of an earlier mask. Fix: send the 'refine' value answered.")
 
+        polygons = _flag(body, "polygons", True)  # the page asks for none: it draws the masks
+        mask_format = body.get("mask_format", "rle")
+        if mask_format not in ("rle", "bits"):
+            raise InputError("'mask_format' must be \"rle\" or \"bits\". Fix: leave it out for COCO RLE.")
+        times = {"start": time.perf_counter()}
+
         def work():
+            times["model"] = time.perf_counter()
             masks = eng.decode(real, points, labels, box, multimask, refine)
+            times["done"] = time.perf_counter()
+            times["parts"] = getattr(eng.predictor, "timing", None) or {}  # an export's graph / numpy split
             return masks, eng.keep_low_res(masks)
 
         masks, ids = await queue.run(work)
-        polygons = _flag(body, "polygons", True)  # the page asks for none: it draws the RLE
-        return {"masks": mask_json(masks, ids, polygons), "width": masks.width, "height": masks.height}
+        times["back"] = time.perf_counter()
+        content = {"masks": mask_json(masks, ids, polygons, mask_format), "width": masks.width,
+                   "height": masks.height}
+        ms = {"queue": times["model"] - times["start"], "decode": times["done"] - times["model"],
+              "encode": time.perf_counter() - times["back"], **times["parts"]}
+        timing = ", ".join(f"{k};dur={1000 * v:.1f}" for k, v in ms.items())
+        return JSONResponse(content, headers={"Server-Timing": timing})
 
     @app.post("/api/image/everything")
     async def everything(request: Request):

@@ -1,8 +1,14 @@
 // samkit annotator page: files, image view (zoom / pan), point and box prompts, candidates,
 // undo / redo, objects saved server-side, exports, and the video timeline (video.js).
-// window.samkit.stats exposes the decode mode and the click-to-drawn latency (benchmarks).
-import { decodeRle, encodeMask } from "./rle.js";
+// window.samkit.stats exposes the decode mode, the click-to-drawn latency and its parts (benchmarks):
+// stats.last = {decode: the wasm run or the server round trip, server: the server's Server-Timing
+// (queue, decode, encode ms), unpack: masks to pixels, canvas: the mask layer, render: the redraw,
+// frame: render to the next animation frame}, all ms. A click's decode starts on pointerdown (the
+// prompt is the press point, so the answer is the click's own); ?speculate=0 waits for pointerup.
+// Latencies run from the pointer events' own timeStamp (a busy main thread may handle them late).
+import { decodeBits, decodeRle, encodeMask } from "./rle.js";
 import * as browserDecoder from "./decoder.js";
+import * as brush from "./brush.js";
 import { Video, bindPage } from "./video.js";
 
 const $ = (id) => document.getElementById(id);
@@ -13,9 +19,13 @@ const COLORS = ["#ff4d4d", "#4da6ff", "#5ce65c", "#ffb84d", "#c266ff", "#4dffe1"
 export const S = {
   folder: "", path: null, img: null, W: 0, H: 0, view: { scale: 1, tx: 0, ty: 0 }, tool: "point",
   points: [], labels: [], box: null, candidates: [], choice: 0, objects: [], revision: 0, selected: null,
-  undo: [], redo: [], info: null, emb: null, seq: 0, drag: null, space: false, health: null, video: null,
+  undo: [], redo: [], info: null, emb: null, seq: 0, drag: null, space: false, health: null, video: null, spec: null,
 };
-const stats = { mode: "server", decoder: null, numThreads: null, decodes: 0, lastDecodeMs: null, lastClickToDrawnMs: null, maskPixels: 0, errors: 0 };
+const stats = { mode: "server", decoder: null, numThreads: null, decodes: 0, lastDecodeMs: null, lastClickToDrawnMs: null,
+                lastUpToDrawnMs: null, maskPixels: 0, errors: 0, speculated: 0, last: null };
+const QUERY = new URLSearchParams(location.search);
+const SPECULATE = QUERY.get("speculate") !== "0";
+const TRANSPORT = QUERY.get("transport") === "rle" ? "rle" : "bits";  // ?transport=rle: COCO RLE (benchmarks)
 window.samkit = { S, stats };
 
 // ------------------------------------------------------------------ helpers
@@ -35,18 +45,40 @@ export function status(text, error = false) {
   if (error) stats.errors++;
 }
 
-function maskCanvas(mask, w, h, color, alpha = 0.5) {
+function maskBox(mask, w, h) {
+  // [x0, y0, x1, y1] (exclusive ends) of the set pixels of an h x w mask; [0, 0, 0, 0] when empty
+  let x0 = w, y0 = h, x1 = -1, y1 = -1;
+  for (let y = 0; y < h; y++) {
+    const row = y * w;
+    let first = -1, last = -1;
+    for (let x = 0; x < w; x++) if (mask[row + x]) { if (first < 0) first = x; last = x; }
+    if (first >= 0) { if (y < y0) y0 = y; y1 = y; if (first < x0) x0 = first; if (last > x1) x1 = last; }
+  }
+  return y1 < 0 ? [0, 0, 0, 0] : [x0, y0, x1 + 1, y1 + 1];
+}
+
+function maskCanvas(mask, w, h, color, alpha = 0.5, box = null) {
+  // the mask's box only, as a canvas drawn at (c._x, c._y) in image pixels (render)
+  const [x0, y0, x1, y1] = box || maskBox(mask, w, h);
   const c = document.createElement("canvas");
-  c.width = w; c.height = h;
+  c.width = Math.max(1, x1 - x0); c.height = Math.max(1, y1 - y0); c._x = x0; c._y = y0;
+  if (x1 <= x0) return c;
   const g = c.getContext("2d");
-  const im = g.createImageData(w, h);
+  const im = g.createImageData(c.width, c.height);
+  const px = new Uint32Array(im.data.buffer);  // RGBA bytes as one little-endian word per pixel
   const r = parseInt(color.slice(1, 3), 16), gr = parseInt(color.slice(3, 5), 16), b = parseInt(color.slice(5, 7), 16);
-  const a = Math.round(alpha * 255);
-  for (let i = 0; i < w * h; i++) {
-    if (mask[i]) { const j = 4 * i; im.data[j] = r; im.data[j + 1] = gr; im.data[j + 2] = b; im.data[j + 3] = a; }
+  const word = ((Math.round(alpha * 255) << 24) | (b << 16) | (gr << 8) | r) >>> 0;
+  for (let y = y0, k = 0; y < y1; y++) {
+    const row = y * w;
+    for (let x = x0; x < x1; x++, k++) if (mask[row + x]) px[k] = word;
   }
   g.putImageData(im, 0, 0);
   return c;
+}
+
+function candidateCanvas(c) {
+  if (!c._canvas) c._canvas = maskCanvas(c.mask, S.W, S.H, c.color, 0.55, c.box);
+  return c._canvas;
 }
 export { maskCanvas, COLORS };
 bindPage({ S, api, status, render, fit, drawn, maskCanvas, COLORS, pushHistory });
@@ -81,9 +113,9 @@ export function render() {
   ctx.imageSmoothingEnabled = scale < 1;
   ctx.drawImage(S.img, 0, 0);
   const layers = S.video ? S.video.layers() : S.objects.map((o) => o._canvas);
-  for (const c of layers) if (c) ctx.drawImage(c, 0, 0);
+  for (const c of layers) if (c) ctx.drawImage(c, c._x || 0, c._y || 0);
   const cand = S.candidates[S.choice];
-  if (cand) ctx.drawImage(cand._canvas, 0, 0);
+  if (cand) { const c = candidateCanvas(cand); ctx.drawImage(c, c._x, c._y); }
   const box = S.drag?.kind === "box" ? S.drag.box : S.box;
   if (box) {
     ctx.lineWidth = 2 / scale; ctx.strokeStyle = "#ffd400";
@@ -116,40 +148,94 @@ async function restore(snap) {
 async function undo() { if (S.undo.length) { S.redo.push(snapshot()); await restore(S.undo.pop()); } }
 async function redo() { if (S.redo.length) { S.undo.push(snapshot()); await restore(S.redo.pop()); } }
 
+function currentPrompt(extra = null) {
+  const p = { path: S.path, points: S.points.slice(), labels: S.labels.slice(), box: S.box, multimask: $("multimask").checked };
+  if (extra) { p.points.push(extra.point); p.labels.push(extra.label); }
+  return p;
+}
+
+async function decodeServer(p) {
+  const t = performance.now();
+  const r = await fetch("/api/image/decode", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ path: p.path, points: p.points, labels: p.labels, box: p.box, multimask: p.multimask,
+                           polygons: false, mask_format: TRANSPORT }) });
+  const data = r.headers.get("content-type")?.includes("json") ? await r.json() : null;
+  if (!r.ok) { const e = new Error(data?.error || r.statusText); e.status = r.status; throw e; }
+  const t1 = performance.now();
+  const server = {};
+  for (const part of (r.headers.get("server-timing") || "").split(",")) {
+    const [k, v] = part.trim().split(";dur=");
+    if (v !== undefined) server[k] = Number(v);
+  }
+  const cands = data.masks.map((m) => (m.bits ? { ...decodeBits(m.bits, data.height, data.width), score: m.score }
+    : { mask: decodeRle(m.rle), box: m.box.map(Math.round), pixels: m.area, score: m.score }));
+  return { cands, mode: "server", last: { decode: t1 - t, server, unpack: performance.now() - t1 } };
+}
+
+async function decodeBrowser(p) {
+  const t = performance.now();
+  const cands = await browserDecoder.decode(S.info, S.emb, p.points, p.labels, p.box, p.multimask);
+  return { cands, mode: "browser", last: { decode: performance.now() - t, server: null, unpack: 0 } };
+}
+
+function startDecode(p) {
+  const job = S.emb ? decodeBrowser(p) : decodeServer(p);
+  job.catch(() => {});  // a dropped speculation's error is nobody's
+  return job;
+}
+
+function speculate(d) {
+  // pointerdown of a click: decode the prompt the click will make (taken back by pointerup if not)
+  S.spec = null;
+  if (!SPECULATE || S.video || !S.path || d.kind !== "point" || d.x0 < 0 || d.y0 < 0 || d.x0 > S.W || d.y0 > S.H) return;
+  const p = currentPrompt({ point: [Math.round(d.x0 * 10) / 10, Math.round(d.y0 * 10) / 10], label: d.neg ? 0 : 1 });
+  S.spec = { key: JSON.stringify(p), job: startDecode(p) };
+}
+
 async function decodeNow(t0) {
   if (S.video) return S.video.prompt(t0);
   const seq = ++S.seq;
+  const spec = S.spec;
+  S.spec = null;
   if (!S.points.length && !S.box) { S.candidates = []; stats.maskPixels = 0; showCandidates(); render(); return; }
-  const multimask = $("multimask").checked;
-  const t1 = performance.now();
-  let cands;
+  const p = currentPrompt();
+  let result;
   try {
-    if (S.emb) {
-      cands = await browserDecoder.decode(S.info, S.emb, S.points, S.labels, S.box, multimask);
-      stats.mode = "browser";
-    } else {
-      const r = await api("POST", "/api/image/decode", { path: S.path, points: S.points, labels: S.labels,
-                                                           box: S.box, multimask, polygons: false });
-      cands = r.masks.map((m) => ({ mask: decodeRle(m.rle), score: m.score }));
-      stats.mode = "server";
-    }
+    const reuse = spec && spec.key === JSON.stringify(p);
+    if (reuse) stats.speculated++;
+    result = await (reuse ? spec.job : startDecode(p));
   } catch (e) { status(e.message, true); return; }
   if (seq !== S.seq) return;  // a newer prompt is on its way
-  stats.lastDecodeMs = performance.now() - t1;
+  const { cands, mode, last } = result;
+  stats.mode = mode;
+  stats.lastDecodeMs = last.decode;
   stats.decodes++;
   const color = COLORS[(S.objects.length) % COLORS.length];
-  for (const c of cands) c._canvas = maskCanvas(c.mask, S.W, S.H, color, 0.55);
+  for (const c of cands) { c.color = color; c._canvas = null; }
   S.candidates = cands;
   S.choice = cands.reduce((best, c, i) => (c.score > cands[best].score ? i : best), 0);
+  const t = performance.now();
+  candidateCanvas(cands[S.choice]);  // the others when chosen
+  last.canvas = performance.now() - t;
   showCandidates();
-  drawn(t0);
+  drawn(t0, last);
 }
 
-export function drawn(t0) {
+export function drawn(t0, last = null) {
   const cand = S.candidates[S.choice];
-  stats.maskPixels = S.video ? S.video.maskPixels() : cand ? cand.mask.reduce((a, v) => a + v, 0) : 0;
+  stats.maskPixels = S.video ? S.video.maskPixels() : cand ? (cand.pixels ?? cand.mask.reduce((a, v) => a + v, 0)) : 0;
+  const t = performance.now();
   render();
-  requestAnimationFrame(() => { stats.lastClickToDrawnMs = performance.now() - t0; canvas.dataset.drawn = String(stats.decodes); });
+  const tUp = S.upAt;
+  S.upAt = null;
+  if (last) last.render = performance.now() - t;
+  requestAnimationFrame(() => {
+    const now = performance.now();
+    stats.lastClickToDrawnMs = now - t0;
+    stats.lastUpToDrawnMs = tUp != null ? now - tUp : null;
+    if (last) { last.frame = now - t - (last.render || 0); stats.last = last; }
+    canvas.dataset.drawn = String(stats.decodes);
+  });
 }
 
 function showCandidates() {
@@ -165,7 +251,7 @@ function showCandidates() {
   });
 }
 
-function choose(i) { if (i < S.candidates.length) { S.choice = i; showCandidates(); drawn(performance.now()); } }
+function choose(i) { if (i < S.candidates.length) { S.choice = i; S.upAt = null; showCandidates(); drawn(performance.now()); } }
 
 // ------------------------------------------------------------------ objects (saved server-side)
 function objectCanvas(o) {
@@ -276,6 +362,7 @@ async function openImage(path) {
       S.info = enc.browser_decoder;
       await browserDecoder.loadDecoder(S.info);
       S.emb = await browserDecoder.loadEmbedding(path, S.info);
+      await browserDecoder.warmUp(S.info, S.emb);
       stats.mode = "browser";
       stats.decoder = S.emb.first ? "fast" : "reference";
       stats.numThreads = browserDecoder.numThreads();
@@ -325,12 +412,38 @@ canvas.addEventListener("pointerdown", (ev) => {
   canvas.setPointerCapture(ev.pointerId);
   const [x, y] = toImage(ev);
   if (ev.button === 1 || S.space) { S.drag = { kind: "pan", x: ev.clientX, y: ev.clientY, tx: S.view.tx, ty: S.view.ty }; return; }
-  S.drag = { kind: S.tool === "box" ? "box" : "point", x0: x, y0: y, t0: performance.now(), neg: ev.shiftKey || ev.button === 2, box: null };
+  if (S.tool === "brush") { startBrush(x, y, ev.shiftKey || ev.button === 2); return; }
+  S.drag = { kind: S.tool === "box" ? "box" : "point", x0: x, y0: y, t0: ev.timeStamp, neg: ev.shiftKey || ev.button === 2, box: null };
+  speculate(S.drag);
 });
+
+const BRUSH_PX = 10;  // brush radius on screen
+
+function startBrush(x, y, erase) {
+  if (S.video) { status("the brush edits image masks; on a video, prompt with points or a box"); return; }
+  pushHistory();  // undo decodes the prompts again: the mask before the stroke
+  if (!S.candidates.length) {  // painting from nothing: an empty mask to paint into
+    S.candidates = [{ mask: new Uint8Array(S.W * S.H), box: [0, 0, 0, 0], pixels: 0, score: 1,
+                      color: COLORS[S.objects.length % COLORS.length] }];
+    S.choice = 0; showCandidates();
+  }
+  S.drag = { kind: "brush", x, y, value: erase ? 0 : 1 };
+  paintTo(x, y);
+}
+
+function paintTo(x, y) {
+  const d = S.drag, cand = S.candidates[S.choice];
+  brush.stroke(cand, d.x, d.y, x, y, BRUSH_PX / S.view.scale, d.value, S.W, S.H);
+  d.x = x; d.y = y;
+  cand._canvas = null;
+  stats.maskPixels = cand.pixels;
+  render();
+}
 canvas.addEventListener("pointermove", (ev) => {
   const d = S.drag;
   if (!d) return;
   if (d.kind === "pan") { S.view.tx = d.tx + (ev.clientX - d.x); S.view.ty = d.ty + (ev.clientY - d.y); render(); return; }
+  if (d.kind === "brush") { paintTo(...toImage(ev)); return; }
   if (d.kind === "box") {
     const [x, y] = toImage(ev);
     d.box = [Math.min(d.x0, x), Math.min(d.y0, y), Math.max(d.x0, x), Math.max(d.y0, y)].map((v, i) => Math.max(0, Math.min(v, i % 2 ? S.H : S.W)));
@@ -340,7 +453,15 @@ canvas.addEventListener("pointermove", (ev) => {
 canvas.addEventListener("pointerup", async (ev) => {
   const d = S.drag;
   S.drag = null;
+  S.upAt = ev.timeStamp;  // the event's own time: a busy main thread may handle it late
   if (!d || d.kind === "pan") return;
+  if (d.kind === "brush") {
+    const cand = S.candidates[S.choice];
+    brush.fitBox(cand, S.W);
+    cand._canvas = null;
+    render();
+    return;
+  }
   const t0 = d.t0;
   if (d.kind === "box") {
     if (!d.box || d.box[2] - d.box[0] < 2 || d.box[3] - d.box[1] < 2) { render(); return; }
@@ -361,7 +482,7 @@ canvas.addEventListener("wheel", (ev) => {
   render();
 }, { passive: false });
 
-function setTool(t) { S.tool = t; $("tool-point").classList.toggle("active", t === "point"); $("tool-box").classList.toggle("active", t === "box"); }
+function setTool(t) { S.tool = t; for (const k of ["point", "box", "brush"]) $("tool-" + k).classList.toggle("active", t === k); }
 
 function clearPrompt() { if (S.points.length || S.box) { pushHistory(); S.points = []; S.labels = []; S.box = null; decodeNow(performance.now()); } }
 
@@ -373,6 +494,7 @@ document.addEventListener("keydown", (ev) => {
   if ((ev.ctrlKey || ev.metaKey) && k === "y") { ev.preventDefault(); redo(); return; }
   if (k === "p") setTool("point");
   else if (k === "b") setTool("box");
+  else if (k === "r") setTool("brush");
   else if (k === "m") { $("multimask").checked = !$("multimask").checked; decodeNow(performance.now()); }
   else if (k === "f") fit();
   else if (["1", "2", "3"].includes(k)) choose(Number(k) - 1);
@@ -385,6 +507,7 @@ document.addEventListener("keyup", (ev) => { if (ev.key === " ") S.space = false
 
 $("tool-point").onclick = () => setTool("point");
 $("tool-box").onclick = () => setTool("box");
+$("tool-brush").onclick = () => setTool("brush");
 $("multimask").onchange = () => decodeNow(performance.now());
 $("undo").onclick = undo;
 $("redo").onclick = redo;

@@ -2,7 +2,15 @@
 // exported decoder on the image embedding the server computed once (GET /api/image/embedding):
 // the fast pair (samkit.export.fast_decoder) when the export has it, else the reference decoder
 // (segment-anything ONNX contract, EfficientSAM's, or samkit's SAM 2 layout). Returns the same
-// candidates as POST /api/image/decode: masks (Uint8Array h * w), scores.
+// candidates as POST /api/image/decode: masks (Uint8Array h * w), scores, with each mask's box
+// [x0, y0, x1, y1] (exclusive ends) and pixel count. Runs one at a time (a click's decode may start
+// on pointerdown while the last one still runs); the prompt-independent inputs are made once per
+// image; with non-negative taps (bilinear) and threshold 0 the upsampling covers only the box of
+// the positive low-res logits (options.crop; the same pixels as the whole image: a pixel outside
+// gets only taps <= 0, so its sum is <= 0).
+
+export const options = { crop: true };
+let running = Promise.resolve();
 
 let ortModule = null;
 const sessions = {};  // graph id -> Promise<InferenceSession>
@@ -128,38 +136,116 @@ function postTaps(info, emb, sh, sw) {
   return [linear(H, sh), linear(W, sw)];
 }
 
-function resample(src, sh, sw, rows, cols, H, W, thr) {
-  const tmp = new Float32Array(sh * W), out = new Uint8Array(H * W);
-  for (let i = 0; i < sh; i++) {
-    for (let x = 0; x < W; x++) {
-      let v = 0;
-      for (let c = 0; c < cols.k; c++) v += cols.wt[x * cols.k + c] * src[i * sw + cols.idx[x * cols.k + c]];
-      tmp[i * W + x] = v;
+function span(taps, n, lo, hi) {
+  // [first, last] output index with a tap inside [lo, hi] (taps grow with the index); null if none
+  let first = -1, last = -1;
+  for (let o = 0; o < n; o++) {
+    for (let j = 0; j < taps.k; j++) {
+      const i = taps.idx[o * taps.k + j];
+      if (i >= lo && i <= hi) { if (first < 0) first = o; last = o; break; }
     }
   }
-  for (let y = 0; y < H; y++) {
-    for (let x = 0; x < W; x++) {
-      let v = 0;
-      for (let r = 0; r < rows.k; r++) v += rows.wt[y * rows.k + r] * tmp[rows.idx[y * rows.k + r] * W + x];
-      out[y * W + x] = v > thr ? 1 : 0;
-    }
-  }
-  return out;
+  return first < 0 ? null : [first, last];
 }
 
-export async function decode(info, emb, points, labels, box, multimask) {
+function positiveBox(src, sh, sw, thr) {
+  // [r0, r1, c0, c1] of the low-res logits above thr (inclusive), or null
+  let r0 = sh, r1 = -1, c0 = sw, c1 = -1;
+  for (let i = 0; i < sh; i++) {
+    for (let j = 0; j < sw; j++) {
+      if (src[i * sw + j] > thr) { if (i < r0) r0 = i; r1 = i; if (j < c0) c0 = j; if (j > c1) c1 = j; }
+    }
+  }
+  return r1 < 0 ? null : [r0, r1, c0, c1];
+}
+
+let scratch = new Float32Array(0);
+
+function resample(src, sh, sw, rows, cols, H, W, thr) {
+  // low-res logits sh x sw -> {mask: Uint8Array H x W (1 where the upsampled logit > thr), box, pixels}
+  const out = new Uint8Array(H * W);
+  let ys = [0, H - 1], xs = [0, W - 1], rlo = 0, rhi = sh - 1;
+  if (options.crop && thr === 0 && rows.wt.every((v) => v >= 0) && cols.wt.every((v) => v >= 0)) {
+    const pos = positiveBox(src, sh, sw, thr);
+    ys = pos && span(rows, H, pos[0], pos[1]);
+    xs = pos && span(cols, W, pos[2], pos[3]);
+    if (!ys || !xs) return { mask: out, box: [0, 0, 0, 0], pixels: 0 };
+    rlo = sh; rhi = -1;  // the low-res rows the output rows read
+    for (let y = ys[0]; y <= ys[1]; y++) {
+      for (let r = 0; r < rows.k; r++) { const i = rows.idx[y * rows.k + r]; if (i < rlo) rlo = i; if (i > rhi) rhi = i; }
+    }
+  }
+  const cw = xs[1] - xs[0] + 1;
+  if (scratch.length < sh * cw) scratch = new Float32Array(sh * cw);
+  const tmp = scratch;  // columns first (rows rlo..rhi, output columns xs), then rows: the full path's order
+  for (let i = rlo; i <= rhi; i++) {
+    for (let x = xs[0]; x <= xs[1]; x++) {
+      let v = 0;
+      for (let c = 0; c < cols.k; c++) v += cols.wt[x * cols.k + c] * src[i * sw + cols.idx[x * cols.k + c]];
+      tmp[i * cw + x - xs[0]] = v;
+    }
+  }
+  let x0 = W, y0 = H, x1 = -1, y1 = -1, pixels = 0;
+  for (let y = ys[0]; y <= ys[1]; y++) {
+    for (let x = xs[0]; x <= xs[1]; x++) {
+      let v = 0;
+      for (let r = 0; r < rows.k; r++) v += rows.wt[y * rows.k + r] * tmp[rows.idx[y * rows.k + r] * cw + x - xs[0]];
+      if (v > thr) {
+        out[y * W + x] = 1; pixels++;
+        if (x < x0) x0 = x; if (x > x1) x1 = x; if (y < y0) y0 = y; y1 = y;
+      }
+    }
+  }
+  return { mask: out, box: pixels ? [x0, y0, x1 + 1, y1 + 1] : [0, 0, 0, 0], pixels };
+}
+
+function threshold(plane, H, W, thr) {
+  // a full-resolution plane (the graph upsampled it) -> {mask, box, pixels}
+  const out = new Uint8Array(H * W);
+  let x0 = W, y0 = H, x1 = -1, y1 = -1, pixels = 0;
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) {
+      if (plane[y * W + x] > thr) {
+        out[y * W + x] = 1; pixels++;
+        if (x < x0) x0 = x; if (x > x1) x1 = x; if (y < y0) y0 = y; y1 = y;
+      }
+    }
+  }
+  return { mask: out, box: pixels ? [x0, y0, x1 + 1, y1 + 1] : [0, 0, 0, 0], pixels };
+}
+
+function fixedInputs(o, info, emb) {
+  // the inputs that do not depend on the prompt, made once per image
+  if (!emb.fixed) {
+    const { width: W, height: H } = emb.header;
+    const [mh, mw] = info.mask_input_size;
+    emb.fixed = {
+      mask_input: new o.Tensor("float32", new Float32Array(mh * mw), [1, 1, mh, mw]),
+      has_mask_input: new o.Tensor("float32", new Float32Array([0]), [1]),
+      orig_im_size: new o.Tensor("float32", new Float32Array([H, W]), [2]),
+      taps: {},
+    };
+  }
+  return emb.fixed;
+}
+
+export function decode(info, emb, points, labels, box, multimask) {
+  const job = running.then(() => decodeOnce(info, emb, points, labels, box, multimask));
+  running = job.catch(() => {});
+  return job;
+}
+
+async function decodeOnce(info, emb, points, labels, box, multimask) {
   const o = await ort();
   const fast = emb.first !== null;
   const session_ = await session(fast ? "prompt_decoder_fast" : "prompt_decoder");
   const { width: W, height: H } = emb.header;
   const { coords, labs, n } = promptArrays(info, emb, points, labels, box);
-  const [mh, mw] = info.mask_input_size;
+  const fixed = fixedInputs(o, info, emb);
   const made = {
+    ...fixed,
     point_coords: new o.Tensor("float32", coords, [1, n, 2]),
     point_labels: new o.Tensor("float32", labs, [1, n]),
-    mask_input: new o.Tensor("float32", new Float32Array(mh * mw), [1, 1, mh, mw]),
-    has_mask_input: new o.Tensor("float32", new Float32Array([0]), [1]),
-    orig_im_size: new o.Tensor("float32", new Float32Array([H, W]), [2]),
   };
   const feeds = {};
   for (const name of fast ? info.fast.inputs : info.inputs) feeds[name] = (fast && emb.first[name]) || emb.tensors[name] || made[name];
@@ -171,16 +257,20 @@ export async function decode(info, emb, points, labels, box, multimask) {
   const low = out.low_res_masks || out.masks;
   const [sh, sw] = [low.dims[2], low.dims[3]];
   const thr = info.mask_threshold || 0;
-  const [rows, cols] = full ? [null, null] : postTaps(info, emb, sh, sw);
-  return picks.map((idx) => {
-    let mask;
-    if (full) {
-      const plane = full.data.subarray(idx * H * W, (idx + 1) * H * W);
-      mask = new Uint8Array(H * W);
-      for (let i = 0; i < H * W; i++) mask[i] = plane[i] > thr ? 1 : 0;
-    } else {
-      mask = resample(low.data.subarray(idx * sh * sw, (idx + 1) * sh * sw), sh, sw, rows, cols, H, W, thr);
-    }
-    return { mask, score: iou[idx] };
+  const tapKey = `${sh}x${sw}`;
+  if (!full && !fixed.taps[tapKey]) fixed.taps[tapKey] = postTaps(info, emb, sh, sw);
+  const [rows, cols] = full ? [null, null] : fixed.taps[tapKey];
+  const cands = picks.map((idx) => {
+    const m = full ? threshold(full.data.subarray(idx * H * W, (idx + 1) * H * W), H, W, thr)
+      : resample(low.data.subarray(idx * sh * sw, (idx + 1) * sh * sw), sh, sw, rows, cols, H, W, thr);
+    return { ...m, score: iou[idx] };
   });
+  return cands;
+}
+
+// One decode of a dummy click right after the embedding arrives, so the first real click finds
+// the session's kernels and buffers warm (its result is dropped).
+export async function warmUp(info, emb) {
+  const { width: W, height: H } = emb.header;
+  await decode(info, emb, [[W / 2, H / 2]], [1], null, true);
 }

@@ -52,16 +52,39 @@ export function stringToCounts(s) {
 }
 
 export function decodeRle(rle) {
-  // {size: [h, w], counts} -> Uint8Array h * w row-major
+  // {size: [h, w], counts} -> Uint8Array h * w row-major (runs walked column by column, no division per pixel)
   const [h, w] = rle.size;
   const counts = typeof rle.counts === "string" ? stringToCounts(rle.counts) : rle.counts;
   const out = new Uint8Array(h * w);
-  let idx = 0, v = 0;
+  let x = 0, y = 0, v = 0;
   for (const c of counts) {
     if (v) {
-      for (let i = idx; i < idx + c; i++) { const x = Math.floor(i / h), y = i - x * h; out[y * w + x] = 1; }
+      for (let i = 0; i < c; i++) { out[y * w + x] = 1; if (++y === h) { y = 0; x++; } }
+    } else {
+      const at = y + c;  // skip c pixels down the columns
+      x += Math.floor(at / h); y = at % h;
     }
-    idx += c; v = 1 - v;
+    v = 1 - v;
   }
   return out;
+}
+
+// The bit mask of a box (samkit/server/rle.py bits_encode; POST /api/image/decode with mask_format
+// "bits"): {box: [x0, y0, x1, y1] exclusive, data: base64 of the crop's pixels row-major, 8 a byte,
+// most significant bit first} -> {mask: Uint8Array h * w, box, pixels}.
+export function decodeBits(bits, h, w) {
+  const out = new Uint8Array(h * w);
+  const [x0, y0, x1, y1] = bits.box;
+  let pixels = 0;
+  if (x1 > x0 && y1 > y0) {
+    const raw = atob(bits.data);
+    let k = 0;
+    for (let y = y0; y < y1; y++) {
+      const row = y * w;
+      for (let x = x0; x < x1; x++, k++) {
+        if ((raw.charCodeAt(k >> 3) >> (7 - (k & 7))) & 1) { out[row + x] = 1; pixels++; }
+      }
+    }
+  }
+  return { mask: out, box: [x0, y0, x1, y1], pixels };
 }
