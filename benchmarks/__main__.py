@@ -94,8 +94,19 @@ def section_onnx(quick: bool) -> str:
                           runs=2 if quick else 3, static=False)
 
 
+def section_roofline(quick: bool) -> str:
+    """Per stage: FLOPs (FlopCounterMode + SDPA attention by hand), time, GFLOP/s and the share
+    of this machine's fp32 GEMM rate measured in the same run (``bench_roofline.py``)."""
+    import bench_roofline
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        body = bench_roofline.run(quick, warmup=1, runs=2 if quick else 5)
+    return body
+
+
 SECTIONS = {"image": section_image, "encoders": section_encoders, "everything": section_everything,
-            "video": section_video, "onnx": section_onnx}
+            "video": section_video, "onnx": section_onnx, "roofline": section_roofline}
 
 
 def main(argv=None) -> None:
