@@ -105,7 +105,8 @@ class _AttentionByHand(TorchFunctionMode):
         before = self.counter.get_total_flops()
         out = func(*args, **kwargs)
         seen = self.counter.get_total_flops() - before
-        self.flops += max(0, sdpa_flops(*args[:3]) - seen)
+        q, k, v = (list(args) + [kwargs.get(n) for n in ("query", "key", "value")[len(args):]])[:3]
+        self.flops += max(0, sdpa_flops(q, k, v) - seen)
         self.calls += 1
         return out
 
@@ -145,6 +146,15 @@ def measure(stage: str, model: str, fn: Callable[[], object], warmup: int, runs:
     return Row(stage, model, counted, attn, interleaved([fn], warmup, runs)[0], per)
 
 
+def _model(name: str) -> torch.nn.Module:
+    """The model with the synthesized parity weights, parameters without grad: FlopCounterMode's
+    module tracker would hook grads of parameters passed as inputs (perceiver latents), which
+    fails under inference mode."""
+    from bench_image import _ours
+
+    return _ours(name).requires_grad_(False)
+
+
 def _image() -> np.ndarray:
     from PIL import Image
 
@@ -156,11 +166,9 @@ def _image() -> np.ndarray:
 
 def image_stages(name: str, image: np.ndarray, warmup: int, runs: int) -> List[Row]:
     """Encoder and one point -> full-resolution mask of one image family."""
-    from bench_image import _ours
-
     from samkit import ImagePredictor
 
-    model = _ours(name)
+    model = _model(name)
     x, _ = model.preprocess(image)
     rows = [measure("encoder", name, lambda: model.encode(x), warmup, runs)]
     pred = ImagePredictor(model, selection="native")
@@ -176,12 +184,11 @@ def video_stages(name: str, memories: int, warmup: int, runs: int) -> List[Row]:
     """Memory attention and memory encoder of one object on one frame, after ``memories``
     tracked frames (one point on frame 0). The frames are one image, so its features are
     computed once and reused (this stage is about the memory, not the encoder)."""
-    from bench_image import _ours
     from bench_video import object_point, synthetic_clip
 
     from samkit.video import VideoTracker
 
-    model = _ours(name)
+    model = _model(name)
     frames = memories + 2
     vid = synthetic_clip(frames, 240, 427)
     tracker = VideoTracker(model)
@@ -204,11 +211,9 @@ def video_stages(name: str, memories: int, warmup: int, runs: int) -> List[Row]:
 def everything_stage(name: str, image: np.ndarray, warmup: int, runs: int, batch: int = 64) -> List[Row]:
     """One ``points_per_batch`` batch of AutoMaskGenerator on the image, per point; the decoder
     alone on the same batch as a second row."""
-    from bench_image import _ours
-
     from samkit.auto import AutoMaskGenerator
 
-    model = _ours(name)
+    model = _model(name)
     gen = AutoMaskGenerator(model, points_per_side=32, points_per_batch=batch, pred_iou_thresh=0.0,
                             stability_score_thresh=0.0)
     x, transform = model.preprocess(image)
@@ -259,9 +264,9 @@ def run(quick: bool = False, warmup: int = 1, runs: int = 5, memories: int = 7,
         rows.extend(new)
         print("\n".join(format_rows(new, rate).splitlines()[2:]), flush=True)
 
-    for name in image_models or (QUICK_IMAGE if quick else IMAGE_MODELS):
+    for name in image_models if image_models is not None else (QUICK_IMAGE if quick else IMAGE_MODELS):
         add(image_stages(name, image, warmup, runs))
-    for name in video_models or (QUICK_VIDEO if quick else VIDEO_MODELS):
+    for name in video_models if video_models is not None else (QUICK_VIDEO if quick else VIDEO_MODELS):
         add(video_stages(name, 2 if quick else memories, warmup, runs))
     if everything:
         add(everything_stage(everything, image, warmup, runs, batch=16 if quick else 64))
@@ -271,8 +276,8 @@ def run(quick: bool = False, warmup: int = 1, runs: int = 5, memories: int = 7,
 def main(argv=None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="two image families, EdgeTAM video, 16-point batch")
-    ap.add_argument("--image-models", nargs="+", default=None)
-    ap.add_argument("--video-models", nargs="+", default=None)
+    ap.add_argument("--image-models", nargs="*", default=None, help="default: all (--quick: two); none: skip")
+    ap.add_argument("--video-models", nargs="*", default=None, help="default: all three (--quick: EdgeTAM)")
     ap.add_argument("--everything", default="sam_vit_b", help="model of the everything-mode stage ('' to skip)")
     ap.add_argument("--memories", type=int, default=7, help="tracked frames before the timed video frame")
     ap.add_argument("--runs", type=int, default=5)
