@@ -142,8 +142,9 @@ class Row:
 def measure(stage: str, model: str, fn: Callable[[], object], warmup: int, runs: int, per: int = 1) -> Row:
     from bench_image import interleaved
 
-    counted, attn, _ = count_flops(fn)
-    return Row(stage, model, counted, attn, interleaved([fn], warmup, runs)[0], per)
+    seconds = interleaved([fn], warmup, runs)[0]
+    counted, attn, _ = count_flops(fn)  # after the warm-up: per-image caches are filled, as when timed
+    return Row(stage, model, counted, attn, seconds, per)
 
 
 def _model(name: str) -> torch.nn.Module:

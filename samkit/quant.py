@@ -2,7 +2,7 @@
 
 ```python
 model = samkit.load_model("sam_vit_b", quantize="int8")          # or:
-model = samkit.quant.quantize(model)                              # in place, returns the model
+from samkit.quant import quantize; quantize(model)                # in place, returns the model
 ```
 
 ``"int8"``: every ``nn.Linear`` of the image encoder becomes a dynamically quantised linear
