@@ -122,7 +122,8 @@ def test_load_model_refuses_bad_quantize_before_reading(monkeypatch, tmp_path, k
         load_model("tiny_sam_q", checkpoint=tmp_path / "missing.pt", **kwargs)  # refused before the file
 
 
-def test_cli_int8(capsys, monkeypatch, tmp_path):
+@pytest.mark.parametrize("command", ["segment", "everything"])
+def test_cli_int8(capsys, monkeypatch, tmp_path, command):
     pytest.importorskip("typer")
     from PIL import Image
 
@@ -136,10 +137,12 @@ def test_cli_int8(capsys, monkeypatch, tmp_path):
     real = samkit.quant.quantize
     monkeypatch.setattr(samkit.quant, "quantize",
                         lambda m, mode="int8", **kw: calls.append(mode) or real(m, mode, **kw))
-    base = ["segment", str(image), "--model", "tiny_sam_q", "--checkpoint", str(ckpt), "--point", "60,40",
-            "--format", "json", "--out", str(tmp_path / "o")]
+    base = [command, str(image), "--model", "tiny_sam_q", "--checkpoint", str(ckpt), "--out", str(tmp_path / "o")]
+    base += (["--point", "60,40", "--format", "json"] if command == "segment" else
+             ["--points-per-side", "4", "--quiet", "--json"])
     assert main(base + ["--int8"]) == 0
-    assert calls == ["int8"] and json.loads(capsys.readouterr().out)["count"] >= 1
+    doc = json.loads(capsys.readouterr().out)
+    assert calls == ["int8"] and doc["count"] >= (1 if command == "segment" else 0)  # random weights
     code = main(base + ["--int8", "--backend", "onnxruntime"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(err) == 1 and "--int8" in err[0] and "Fix:" in err[0]
