@@ -94,8 +94,31 @@ def section_onnx(quick: bool) -> str:
                           runs=2 if quick else 3, static=False)
 
 
+def section_roofline(quick: bool) -> str:
+    """Per stage: FLOPs (FlopCounterMode + SDPA attention by hand), time, GFLOP/s and the share
+    of this machine's fp32 GEMM rate measured in the same run (``bench_roofline.py``)."""
+    import bench_roofline
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        body = bench_roofline.run(quick, warmup=1, runs=2 if quick else 5)
+    return body
+
+
+def section_int8(quick: bool) -> str:
+    """Dynamic int8 vs fp32 (torch ``quantize="int8"`` and onnxruntime), encoder and decoder, with
+    the agreement with fp32 on the parity weights as a plumbing check (``bench_int8.py``)."""
+    import bench_int8
+
+    models = ["mobile_sam", "sam2.1_hiera_t"] if quick else bench_int8.DEFAULT_MODELS
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        body = bench_int8.run(models, warmup=1, runs=2 if quick else 3)
+    return body
+
+
 SECTIONS = {"image": section_image, "encoders": section_encoders, "everything": section_everything,
-            "video": section_video, "onnx": section_onnx}
+            "video": section_video, "onnx": section_onnx, "roofline": section_roofline, "int8": section_int8}
 
 
 def main(argv=None) -> None:

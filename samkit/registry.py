@@ -177,12 +177,31 @@ def _load_checked(model, spec: ModelSpec, sd, raw, strict: bool, path: Path) -> 
         _ckpt.load_into(model, sd, spec, strict=strict, remapped=True, source=path)
 
 
+def _check_quantize(spec: ModelSpec, quantize: Optional[str], device, backend: str, compile: bool) -> None:
+    """Refuse a bad ``quantize`` value, or one that cannot apply here, before any file is read."""
+    if quantize is None:
+        return
+    from .quant import check_quantize
+
+    check_quantize(quantize)
+    if not spec.neural:
+        raise InputError(f"{spec.name} is not a neural model, so quantize (--int8) does not apply. Fix: drop it.")
+    if backend != "torch" or compile:
+        raise InputError("quantize='int8' (--int8) is torch's dynamic int8 and does not combine with "
+                         "backend='onnxruntime' or compile=True. Fix: drop one of them (onnxruntime int8: "
+                         "samkit export --quantize int8).")
+    try:
+        check_quantize(quantize, torch.device(device))
+    except (RuntimeError, TypeError):
+        pass  # an invalid device is reported by load_model itself
+
+
 def load_model(name: Union[str, ModelSpec], checkpoint: Optional[Union[str, Path]] = None,
                device: Union[str, torch.device] = "cpu", *, strict: Optional[bool] = None,
                download: bool = True, progress: Optional[hub.ProgressFn] = None,
                backend: str = "torch", compile: bool = False, channels_last: bool = False,
                fuse: bool = False, companions: Optional[Mapping[str, Union[str, Path]]] = None,
-               image_size: Optional[int] = None):
+               image_size: Optional[int] = None, quantize: Optional[str] = None):
     """A model with loaded weights, in eval mode, on ``device``, with ``model.spec`` set.
 
     ``checkpoint``: a file (safetensors, torch ``weights_only`` pickle, or a zip holding one);
@@ -200,13 +219,17 @@ def load_model(name: Union[str, ModelSpec], checkpoint: Optional[Union[str, Path
     before any acceleration. An oversubscribed torch thread pool is lowered to the usable CPU
     count (:func:`samkit.threads.configure_threads`). ``image_size``: a lower input size for
     models that allow one (sam3 and sam3_litetext_*, which keep SAM 3's ViT: a multiple of 14 from 336 to 1008), checked
-    before any file is read; faster, but its quality is the user's to judge on their images."""
+    before any file is read; faster, but its quality is the user's to judge on their images.
+    ``quantize="int8"``: dynamic int8 for the image encoder's linear layers on the CPU, opt-in
+    (see :mod:`samkit.quant`; not with ``backend="onnxruntime"`` or ``compile``); its quality
+    needs the real weights and your images to judge."""
     spec = _spec(name)
     if image_size is not None:
         _check_image_size(spec, image_size)  # before any file is read
     from .accel import check_options
 
     check_options(backend, compile, channels_last)  # before any file is read
+    _check_quantize(spec, quantize, device, backend, compile)
     accelerated = backend != "torch" or compile or channels_last
     if (accelerated or fuse) and not spec.neural:
         raise InputError(f"{spec.name} is not a neural model, so backend/compile/channels_last/fuse do not apply. "
@@ -237,6 +260,10 @@ def load_model(name: Union[str, ModelSpec], checkpoint: Optional[Union[str, Path
     configure_threads(clamp_only=True)
     if fuse and hasattr(model, "fuse"):
         model.fuse()
+    if quantize is not None:
+        from .quant import quantize as quantize_model
+
+        quantize_model(model, quantize)
     if accelerated:
         from .accel import accelerate
 

@@ -143,7 +143,8 @@ class Block(nn.Module):
         qkv = attn.qkv(x)
         hp, wp = h + (-h) % ws, w + (-w) % ws
         if (hp, wp) != (h, w):
-            fill = attn.qkv.bias if attn.qkv.bias is not None else qkv.new_zeros(qkv.shape[-1])
+            fill = attn.qkv.bias() if callable(attn.qkv.bias) else attn.qkv.bias  # bias(): an int8 Linear
+            fill = fill if fill is not None else qkv.new_zeros(qkv.shape[-1])
             padded = fill.to(qkv.dtype).expand(b, hp, wp, -1).clone()
             padded[:, :h, :w] = qkv
             qkv = padded

@@ -94,6 +94,18 @@ def compile_option():
                         "which is slow; needs a C++ compiler on CPU).")
 
 
+def int8_option():
+    """``--int8`` (shared by `segment` and `everything`): samkit.quant's dynamic int8, opt-in."""
+    return typer.Option(False, "--int8", help="Dynamic int8 for the image encoder's linear layers (torch, CPU; "
+                        "not with --backend onnxruntime or --compile). Often faster; judge the masks on your "
+                        "own images (float32 is the default).")
+
+
+def quantize_value(int8: bool) -> Optional[str]:
+    """``load_model``'s ``quantize`` for the ``--int8`` flag."""
+    return "int8" if int8 else None
+
+
 def format_help(choices: type = Format, default: Sequence[enum.Enum] = (Format.png,)) -> str:
     """The help of every ``--format`` option: the same wording in every command."""
     return (f"Output format, repeatable or comma-separated: {', '.join(c.value for c in choices)}. "

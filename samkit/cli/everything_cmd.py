@@ -24,7 +24,7 @@ from typing import List, Optional
 
 from .common import (Backend, Command, backend_option, build_clip, check_clip_name, check_out_dir,
                      clip_checkpoint_option, clip_option, compile_option, emit_json, format_option, info,
-                     is_export_path, parse_formats, resolve_model, typer)
+                     int8_option, is_export_path, parse_formats, quantize_value, resolve_model, typer)
 from ..errors import InputError, require
 
 
@@ -128,6 +128,7 @@ def everything(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     backend: Backend = backend_option(),
     compile_: bool = compile_option(),
+    int8: bool = int8_option(),
 ) -> None:
     """Segment everything in IMAGE and write the masks (COCO RLE JSON, PNGs, overlay, YOLO, LabelMe)."""
     from ..vocab import load_vocabulary
@@ -159,7 +160,7 @@ def everything(
 
     img = load_image(image)
     net = load_model(model, checkpoint=checkpoint, device=device, download=not offline, backend=backend.value,
-                     compile=compile_)
+                     compile=compile_, quantize=quantize_value(int8))
     dense = build_clip(clip, clip_checkpoint, device, offline) if vocab is not None else None
     gen = AutoMaskGenerator(net, points_per_side=points_per_side, points_per_batch=points_per_batch,
                             pred_iou_thresh=pred_iou_thresh, stability_score_thresh=stability_thresh,

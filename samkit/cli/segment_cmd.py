@@ -23,7 +23,7 @@ from typing import Dict, List, Optional
 from ..errors import InputError
 from .common import (Backend, Format, backend_option, build_clip, check_clip_name, check_out_dir,
                      check_image_size, clip_checkpoint_option, clip_option, compile_option, emit_json,
-                     format_option, image_size_option, info,
+                     format_option, image_size_option, info, int8_option, quantize_value,
                      is_export_path, parse_box, parse_exemplar, parse_formats, parse_point, resolve_model, typer)
 
 EPILOG = (
@@ -173,6 +173,7 @@ def segment(
     backend: Backend = backend_option(),
     compile_: bool = compile_option(),
     image_size: Optional[int] = image_size_option(),
+    int8: bool = int8_option(),
 ) -> None:
     """Segment one image from point and/or box prompts (or find --text) and write masks in the chosen formats."""
     from ..vocab import Vocabulary, check_texts
@@ -224,13 +225,14 @@ def segment(
         prompts = {"exemplars": [list(e[:4]) for e in exemplars], "exemplar_labels": [e[4] for e in exemplars],
                    "text": texts[0] if texts else None}
     if export is not None:
-        predictor = _export_predictor(export, checkpoint, backend, compile_, device).set_image(img)
+        predictor = _export_predictor(export, checkpoint, backend, compile_ or int8, device).set_image(img)
         masks, model_names, used_clip = predictor.predict(
             points=prompts["points"], labels=prompts["labels"], box=prompts["box"], mask_input=None,
             multimask=multimask).sorted("score"), None, False
     else:
         masks, model_names, used_clip = _predict(img, model, checkpoint, device, offline, backend, compile_, prompts,
-                                                 multimask, (clip, clip_checkpoint, text_threshold), image_size)
+                                                 multimask, (clip, clip_checkpoint, text_threshold), image_size,
+                                                 quantize_value(int8))
     elapsed = time.perf_counter() - t0
     if vocab is None and masks.labels is not None and model_names:
         # a model that names its masks (Open-Vocabulary SAM): its own vocabulary, class ids 1..K
@@ -255,11 +257,12 @@ def segment(
 
 
 def _export_predictor(folder: Path, checkpoint, backend, compile_: bool, device: str):
-    """``OnnxImagePredictor`` of an export folder (no torch import); torch-only options refused."""
+    """``OnnxImagePredictor`` of an export folder (no torch import); torch-only options (``compile_``:
+    --compile or --int8) refused."""
     if checkpoint is not None or compile_ or backend is not Backend.torch or device != "cpu":
         raise InputError(f"--model {folder} is an export folder: its weights are the ONNX graphs and onnxruntime runs "
-                         "them, so --checkpoint, --backend, --compile and --device do not apply. Fix: drop those "
-                         "options (or pass a model name to run it in torch).")
+                         "them, so --checkpoint, --backend, --compile, --int8 and --device do not apply. Fix: drop "
+                         "those options (or pass a model name to run it in torch).")
     from ..runtime import OnnxImagePredictor
 
     predictor = OnnxImagePredictor(folder)
@@ -268,7 +271,7 @@ def _export_predictor(folder: Path, checkpoint, backend, compile_: bool, device:
 
 
 def _predict(img, model: str, checkpoint, device: str, offline: bool, backend, compile_: bool, prompts: dict,
-             multimask: bool, clip_args: tuple, image_size: Optional[int] = None):
+             multimask: bool, clip_args: tuple, image_size: Optional[int] = None, quantize: Optional[str] = None):
     """Load the model (and, for text, the CLIP unless the model reads text itself) and predict;
     masks sorted best first: by score, or by label score for text. Returns (masks, the model's
     own class names when it names its masks, else None, whether a CLIP was used)."""
@@ -277,7 +280,7 @@ def _predict(img, model: str, checkpoint, device: str, offline: bool, backend, c
     from ..registry import load_model
 
     net = load_model(model, checkpoint=checkpoint, device=device, download=not offline,
-                     backend=backend.value, compile=compile_, image_size=image_size)
+                     backend=backend.value, compile=compile_, image_size=image_size, quantize=quantize)
     if "exemplars" in prompts:
         found = ImagePredictor(net).set_image(img).predict(text=prompts["text"], exemplars=prompts["exemplars"],
                                                            exemplar_labels=prompts["exemplar_labels"])
