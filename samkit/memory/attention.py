@@ -96,6 +96,14 @@ def _pool2x2(x: torch.Tensor, grid: int, frames: int) -> torch.Tensor:
     return x.reshape(b, h, frames, d, g2 * g2).permute(0, 1, 2, 4, 3).reshape(b, h, frames * g2 * g2, d)
 
 
+def _broadcast_queries(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Queries of one frame (``1 x heads x N x d``, projected and rotated once) against the
+    memories of ``B`` objects (``B x heads x M x d``): the same queries for every object."""
+    if q.shape[0] == 1 and k.shape[0] > 1:
+        return q.expand(k.shape[0], -1, -1, -1)
+    return q
+
+
 class RoPEAttention(Attention):
     """Attention with 2-D axial RoPE on queries and keys (sequence lengths must be square
     grids; keys may hold several grids when ``rope_k_repeat``). ``pool`` selects the
@@ -124,6 +132,7 @@ class RoPEAttention(Attention):
             raise ValueError("keys differ in length from queries; rope_k_repeat is required")
         if n_rope > 0:
             rope_(k[:, :, :n_rope], table)  # the object-pointer keys after n_rope stay unrotated
+        q = _broadcast_queries(q, k)
         if self.pool is None or n_rope <= nq:
             out = F.scaled_dot_product_attention(q, k, v)
         else:
@@ -170,6 +179,7 @@ class RoPEAttentionV2(Attention):
             b, h, _, c = k.shape
             # per memory frame: [n_glob global latents (unrotated), grid latents (rotated)]
             rope_(k[:, :, :n_rope].view(b, h, frames, per, c)[:, :, :, n_glob:], table)
+        q = _broadcast_queries(q, k)
         return self.out_proj(self._merge(F.scaled_dot_product_attention(q, k, v)))
 
 
@@ -217,6 +227,13 @@ class MemoryAttention(nn.Module):
 
     ``forward(curr B x N x C, curr_pos B x N x C, memory B x M x Cm, memory_pos B x M x Cm,
     num_obj_ptr_tokens, num_spatial_frames)`` -> ``B x N x C``.
+
+    Many objects on one frame: ``curr`` / ``curr_pos`` of batch 1 with the memories of ``B``
+    objects. Everything before the first cross-attention does not depend on the object (the
+    input position, the first layer's self-attention, its ``norm2`` and the cross-attention's
+    query projection and rotation), so it runs once at batch 1; the cross-attention broadcasts
+    its queries over the ``B`` memories and the residual makes the stream ``B x N x C`` from
+    there on. Each object's numbers are those of a batch-1 call with its own memory.
     """
 
     def __init__(self, layers: nn.ModuleList, d_model: int = 256, pos_enc_at_input: bool = True) -> None:
