@@ -119,6 +119,8 @@ def load_synth(name: str):
     from parity import manifest, synth_checkpoint_file
     from samkit.registry import load_model
 
+    folder = Path(tempfile.gettempdir()) / "samkit_bench"
+    folder.mkdir(exist_ok=True)
     bases = [name] + [name[: -len(s)] for s in ("_512", "_1", "_2") if name.endswith(s)]
     for base in bases:
         try:
@@ -126,7 +128,7 @@ def load_synth(name: str):
         except (OSError, ValueError):
             continue
         try:
-            return load_model(name, checkpoint=synth_checkpoint_file(base, Path(tempfile.gettempdir()) / "samkit_bench"))
+            return load_model(name, checkpoint=synth_checkpoint_file(base, folder))
         except Exception as exc:  # a base whose tensors do not fit: try the next one
             print(f"  ({name} on {base}'s weights failed: {type(exc).__name__}: {exc})", flush=True)
     return None
@@ -150,6 +152,7 @@ def track_stages(model, frames: np.ndarray, boxes: List[List[float]], object_bat
     on the last frame (counted by re-running it)."""
     from samkit.video import VideoTracker
 
+    model.requires_grad_(False)  # FlopCounterMode's module hooks fail on parameters that want gradients
     tr = VideoTracker(model, object_batch=object_batch)
     s = tr.start(frames)
     for i, box in enumerate(boxes):
