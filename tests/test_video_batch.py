@@ -144,3 +144,32 @@ def test_object_batch_bad_value():
     for bad in (0, -1, 1.5, True, "4"):
         with pytest.raises(InputError, match="object_batch"):
             VideoTracker(model, object_batch=bad)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["edgetam", "sam2.1_hiera_t"])
+def test_batched_objects_real_size(name, tmp_path_factory):
+    """Full-size models on the synthesized parity weights and the golden clip: three objects
+    (two prompted on frame 0, one on frame 2) tracked over 4 frames batched and one at a time."""
+    pytest.importorskip("safetensors")
+    from safetensors.torch import load_file
+
+    from parity import require_parity, synth_checkpoint_file
+    from samkit.registry import load_model
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    clip = load_file(str(require_parity() / "golden" / "video_clip.safetensors"))
+    frames = clip["frames"].numpy()[:4]
+    model = load_model(name, checkpoint=synth_checkpoint_file(name, tmp_path_factory.mktemp("ckpt")))
+    h, w = frames.shape[1:3]
+    prompts = [(0, 1, dict(points=clip["obj1_points"].numpy(), labels=clip["obj1_labels"].numpy())),
+               (0, 2, dict(box=[w * 0.1, h * 0.1, w * 0.5, h * 0.6])),
+               (2, 3, dict(box=clip["obj2_box"].numpy()))]
+    runs = []
+    for batch in (1, 8):
+        tr = VideoTracker(model, keep_logits=True, object_batch=batch)
+        s = tr.start(frames)
+        for f, oid, p in prompts:
+            tr.add_prompt(s, f, oid, **p)
+        runs.append({(f, o): lg for f, r in tr.propagate(s) for o, lg in r.logits.items()})
+    _assert_same(*runs)
