@@ -68,9 +68,19 @@ class StageMeter:
         self.times: Dict[str, float] = defaultdict(float)
         self.flops: Dict[str, float] = defaultdict(float)
         self.counting = False
+        self._inside = False
 
     def _wrap(self, stage: str, fn):
         def run(*args, **kwargs):
+            if self._inside:  # a wrapped call inside another (memory_attention.forward -> prefix)
+                return fn(*args, **kwargs)
+            self._inside = True
+            try:
+                return measured(*args, **kwargs)
+            finally:
+                self._inside = False
+
+        def measured(*args, **kwargs):
             if self.counting:
                 from torch.utils.flop_counter import FlopCounterMode
 
@@ -90,12 +100,14 @@ class StageMeter:
         m.forward_image = self._wrap("image encoder", m.forward_image)
         m.forward_sam_heads = self._wrap("mask decoder", m.forward_sam_heads)
         ma.forward = self._wrap("memory attention", ma.forward)
+        ma.prefix = self._wrap("memory attention", ma.prefix)  # once per frame for all objects
         self.engine.encode_memory = self._wrap("memory encoder", self.engine.encode_memory)
         return self
 
     def __exit__(self, *exc) -> None:
         for obj, name in ((self.model, "forward_image"), (self.model, "forward_sam_heads"),
-                          (self.model.memory_attention, "forward"), (self.engine, "encode_memory")):
+                          (self.model.memory_attention, "forward"), (self.model.memory_attention, "prefix"),
+                          (self.engine, "encode_memory")):
             obj.__dict__.pop(name, None)
 
     @contextlib.contextmanager

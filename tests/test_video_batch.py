@@ -128,7 +128,13 @@ def test_batched_path_is_used_and_groups_by_memory_layout(monkeypatch):
 
     monkeypatch.setattr(MemoryTracker, "_step_batch", spy_batch)
     monkeypatch.setattr(MemoryTracker, "step", spy_step)
+    ma, prefixes = model.memory_attention, []
+    real_prefix = ma.prefix
+    monkeypatch.setattr(ma, "prefix", lambda *a: prefixes.append(1) or real_prefix(*a))
     _track(model, 8, 3, full=False)
+    # the object-independent start of the memory attention: once per frame (7 propagated frames with
+    # batches, even where two batches ran) plus once in the single step of object 3 on frame 0
+    assert len(prefixes) == 7 + 1
     # the prompts, and frame 0 for object 3 (the only object without a prompt there)
     assert singles == [0, 0, 2, 0]
     by_frame = {}

@@ -205,15 +205,21 @@ class MemoryAttentionLayer(nn.Module):
         self.pos_enc_at_cross_attn_keys = pos_enc_at_cross_attn_keys
         self.pos_enc_at_cross_attn_queries = pos_enc_at_cross_attn_queries
 
-    def forward(self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor, query_pos: torch.Tensor,
-                num_k_exclude_rope: int = 0, rope_k_repeat: int = -1,
-                memory_key: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``memory_key``: ``memory + pos`` when the caller computed it once for all layers."""
-        if memory_key is None:
-            memory_key = memory + pos if self.pos_enc_at_cross_attn_keys else memory
+    def self_block(self, tgt: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
+        """The residual self-attention step: ``tgt + self_attn(norm1(tgt))`` (B x N x C)."""
         t = self.norm1(tgt)
         qk = t + query_pos if self.pos_enc_at_attn else t
-        tgt = tgt + self.self_attn(qk, qk, t)
+        return tgt + self.self_attn(qk, qk, t)
+
+    def forward(self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor, query_pos: torch.Tensor,
+                num_k_exclude_rope: int = 0, rope_k_repeat: int = -1,
+                memory_key: Optional[torch.Tensor] = None, after_self: bool = False) -> torch.Tensor:
+        """``memory_key``: ``memory + pos`` when the caller computed it once for all layers;
+        ``after_self``: ``tgt`` is already the output of :meth:`self_block`."""
+        if memory_key is None:
+            memory_key = memory + pos if self.pos_enc_at_cross_attn_keys else memory
+        if not after_self:
+            tgt = self.self_block(tgt, query_pos)
         t = self.norm2(tgt)
         tgt = tgt + self.cross_attn_image(
             t + query_pos if self.pos_enc_at_cross_attn_queries else t,
@@ -234,6 +240,8 @@ class MemoryAttention(nn.Module):
     query projection and rotation), so it runs once at batch 1; the cross-attention broadcasts
     its queries over the ``B`` memories and the residual makes the stream ``B x N x C`` from
     there on. Each object's numbers are those of a batch-1 call with its own memory.
+    ``prefix(curr, curr_pos)`` is that object-independent start up to the first cross-attention
+    (1 x N x C); ``forward(..., prefix=p)`` continues from it (one frame, several batches).
     """
 
     def __init__(self, layers: nn.ModuleList, d_model: int = 256, pos_enc_at_input: bool = True) -> None:
@@ -243,11 +251,17 @@ class MemoryAttention(nn.Module):
         self.pos_enc_at_input = pos_enc_at_input
 
     def forward(self, curr: torch.Tensor, curr_pos: torch.Tensor, memory: torch.Tensor,
-                memory_pos: torch.Tensor, num_obj_ptr_tokens: int = 0, num_spatial_frames: int = -1) -> torch.Tensor:
-        out = curr + 0.1 * curr_pos if self.pos_enc_at_input else curr
+                memory_pos: torch.Tensor, num_obj_ptr_tokens: int = 0, num_spatial_frames: int = -1,
+                prefix: Optional[torch.Tensor] = None) -> torch.Tensor:
+        out = self.prefix(curr, curr_pos) if prefix is None else prefix
         memory_key = memory + memory_pos  # the same for every layer: added once
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             key = memory_key if layer.pos_enc_at_cross_attn_keys else memory
             out = layer(out, memory, memory_pos, curr_pos, num_k_exclude_rope=num_obj_ptr_tokens,
-                        rope_k_repeat=num_spatial_frames, memory_key=key)
+                        rope_k_repeat=num_spatial_frames, memory_key=key, after_self=i == 0)
         return self.norm(out)
+
+    def prefix(self, curr: torch.Tensor, curr_pos: torch.Tensor) -> torch.Tensor:
+        """The input position and the first layer's self-attention: ``B x N x C`` (no memory)."""
+        out = curr + 0.1 * curr_pos if self.pos_enc_at_input else curr
+        return self.layers[0].self_block(out, curr_pos)

@@ -181,7 +181,7 @@ class MemoryTracker:
         in order, computed in batches of at most ``max_batch`` objects.
 
         Shared once per frame: the image features (the caller's cache), everything of the
-        memory attention before its first cross-attention (``MemoryAttention``), the memory
+        memory attention before its first cross-attention (``MemoryAttention.prefix``), the memory
         encoder's projection of the image features and the high-res features of the decoder.
         Batched: the memory attention from the first cross-attention on (objects whose memory
         has the same layout, i.e. the same number of memory frames and pointer tokens, form a
@@ -195,20 +195,23 @@ class MemoryTracker:
             groups.setdefault((n_spatial, n_ptr, memory.shape[1]), []).append((i, memory, memory_pos))
         out: List[Optional[FrameEntry]] = [None] * len(tracks)
         step = max(1, int(max_batch))
+        curr_pos = feats.pos.flatten(2).transpose(1, 2)
+        prefix = self.model.memory_attention.prefix(feats.top.flatten(2).transpose(1, 2), curr_pos)
         for (n_spatial, n_ptr, _), items in groups.items():
             for lo in range(0, len(items), step):
                 chunk = items[lo:lo + step]
                 memory = torch.cat([m for _, m, _ in chunk], dim=0)
                 memory_pos = torch.cat([p for _, _, p in chunk], dim=0)
-                for (i, _, _), e in zip(chunk, self._step_batch(session, feats, memory, memory_pos, n_ptr, n_spatial)):
+                entries = self._step_batch(session, feats, memory, memory_pos, n_ptr, n_spatial, prefix)
+                for (i, _, _), e in zip(chunk, entries):
                     out[i] = e
         return out  # type: ignore[return-value]
 
     def _step_batch(self, session: TrackingSession, feats: FrameFeatures, memory: torch.Tensor,
-                    memory_pos: torch.Tensor, n_ptr: int, n_spatial: int) -> List[FrameEntry]:
+                    memory_pos: torch.Tensor, n_ptr: int, n_spatial: int, prefix: torch.Tensor) -> List[FrameEntry]:
         """One propagation step of B objects whose memories (``B x M x Cm``, positions alike)
         have one layout -> B entries (each tensor its own copy, so one object's memory can be
-        freed without the others)."""
+        freed without the others). ``prefix``: ``memory_attention.prefix`` of the frame."""
         cfg = self.cfg
         top = feats.top
         _, c, h, w = top.shape
@@ -216,7 +219,7 @@ class MemoryTracker:
         curr = top.flatten(2).transpose(1, 2)
         curr_pos = feats.pos.flatten(2).transpose(1, 2)
         embed = self.model.memory_attention(curr, curr_pos, memory, memory_pos, num_obj_ptr_tokens=n_ptr,
-                                            num_spatial_frames=n_spatial)
+                                            num_spatial_frames=n_spatial, prefix=prefix)
         embed = embed.expand(b, -1, -1) if embed.shape[0] != b else embed
         embed = embed.transpose(1, 2).reshape(b, c, h, w)
         multimask = (cfg.multimask_output_in_sam and cfg.multimask_output_for_tracking
