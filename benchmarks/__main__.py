@@ -117,8 +117,28 @@ def section_int8(quick: bool) -> str:
     return body
 
 
+def section_video_objects(quick: bool) -> str:
+    """Many objects (1/2/4/8, batched vs one at a time, per stage beside its FLOP floor) for
+    EdgeTAM and SAM 2.1-T, and per-stage FPS of every video variant (``bench_video.py`` parts 3
+    and 4) on a short DAVIS clip (``SAMKIT_BENCH_DAVIS``, default ../shared/data/davis)."""
+    import bench_video
+
+    args = ["--frames", "0", "--threads", str(torch.get_num_threads()), "--clip-frames", "6" if quick else "8"]
+    if os.environ.get("SAMKIT_BENCH_DAVIS"):
+        args += ["--davis", os.environ["SAMKIT_BENCH_DAVIS"]]
+    if quick:
+        args += ["--objects", "1", "2", "--object-models", "edgetam", "--stage-models", "edgetam", "efficienttam_ti_512"]
+    else:
+        args += ["--objects", "1", "2", "4", "8", "--stage-models", "all"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        bench_video.main(args)
+    return "```\n" + out.getvalue().strip() + "\n```"
+
+
 SECTIONS = {"image": section_image, "encoders": section_encoders, "everything": section_everything,
-            "video": section_video, "onnx": section_onnx, "roofline": section_roofline, "int8": section_int8}
+            "video": section_video, "onnx": section_onnx, "roofline": section_roofline, "int8": section_int8,
+            "video_objects": section_video_objects}
 
 
 def main(argv=None) -> None:

@@ -20,6 +20,16 @@ Part 2 (``--tiny-frames``, default 0): a tiny random SAM 2-style model streams f
 never-ending iterator and reports RSS, stored memory entries/tensors and the per-frame time
 around frame 100 and the last frame (memory stays bounded).
 
+Part 3 (``--objects 1 2 4 8``, default off): many objects. A short DAVIS clip (``--davis``,
+``--sequence``, ``--clip-frames``, default 8 frames) with N objects prompted by boxes on frame 0
+(the ground-truth box, then boxes on a 3 x 3 grid), tracked batched (``object_batch=8``) and one
+object at a time (``object_batch=1``) in the same run, for each model of ``--object-models``
+(default edgetam, sam2.1_hiera_t): per-frame time beside each stage's time, FLOPs and floor at
+this machine's GEMM rate (``benchmarks/video_stages.py``), and the ratios within the run.
+
+Part 4 (``--stage-models``, default off; ``all`` = every video variant): one object on the same
+clip, each stage's frames per second and share of the GEMM rate; names the fastest tracker.
+
 No numbers are asserted; timings are for the report (float32 CPU, ``--threads`` threads).
 """
 from __future__ import annotations
@@ -36,6 +46,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 DEFAULT_MODELS = ["sam2.1_hiera_t", "edgetam", "efficienttam_ti"]
 OFFICIAL = {"sam2.1_hiera_t"}  # official video predictors available as oracles
@@ -214,14 +225,42 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     ap.add_argument("--tiny-frames", type=int, default=0, help="frames of the tiny streaming run (0: skip)")
     ap.add_argument("--tiny-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: keep torch's)")
+    ap.add_argument("--objects", type=int, nargs="*", default=[], help="object counts of part 3, e.g. 1 2 4 8")
+    ap.add_argument("--object-models", nargs="+", default=["edgetam", "sam2.1_hiera_t"])
+    ap.add_argument("--stage-models", nargs="*", default=[], help="models of part 4 ('all': every video variant)")
+    ap.add_argument("--davis", default=str(ROOT.parent / "shared" / "data" / "davis"), help="DAVIS root folder")
+    ap.add_argument("--sequence", default="bmx-trees")
+    ap.add_argument("--clip-frames", type=int, default=8, help="frames of the DAVIS clip of parts 3 and 4")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.tiny_frames > 0:
         bench_tiny(a.tiny_frames, a.tiny_size)
+    results = []
     if a.frames > 0:
-        return bench_tracked(a.models, a.frames, tuple(a.size), a.official)
-    return []
+        results = bench_tracked(a.models, a.frames, tuple(a.size), a.official)
+    if a.objects or a.stage_models:
+        results += bench_stages(a)
+    return results
+
+
+def bench_stages(a) -> List[dict]:
+    """Parts 3 and 4 (``benchmarks/video_stages.py``)."""
+    import video_stages as vs
+
+    frames, box = vs.davis_frames(Path(a.davis), a.sequence, a.clip_frames)
+    if len(frames) < 4:
+        raise SystemExit(f"the clip needs at least 4 frames, {a.davis}/{a.sequence} gave {len(frames)}")
+    rate = vs.gemm_rate()
+    print(f"DAVIS {a.sequence}, {len(frames)} frames; fp32 GEMM rate {rate / 1e9:.0f} GFLOP/s; "
+          f"torch threads {torch.get_num_threads()}", flush=True)
+    out = []
+    if a.objects:
+        out += vs.objects_table(a.object_models, a.objects, frames, box, rate)
+    if a.stage_models:
+        models = vs.VARIANTS if a.stage_models == ["all"] else a.stage_models
+        out += vs.stage_fps_table(models, frames, box, rate)
+    return out
 
 
 if __name__ == "__main__":

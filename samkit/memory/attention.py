@@ -96,6 +96,14 @@ def _pool2x2(x: torch.Tensor, grid: int, frames: int) -> torch.Tensor:
     return x.reshape(b, h, frames, d, g2 * g2).permute(0, 1, 2, 4, 3).reshape(b, h, frames * g2 * g2, d)
 
 
+def _broadcast_queries(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Queries of one frame (``1 x heads x N x d``, projected and rotated once) against the
+    memories of ``B`` objects (``B x heads x M x d``): the same queries for every object."""
+    if q.shape[0] == 1 and k.shape[0] > 1:
+        return q.expand(k.shape[0], -1, -1, -1)
+    return q
+
+
 class RoPEAttention(Attention):
     """Attention with 2-D axial RoPE on queries and keys (sequence lengths must be square
     grids; keys may hold several grids when ``rope_k_repeat``). ``pool`` selects the
@@ -124,6 +132,7 @@ class RoPEAttention(Attention):
             raise ValueError("keys differ in length from queries; rope_k_repeat is required")
         if n_rope > 0:
             rope_(k[:, :, :n_rope], table)  # the object-pointer keys after n_rope stay unrotated
+        q = _broadcast_queries(q, k)
         if self.pool is None or n_rope <= nq:
             out = F.scaled_dot_product_attention(q, k, v)
         else:
@@ -170,6 +179,7 @@ class RoPEAttentionV2(Attention):
             b, h, _, c = k.shape
             # per memory frame: [n_glob global latents (unrotated), grid latents (rotated)]
             rope_(k[:, :, :n_rope].view(b, h, frames, per, c)[:, :, :, n_glob:], table)
+        q = _broadcast_queries(q, k)
         return self.out_proj(self._merge(F.scaled_dot_product_attention(q, k, v)))
 
 
@@ -195,15 +205,21 @@ class MemoryAttentionLayer(nn.Module):
         self.pos_enc_at_cross_attn_keys = pos_enc_at_cross_attn_keys
         self.pos_enc_at_cross_attn_queries = pos_enc_at_cross_attn_queries
 
-    def forward(self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor, query_pos: torch.Tensor,
-                num_k_exclude_rope: int = 0, rope_k_repeat: int = -1,
-                memory_key: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``memory_key``: ``memory + pos`` when the caller computed it once for all layers."""
-        if memory_key is None:
-            memory_key = memory + pos if self.pos_enc_at_cross_attn_keys else memory
+    def self_block(self, tgt: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
+        """The residual self-attention step: ``tgt + self_attn(norm1(tgt))`` (B x N x C)."""
         t = self.norm1(tgt)
         qk = t + query_pos if self.pos_enc_at_attn else t
-        tgt = tgt + self.self_attn(qk, qk, t)
+        return tgt + self.self_attn(qk, qk, t)
+
+    def forward(self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor, query_pos: torch.Tensor,
+                num_k_exclude_rope: int = 0, rope_k_repeat: int = -1,
+                memory_key: Optional[torch.Tensor] = None, after_self: bool = False) -> torch.Tensor:
+        """``memory_key``: ``memory + pos`` when the caller computed it once for all layers;
+        ``after_self``: ``tgt`` is already the output of :meth:`self_block`."""
+        if memory_key is None:
+            memory_key = memory + pos if self.pos_enc_at_cross_attn_keys else memory
+        if not after_self:
+            tgt = self.self_block(tgt, query_pos)
         t = self.norm2(tgt)
         tgt = tgt + self.cross_attn_image(
             t + query_pos if self.pos_enc_at_cross_attn_queries else t,
@@ -217,6 +233,15 @@ class MemoryAttention(nn.Module):
 
     ``forward(curr B x N x C, curr_pos B x N x C, memory B x M x Cm, memory_pos B x M x Cm,
     num_obj_ptr_tokens, num_spatial_frames)`` -> ``B x N x C``.
+
+    Many objects on one frame: ``curr`` / ``curr_pos`` of batch 1 with the memories of ``B``
+    objects. Everything before the first cross-attention does not depend on the object (the
+    input position, the first layer's self-attention, its ``norm2`` and the cross-attention's
+    query projection and rotation), so it runs once at batch 1; the cross-attention broadcasts
+    its queries over the ``B`` memories and the residual makes the stream ``B x N x C`` from
+    there on. Each object's numbers are those of a batch-1 call with its own memory.
+    ``prefix(curr, curr_pos)`` is that object-independent start up to the first cross-attention
+    (1 x N x C); ``forward(..., prefix=p)`` continues from it (one frame, several batches).
     """
 
     def __init__(self, layers: nn.ModuleList, d_model: int = 256, pos_enc_at_input: bool = True) -> None:
@@ -226,11 +251,17 @@ class MemoryAttention(nn.Module):
         self.pos_enc_at_input = pos_enc_at_input
 
     def forward(self, curr: torch.Tensor, curr_pos: torch.Tensor, memory: torch.Tensor,
-                memory_pos: torch.Tensor, num_obj_ptr_tokens: int = 0, num_spatial_frames: int = -1) -> torch.Tensor:
-        out = curr + 0.1 * curr_pos if self.pos_enc_at_input else curr
+                memory_pos: torch.Tensor, num_obj_ptr_tokens: int = 0, num_spatial_frames: int = -1,
+                prefix: Optional[torch.Tensor] = None) -> torch.Tensor:
+        out = self.prefix(curr, curr_pos) if prefix is None else prefix
         memory_key = memory + memory_pos  # the same for every layer: added once
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             key = memory_key if layer.pos_enc_at_cross_attn_keys else memory
             out = layer(out, memory, memory_pos, curr_pos, num_k_exclude_rope=num_obj_ptr_tokens,
-                        rope_k_repeat=num_spatial_frames, memory_key=key)
+                        rope_k_repeat=num_spatial_frames, memory_key=key, after_self=i == 0)
         return self.norm(out)
+
+    def prefix(self, curr: torch.Tensor, curr_pos: torch.Tensor) -> torch.Tensor:
+        """The input position and the first layer's self-attention: ``B x N x C`` (no memory)."""
+        out = curr + 0.1 * curr_pos if self.pos_enc_at_input else curr
+        return self.layers[0].self_block(out, curr_pos)

@@ -93,13 +93,16 @@ def memory_keep(cfg) -> Tuple[int, int]:
 
 
 def propagate_frames(session: TrackingSession, cfg, start: Optional[int], reverse: bool, max_frames: Optional[int],
-                     features: Callable, step: Callable, result: Callable) -> Iterator[Tuple[int, object]]:
+                     features: Callable, step: Callable, result: Callable,
+                     step_many: Optional[Callable] = None) -> Iterator[Tuple[int, object]]:
     """The propagation loop of both memory trackers (torch's ``VideoTracker`` and the runtime's
     ``OnnxVideoTracker``): from ``start`` (default: the earliest prompted frame; a live stream
     resumes after its last frame) forward, or backward with ``reverse``, every object is stepped on
     each frame it has no prompt on, its memory bounded by ``evict``. ``features(session, t)``,
     ``step(session, track, feats, t, False, reverse) -> FrameEntry`` and ``result(session, t,
-    entries)`` are the tracker's own; yields ``(t, result)``."""
+    entries)`` are the tracker's own; yields ``(t, result)``. ``step_many(session, tracks, feats, t,
+    reverse) -> [FrameEntry]`` (optional): steps every object of a frame at once (the same entries
+    as ``step`` one at a time; used when more than one object needs a step)."""
     src = session.source
     if start is None:
         start = min(t for o in session.objects.values() for t in o.cond)
@@ -117,10 +120,16 @@ def propagate_frames(session: TrackingSession, cfg, start: Optional[int], revers
             raise
         n = session.num_frames
         entries = {}
+        todo = [track for track in session.objects.values() if t not in track.cond]
+        stepped = {}
+        if step_many is not None and len(todo) > 1:
+            stepped = {id(track): e for track, e in zip(todo, step_many(session, todo, feats, t, reverse))}
         for oid, track in session.objects.items():
             e = track.cond.get(t)
             if e is None:
-                e = step(session, track, feats, t, False, reverse)
+                e = stepped.get(id(track))
+                if e is None:
+                    e = step(session, track, feats, t, False, reverse)
                 track.non_cond[t] = e
             track.tracked.add(t, reverse)
             entries[oid] = e

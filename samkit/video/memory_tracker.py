@@ -11,7 +11,7 @@ in ``samkit.video.session``.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -172,6 +172,63 @@ class MemoryTracker:
         if cfg.num_maskmem > 0 and encode:  # encode=False: the caller encodes (SAM 3 concepts)
             entry.maskmem = self.encode_memory(session, feats, low, score, from_points)
         return entry
+
+    @torch.inference_mode()
+    def step_many(self, session: TrackingSession, tracks: Sequence[ObjectTrack], feats: FrameFeatures,
+                  frame_idx: int, reverse: bool, max_batch: int = 8) -> List[FrameEntry]:
+        """Track several objects on one frame without prompts (a propagation step): the same
+        entries as ``step(session, track, feats, frame_idx, False, reverse)`` for each track,
+        in order, computed in batches of at most ``max_batch`` objects.
+
+        Shared once per frame: the image features (the caller's cache), everything of the
+        memory attention before its first cross-attention (``MemoryAttention.prefix``), the memory
+        encoder's projection of the image features and the high-res features of the decoder.
+        Batched: the memory attention from the first cross-attention on (objects whose memory
+        has the same layout, i.e. the same number of memory frames and pointer tokens, form a
+        batch), the mask decoder and the memory encoder."""
+        groups: Dict[tuple, list] = {}
+        for i, track in enumerate(tracks):
+            if not track.cond:
+                raise RuntimeError("tracking an object without a conditioning frame")
+            mems, poses, n_ptr, n_spatial = self._memory_tokens(session, track, frame_idx, reverse)
+            memory, memory_pos = torch.cat(mems, dim=1), torch.cat(poses, dim=1)
+            groups.setdefault((n_spatial, n_ptr, memory.shape[1]), []).append((i, memory, memory_pos))
+        out: List[Optional[FrameEntry]] = [None] * len(tracks)
+        step = max(1, int(max_batch))
+        curr_pos = feats.pos.flatten(2).transpose(1, 2)
+        prefix = self.model.memory_attention.prefix(feats.top.flatten(2).transpose(1, 2), curr_pos)
+        for (n_spatial, n_ptr, _), items in groups.items():
+            for lo in range(0, len(items), step):
+                chunk = items[lo:lo + step]
+                memory = torch.cat([m for _, m, _ in chunk], dim=0)
+                memory_pos = torch.cat([p for _, _, p in chunk], dim=0)
+                entries = self._step_batch(session, feats, memory, memory_pos, n_ptr, n_spatial, prefix)
+                for (i, _, _), e in zip(chunk, entries):
+                    out[i] = e
+        return out  # type: ignore[return-value]
+
+    def _step_batch(self, session: TrackingSession, feats: FrameFeatures, memory: torch.Tensor,
+                    memory_pos: torch.Tensor, n_ptr: int, n_spatial: int, prefix: torch.Tensor) -> List[FrameEntry]:
+        """One propagation step of B objects whose memories (``B x M x Cm``, positions alike)
+        have one layout -> B entries (each tensor its own copy, so one object's memory can be
+        freed without the others). ``prefix``: ``memory_attention.prefix`` of the frame."""
+        cfg = self.cfg
+        top = feats.top
+        _, c, h, w = top.shape
+        b = memory.shape[0]
+        curr = top.flatten(2).transpose(1, 2)
+        curr_pos = feats.pos.flatten(2).transpose(1, 2)
+        embed = self.model.memory_attention(curr, curr_pos, memory, memory_pos, num_obj_ptr_tokens=n_ptr,
+                                            num_spatial_frames=n_spatial, prefix=prefix)
+        embed = embed.expand(b, -1, -1) if embed.shape[0] != b else embed
+        embed = embed.transpose(1, 2).reshape(b, c, h, w)
+        multimask = (cfg.multimask_output_in_sam and cfg.multimask_output_for_tracking
+                     and cfg.multimask_min_pt_num <= 0 <= cfg.multimask_max_pt_num)
+        _, _, _, low, _, obj_ptr, score = self.model.forward_sam_heads(embed, None, None, feats.high_res, multimask)
+        maskmem = self.encode_memory(session, feats, low, score, False) if cfg.num_maskmem > 0 else None
+        return [FrameEntry(obj_ptr=obj_ptr[j:j + 1].clone(), object_score=score[j:j + 1].clone(),
+                           low_res=low[j:j + 1].clone(),
+                           maskmem=None if maskmem is None else maskmem[j:j + 1].clone()) for j in range(b)]
 
     @torch.inference_mode()
     def empty_entry(self, session: TrackingSession, feats: FrameFeatures) -> FrameEntry:

@@ -52,11 +52,17 @@ class VideoTracker:
     ``keep_logits``: also return video-resolution logits per object in ``FrameResult``.
     ``max_cond_frames``: conditioning frames kept per object. ``feature_cache``: frames whose
     backbone features are kept (1-2 is enough). ``stream_keep``: frames a live stream keeps.
+    ``object_batch``: objects tracked together on a frame (``MemoryTracker.step_many``: shared
+    per-frame work, batched per-object work, the same masks); 1 tracks them one at a time.
     """
 
     def __init__(self, model: Any, *, keep_logits: bool = False, max_cond_frames: int = 16,
                  feature_cache: int = 2, stream_keep: int = 2, corrections_as_conditioning: bool = True,
-                 concept_config: Any = None) -> None:
+                 concept_config: Any = None, object_batch: int = 8) -> None:
+        if isinstance(object_batch, bool) or not isinstance(object_batch, (int, np.integer)) or object_batch < 1:
+            raise InputError(f"object_batch must be a positive integer, got {object_batch!r}. "
+                             "Fix: pass e.g. object_batch=8 (1 tracks objects one at a time).")
+        self.object_batch = int(object_batch)
         self.model = model
         self.keep_logits = keep_logits
         self.max_cond_frames = int(max_cond_frames)
@@ -278,8 +284,12 @@ class VideoTracker:
             for t, res in self.flow.propagate(session, start, reverse, max_frames):
                 yield t, _labelled(session, res)
             return
+        step_many = None
+        if self.object_batch > 1:
+            def step_many(sess, tracks, feats, t, rev):
+                return self.engine.step_many(sess, tracks, feats, t, rev, max_batch=self.object_batch)
         yield from propagate_frames(session, self.engine.cfg, start, reverse, max_frames, self._features,
-                                    self.engine.step, self._result)
+                                    self.engine.step, self._result, step_many)
 
     # ------------------------------------------------------------------ concepts (SAM 3)
     def _concept_first(self, session: TrackingSession, frame: int, text: Any) -> FrameResult:
