@@ -141,15 +141,22 @@ def _expand(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def transformer_forward(tr, point_embedding: torch.Tensor, keys: torch.Tensor, key_pe: torch.Tensor,
-                        first_layer: Optional[Dict[str, torch.Tensor]] = None, low_rank: Optional[bool] = None
-                        ) -> Tuple[torch.Tensor, torch.Tensor]:
+                        first_layer: Optional[Dict[str, torch.Tensor]] = None, low_rank: Optional[bool] = None,
+                        out_tokens: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """The blocks and final attention of a ``TwoWayTransformer`` ``tr`` on image tokens ``keys``
     / ``key_pe`` (1 or B x L x C, token-major) and prompt tokens ``point_embedding`` B x N x C
-    -> (tokens B x N x C, image tokens 1 or B x L x C). ``low_rank`` as in :func:`block_forward`."""
+    -> (tokens B x N' x C, image tokens 1 or B x L x C). ``low_rank`` as in :func:`block_forward`.
+
+    ``out_tokens``: only the first ``out_tokens`` tokens leave the final token->image attention
+    (N' = out_tokens; None: all N). Its queries are independent rows (own softmax, own
+    LayerNorm), so dropping the rows nobody reads (the prompt tokens, unrequested mask tokens)
+    changes nothing in the rows kept and saves ``(N - N') / N`` of that attention."""
     queries = point_embedding
     for i, layer in enumerate(tr.layers):
         queries, keys = block_forward(layer, queries, keys, point_embedding, key_pe,
                                       first_layer if i == 0 else None, low_rank)
+    if out_tokens is not None:
+        queries, point_embedding = queries[:, :out_tokens], point_embedding[:, :out_tokens]
     q = queries + point_embedding
     k_pe = keys + key_pe
     attn = tr.final_attn_token_to_image

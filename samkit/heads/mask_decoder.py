@@ -71,6 +71,7 @@ class MaskDecoder(nn.Module):
         self.dynamic_multimask_via_stability = dynamic_multimask_via_stability
         self.dynamic_multimask_stability_delta = dynamic_multimask_stability_delta
         self.dynamic_multimask_stability_thresh = dynamic_multimask_stability_thresh
+        self.prune_tokens = True  # fast path: the final attention only for the tokens read (output_token_count)
 
     def project_high_res(self, level0: torch.Tensor, level1: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """SAM 2 high-res features: the two finest FPN levels ``B x C x 4h x 4w`` and ``B x C x 2h x 2w``
@@ -133,11 +134,22 @@ class MaskDecoder(nn.Module):
         _, c, h, w = src.shape
         if fast:
             first = self._first_layer(cache, image_embeddings, image_pe, dense, src) if shared else None
-            hs, keys = self.transformer(src, image_pe, tokens, first_layer=first)
+            hs, keys = self.transformer(src, image_pe, tokens, first_layer=first,
+                                        out_tokens=self.output_token_count(wanted))
         else:
             pos_src = image_pe.expand(b, -1, -1, -1) if image_pe.shape[0] != b else image_pe
             hs, keys = self.transformer(src, pos_src, tokens)
         return self.heads(hs, keys, (b, c, h, w), high_res_features, wanted, fast)
+
+    def output_token_count(self, wanted: Optional[Sequence[int]] = None) -> Optional[int]:
+        """How many leading transformer tokens the heads read: [obj-score], IoU and the mask
+        tokens up to the last one in ``wanted`` (all by default; the single-mask token 0 is
+        always among them: it makes the object pointer). None when ``prune_tokens`` is off
+        (every token leaves the transformer: the path before the pruning, kept for benchmarks)."""
+        if not self.prune_tokens:
+            return None
+        last = self.num_mask_tokens - 1 if wanted is None else max(wanted)
+        return (1 if self.pred_obj_scores else 0) + 2 + last
 
     def prompt_tokens(self, sparse: torch.Tensor) -> torch.Tensor:
         """The transformer's token input: [obj-score], IoU, mask tokens, then ``sparse`` B x N x C."""
