@@ -10,6 +10,7 @@ of C/8 x 4h x 4w). Same function as the reference, different summation order.
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional, Sequence
 
 import torch
@@ -18,6 +19,11 @@ from torch import nn
 
 from ..layers import LayerNorm2d
 from ..layers.inplace import add_, gelu_
+
+
+#: eager masks are put in raster order by one row gather (False: the 8-d permute that exported
+#: graphs use; kept reachable for benchmarks)
+GATHER_REORDER = True
 
 
 def _transposed_conv_2x2(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
@@ -79,5 +85,19 @@ def upscale_masks(decoder, x: torch.Tensor, hyper_in: torch.Tensor,
     z = _act_(act2, z)
     k = hyper_in.shape[1]
     masks = torch.matmul(z.reshape(b, -1, z.shape[-1]), hyper_in.transpose(1, 2))  # B x (h w ky1 kx1 ky2 kx2) x K
-    masks = masks.view(b, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
-    return masks.reshape(b, k, 4 * h, 4 * w)
+    if torch.jit.is_tracing() or not GATHER_REORDER:  # exported graphs: a Transpose (no index constant)
+        masks = masks.view(b, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        return masks.reshape(b, k, 4 * h, 4 * w)
+    # eager: one gather of whole rows in raster order, several times faster than the 8-d
+    # strided copy with its innermost runs of 2 (bitwise the same values)
+    masks = torch.index_select(masks, 1, _raster_index(h, w, masks.device))
+    return masks.transpose(1, 2).reshape(b, k, 4 * h, 4 * w)
+
+
+@functools.lru_cache(maxsize=8)
+def _raster_index(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """Row ``r`` of the raster-order mask (``16 h w`` rows, (4h) x (4w) pixels) is row
+    ``_raster_index(h, w)[r]`` of the block order (h, w, ky1, kx1, ky2, kx2)."""
+    with torch.inference_mode(False):
+        block = torch.arange(16 * h * w, device=device).view(h, w, 2, 2, 2, 2)
+        return block.permute(0, 2, 4, 1, 3, 5).reshape(-1)
