@@ -91,7 +91,7 @@ def upscale_masks(decoder, x: torch.Tensor, hyper_in: torch.Tensor,
     # eager: one gather of whole rows in raster order, several times faster than the 8-d
     # strided copy with its innermost runs of 2 (bitwise the same values)
     masks = torch.index_select(masks, 1, _raster_index(h, w, masks.device))
-    return masks.transpose(1, 2).reshape(b, k, 4 * h, 4 * w)
+    return masks.transpose(1, 2).contiguous().view(b, k, 4 * h, 4 * w)
 
 
 @functools.lru_cache(maxsize=8)
