@@ -1,7 +1,8 @@
 """The click path's exact rewrites give today's outputs (reduced decoders, random weights).
 
 * The final token->image attention runs only for the output tokens the heads read
-  (``MaskDecoder.output_token_count``; ``prune_tokens=False`` is the path before it).
+  (``MaskDecoder.output_token_count``; ``prune_tokens=False`` is the path before it); SAM 2's
+  single-mask request decodes the multimask tokens only when the single mask is unstable.
 * ``upscale_masks`` puts the masks in raster order by one row gather (``GATHER_REORDER``;
   False: the 8-d permute the exported graphs keep): bitwise the same.
 Both against the published formulation (``TwoWayTransformer.fast = False``) too.
@@ -44,6 +45,7 @@ def _inputs(sam2: bool, batch: int, points: int):
 
 
 def _run(dec, inputs, multimask, fast=True, prune=True, gather=True):
+    """(decoder outputs, rows of the final attention in each of its calls)."""
     embed, pe, sparse, dense, high = inputs
     dec.transformer.fast, dec.prune_tokens, saved = fast, prune, upscale.GATHER_REORDER
     upscale.GATHER_REORDER = gather
@@ -55,23 +57,28 @@ def _run(dec, inputs, multimask, fast=True, prune=True, gather=True):
     finally:
         hook.remove()
         dec.transformer.fast, dec.prune_tokens, upscale.GATHER_REORDER = True, True, saved
-    return out, rows[0]
+    return out, rows
 
 
-# (sam2 layout, batch, prompt tokens, multimask, rows expected in the final attention)
-CASES = [(False, 1, 2, False, 2), (False, 2, 3, True, 5), (False, 1, 2, "all", 5),
-         (True, 1, 2, False, 6), (True, 3, 2, True, 6), (True, 1, 4, False, 6)]
+# (sam2 layout, batch, prompt tokens, multimask, SAM 2 stability threshold, rows of the final
+# attention per call). SAM 2's single mask: threshold 0 -> always stable (one pass, obj + IoU +
+# mask token 0), 2 -> never (a second pass for the multimask tokens 1..3).
+CASES = [(False, 1, 2, False, None, [2]), (False, 2, 3, True, None, [5]), (False, 1, 2, "all", None, [5]),
+         (True, 1, 2, False, 0.0, [3]), (True, 2, 4, False, 2.0, [3, 3]), (True, 3, 2, True, None, [6]),
+         (True, 1, 2, "all", None, [6])]
 
 
-@pytest.mark.parametrize("sam2,batch,points,multimask,rows", CASES)
-def test_final_attention_runs_for_the_output_tokens_only(sam2, batch, points, multimask, rows):
+@pytest.mark.parametrize("sam2,batch,points,multimask,thresh,rows", CASES)
+def test_final_attention_runs_for_the_output_tokens_only(sam2, batch, points, multimask, thresh, rows):
     dec = _decoder(sam2)
+    if thresh is not None:
+        dec.dynamic_multimask_stability_thresh = thresh
     inputs = _inputs(sam2, batch, points)
     new, n_new = _run(dec, inputs, multimask)
     old, n_old = _run(dec, inputs, multimask, prune=False, gather=False)
     ref, _ = _run(dec, inputs, multimask, fast=False, prune=False)
     tokens = (2 if sam2 else 1) + dec.num_mask_tokens + points
-    assert (n_new, n_old) == (rows, tokens)
+    assert (n_new, n_old) == (rows, [tokens])
     scale = ref[0].abs().max().item()
     assert scale > 1.0
     for want in (old, ref):

@@ -142,7 +142,8 @@ def _expand(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def transformer_forward(tr, point_embedding: torch.Tensor, keys: torch.Tensor, key_pe: torch.Tensor,
                         first_layer: Optional[Dict[str, torch.Tensor]] = None, low_rank: Optional[bool] = None,
-                        out_tokens: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                        out_tokens: Optional[int] = None, state: Optional[dict] = None
+                        ) -> Tuple[torch.Tensor, torch.Tensor]:
     """The blocks and final attention of a ``TwoWayTransformer`` ``tr`` on image tokens ``keys``
     / ``key_pe`` (1 or B x L x C, token-major) and prompt tokens ``point_embedding`` B x N x C
     -> (tokens B x N' x C, image tokens 1 or B x L x C). ``low_rank`` as in :func:`block_forward`.
@@ -150,18 +151,29 @@ def transformer_forward(tr, point_embedding: torch.Tensor, keys: torch.Tensor, k
     ``out_tokens``: only the first ``out_tokens`` tokens leave the final token->image attention
     (N' = out_tokens; None: all N). Its queries are independent rows (own softmax, own
     LayerNorm), so dropping the rows nobody reads (the prompt tokens, unrequested mask tokens)
-    changes nothing in the rows kept and saves ``(N - N') / N`` of that attention."""
+    changes nothing in the rows kept and saves ``(N - N') / N`` of that attention.
+    ``state``: a dict that receives what :func:`final_attention` needs for more rows later."""
     queries = point_embedding
     for i, layer in enumerate(tr.layers):
         queries, keys = block_forward(layer, queries, keys, point_embedding, key_pe,
                                       first_layer if i == 0 else None, low_rank)
-    if out_tokens is not None:
-        queries, point_embedding = queries[:, :out_tokens], point_embedding[:, :out_tokens]
-    q = queries + point_embedding
     k_pe = keys + key_pe
+    if state is not None:
+        state.update(queries=queries, point_embedding=point_embedding, keys=keys, k_pe=k_pe, low_rank=low_rank)
+    return final_attention(tr, queries, point_embedding, keys, k_pe, low_rank, 0, out_tokens), keys
+
+
+def final_attention(tr, queries: torch.Tensor, point_embedding: torch.Tensor, keys: torch.Tensor,
+                    k_pe: torch.Tensor, low_rank: Optional[bool] = None, start: int = 0,
+                    stop: Optional[int] = None) -> torch.Tensor:
+    """The final token->image attention and norm of ``tr`` for the token rows ``start:stop``
+    (queries after the blocks B x N x C, ``k_pe`` = keys + key_pe 1 or B x L x C) -> B x N' x C."""
+    if start != 0 or stop is not None:
+        queries, point_embedding = queries[:, start:stop], point_embedding[:, start:stop]
+    q = queries + point_embedding
     attn = tr.final_attn_token_to_image
     if low_rank or (low_rank is None and low_rank_pays(attn, q.shape[1])):
         out = token_to_image(attn, q, k_pe, keys)
     else:
         out = attn(q, _expand(k_pe, q), _expand(keys, q))
-    return tr.norm_final_attn(queries + out), keys
+    return tr.norm_final_attn(queries + out)
