@@ -128,20 +128,38 @@ function postTaps(info, emb, sh, sw) {
   return [linear(H, sh), linear(W, sw)];
 }
 
+// Two separable passes, bitwise the sums of the direct form: columns of only the source rows some
+// output row reads, then each output row from its few rows of that (taps hoisted out of the x loop).
 function resample(src, sh, sw, rows, cols, H, W, thr) {
-  const tmp = new Float32Array(sh * W), out = new Uint8Array(H * W);
+  const tmp = new Float32Array(sh * W), out = new Uint8Array(H * W), used = new Uint8Array(sh);
+  for (let i = 0; i < rows.idx.length; i++) if (rows.wt[i] !== 0) used[rows.idx[i]] = 1;
   for (let i = 0; i < sh; i++) {
+    if (!used[i]) continue;
+    const base = i * sw, t = i * W;
     for (let x = 0; x < W; x++) {
       let v = 0;
-      for (let c = 0; c < cols.k; c++) v += cols.wt[x * cols.k + c] * src[i * sw + cols.idx[x * cols.k + c]];
-      tmp[i * W + x] = v;
+      for (let c = x * cols.k, e = c + cols.k; c < e; c++) v += cols.wt[c] * src[base + cols.idx[c]];
+      tmp[t + x] = v;
     }
   }
+  const k = rows.k, off = new Int32Array(k), wt = new Float64Array(k);
   for (let y = 0; y < H; y++) {
-    for (let x = 0; x < W; x++) {
-      let v = 0;
-      for (let r = 0; r < rows.k; r++) v += rows.wt[y * rows.k + r] * tmp[rows.idx[y * rows.k + r] * W + x];
-      out[y * W + x] = v > thr ? 1 : 0;
+    for (let r = 0; r < k; r++) { off[r] = rows.idx[y * k + r] * W; wt[r] = rows.wt[y * k + r]; }
+    const o = y * W;
+    if (k === 2) {
+      const a = off[0], b = off[1], wa = wt[0], wb = wt[1];
+      for (let x = 0; x < W; x++) out[o + x] = 0 + wa * tmp[a + x] + wb * tmp[b + x] > thr ? 1 : 0;
+    } else if (k === 4) {
+      const a = off[0], b = off[1], c = off[2], d = off[3], wa = wt[0], wb = wt[1], wc = wt[2], wd = wt[3];
+      for (let x = 0; x < W; x++) {
+        out[o + x] = 0 + wa * tmp[a + x] + wb * tmp[b + x] + wc * tmp[c + x] + wd * tmp[d + x] > thr ? 1 : 0;
+      }
+    } else {
+      for (let x = 0; x < W; x++) {
+        let v = 0;
+        for (let r = 0; r < k; r++) v += wt[r] * tmp[off[r] + x];
+        out[o + x] = v > thr ? 1 : 0;
+      }
     }
   }
   return out;
