@@ -6,7 +6,9 @@ Columns (medians, calls interleaved, same process, synthesized weights as ``benc
 ``before``: ``ImagePredictor.predict`` on the decoder path before the click-latency rewrites
 (``MaskDecoder.prune_tokens = False``: the final attention for every token;
 ``samkit.heads.upscale.GATHER_REORDER = False``: the 8-d permute into raster order); ``after``:
-today's path; ``official``: the official predictor where ``bench_image`` has one. ``same`` says
+today's path (two smaller exact rewrites have no switch and run in both columns: the embedding +
+dense sum skipped when the first block is cached, the residual starting the image->token GEMM's
+accumulator; SAM 2's lazy multimask tokens follow ``prune_tokens``); ``official``: the official predictor where ``bench_image`` has one. ``same`` says
 whether before and after give identical full-resolution masks (and the largest low-res logit
 difference). ONNX: the per-click graph ``prompt_decoder_fast`` (``samkit.export.fast_decoder``)
 traced before / after, in onnxruntime on the CPU with 2 threads (the page's wasm build runs the

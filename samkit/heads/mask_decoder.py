@@ -133,15 +133,17 @@ class MaskDecoder(nn.Module):
         fast = not self.training and getattr(self.transformer, "fast", False)
         shared = fast and image_embeddings.shape[0] == 1 and (repeat_image or b == 1) and (
             dense is None or dense.shape[0] == 1 or dense.stride(0) == 0)
+        first = self._first_layer(cache, image_embeddings, image_pe, dense) if shared else None
         if shared:
-            src = image_embeddings if dense is None else image_embeddings + dense[:1]
+            # with the first block's projections at hand the transformer takes its image tokens
+            # from them: the embedding + dense sum is only needed without
+            src = image_embeddings if first is not None or dense is None else image_embeddings + dense[:1]
         else:
             src = torch.repeat_interleave(image_embeddings, b, dim=0) if repeat_image else image_embeddings
             if dense is not None:
                 src = src + dense
         _, c, h, w = src.shape
         if fast:
-            first = self._first_layer(cache, image_embeddings, image_pe, dense, src) if shared else None
             hs, keys = self.transformer(src, image_pe, tokens, first_layer=first,
                                         out_tokens=self.output_token_count(wanted), state=state)
         else:
@@ -192,7 +194,7 @@ class MaskDecoder(nn.Module):
             obj = 10.0 * iou.new_ones(iou.shape[0], 1)
         return masks, iou, mask_tokens_out, obj
 
-    def _first_layer(self, cache, image_embeddings, image_pe, dense, src):
+    def _first_layer(self, cache, image_embeddings, image_pe, dense):
         """The transformer's first-block projections of a shared image, kept in ``cache``
         while the embedding, positional encoding, dense embedding and weights are the same."""
         if cache is None:
@@ -204,6 +206,7 @@ class MaskDecoder(nn.Module):
         if (entry is not None and entry[0] is image_embeddings and entry[1] is image_pe
                 and entry[2] == dense_key and entry[3] == versions):
             return entry[4]
+        src = image_embeddings if dense is None else image_embeddings + dense[:1]
         first = self.transformer.first_layer(src, image_pe)
         cache[id(self)] = (image_embeddings, image_pe, dense_key, versions, first)
         return first
