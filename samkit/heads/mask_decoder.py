@@ -236,7 +236,7 @@ class MaskDecoder(nn.Module):
                                state["k_pe"], state["low_rank"], s + 2, s + 1 + self.num_mask_tokens)
         hyper = torch.stack([self.output_hypernetworks_mlps[i + 1](rows[:, i, :]) for i in range(rows.shape[1])], 1)
         masks = torch.cat([single, project_masks(state["upscaled"], hyper)], dim=1)
-        return self._dynamic_multimask(masks, iou)
+        return self._dynamic_multimask(masks, iou, stable)
 
     def _stable(self, single: torch.Tensor) -> torch.Tensor:
         """B x 1 bool: SAM 2's stability test of the single-mask output B x 1 x H x W."""
@@ -245,14 +245,15 @@ class MaskDecoder(nn.Module):
         # SAM 2 scores an empty single mask (no logit above -delta) 1.0, i.e. stable: keep it
         return stable | ~(single > -delta).flatten(-2).any(-1)
 
-    def _dynamic_multimask(self, masks: torch.Tensor, iou: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _dynamic_multimask(self, masks: torch.Tensor, iou: torch.Tensor,
+                           stable: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         multi, multi_iou = masks[:, 1:], iou[:, 1:]
         best = torch.argmax(multi_iou, dim=-1)
         rows = torch.arange(multi.shape[0], device=masks.device)
         best_masks = multi[rows, best].unsqueeze(1)
         best_iou = multi_iou[rows, best].unsqueeze(1)
         single, single_iou = masks[:, 0:1], iou[:, 0:1]
-        stable = self._stable(single)
+        stable = self._stable(single) if stable is None else stable
         out_masks = torch.where(stable[..., None, None].expand_as(single), single, best_masks)
         out_iou = torch.where(stable.expand_as(single_iou), single_iou, best_iou)
         return out_masks, out_iou
