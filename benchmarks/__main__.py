@@ -136,9 +136,18 @@ def section_video_objects(quick: bool) -> str:
     return "```\n" + out.getvalue().strip() + "\n```"
 
 
+def section_click(quick: bool) -> str:
+    """Point -> full-resolution mask before / after the click-latency rewrites, torch and the
+    exported per-click graph in onnxruntime (``bench_click``)."""
+    import bench_click
+
+    models = ["sam_vit_b", "sam2.1_hiera_t"] if quick else bench_click.DEFAULT_MODELS
+    return bench_click.run(models, warmup=2, runs=5 if quick else 20)
+
+
 SECTIONS = {"image": section_image, "encoders": section_encoders, "everything": section_everything,
             "video": section_video, "onnx": section_onnx, "roofline": section_roofline, "int8": section_int8,
-            "video_objects": section_video_objects}
+            "video_objects": section_video_objects, "click": section_click}
 
 
 def main(argv=None) -> None:

@@ -14,7 +14,8 @@ image. Two graphs split that work (the math of ``samkit.heads.fast_two_way``):
   N x P (the reference graph's conventions of the layout, box corners as points) ->
   ``low_res_masks`` N x K x 4h x 4w logits and ``iou_predictions`` N x K (K = every mask token).
   Every cross-attention takes its low-rank form (exact for any number of points), the first
-  block uses the precomputed projections. No mask input: a prompt with a mask input (refinement)
+  block uses the precomputed projections, and the final attention runs for the output tokens
+  only (not for the prompt tokens, whose outputs nobody reads). No mask input: a prompt with a mask input (refinement)
   needs the reference decoder. No upsampling: the caller applies the layout's postprocessing
   (``image.postprocess`` of the manifest) to the masks it keeps.
 """
@@ -88,7 +89,8 @@ class FastDecoderGraph(nn.Module):
         tokens = dec.prompt_tokens(sparse)
         key_pe = _key_pe(self.model)
         pre = {"k": first_k, "v": first_v, "q": first_q, "keys": image_keys, "key_pe": key_pe}
-        hs, keys = fast.transformer_forward(dec.transformer, tokens, image_keys, key_pe, pre, low_rank=True)
+        hs, keys = fast.transformer_forward(dec.transformer, tokens, image_keys, key_pe, pre, low_rank=True,
+                                            out_tokens=dec.output_token_count())
         h, w = self.model.prompt_encoder.image_embedding_size
         b, c = hs.shape[0], hs.shape[2]
         masks, iou, _, _ = dec.heads(hs, keys, (b, c, h, w), high_res)

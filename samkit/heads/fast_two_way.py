@@ -59,9 +59,10 @@ def token_to_image(attn: Attention, q_in: torch.Tensor, keys_pe: torch.Tensor, k
 
 
 def image_to_token(attn: Attention, x_pe: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor,
-                   q: Optional[torch.Tensor] = None) -> torch.Tensor:
+                   q: Optional[torch.Tensor] = None, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Image tokens ``x_pe`` (1 or B x L x C) attend to ``k_in``/``v_in`` (B x N x C);
-    ``q``: precomputed projected image queries (1 x L x I). Returns B x L x C."""
+    ``q``: precomputed projected image queries (1 x L x I). Returns B x L x C, plus ``residual``
+    (1 or B x L x C) when given: it starts the GEMM's accumulator (one pass fewer than adding it after)."""
     b, n, _ = k_in.shape
     heads, inner, c = attn.num_heads, attn.internal_dim, attn.embedding_dim
     dh = inner // heads
@@ -82,6 +83,12 @@ def image_to_token(attn: Attention, x_pe: torch.Tensor, k_in: torch.Tensor, v_in
             bias = torch.einsum("bnhd,hd->bhn", k * scale, attn.q_proj.bias.view(heads, dh))
             s = s + bias[..., None]
     p = torch.softmax(s, dim=2).reshape(b, heads * n, -1)  # B x HN x L
+    if residual is not None:
+        acc = residual.expand(b, -1, -1)
+        acc = acc + attn.out_proj.bias if attn.out_proj.bias is not None else acc.clone()  # B x L x C, ours
+        if torch.jit.is_tracing():
+            return torch.baddbmm(acc, p.transpose(1, 2), u)
+        return acc.baddbmm_(p.transpose(1, 2), u)
     if attn.out_proj.bias is not None:  # the bias rides in the GEMM's accumulator
         return torch.baddbmm(attn.out_proj.bias.expand(b, p.shape[-1], c), p.transpose(1, 2), u)
     return torch.matmul(p.transpose(1, 2), u)  # B x L x C
@@ -129,10 +136,10 @@ def block_forward(layer, queries: torch.Tensor, keys: torch.Tensor, query_pe: to
     q = queries + query_pe
     i2t = layer.cross_attn_image_to_token
     if pre is not None or low_rank or (low_rank is None and low_rank_pays(i2t, n)):
-        attn_out = image_to_token(i2t, k_pe, q, queries, q=None if pre is None else pre["q"])
+        keys = image_to_token(i2t, k_pe, q, queries, q=None if pre is None else pre["q"], residual=keys)
     else:
-        attn_out = i2t(_expand(k_pe, q), q, queries)
-    keys = layer.norm4(add_(attn_out, keys))  # attn_out is a fresh B x L x C temporary
+        keys = add_(i2t(_expand(k_pe, q), q, queries), keys)  # a fresh B x L x C temporary
+    keys = layer.norm4(keys)
     return queries, keys
 
 
@@ -141,20 +148,39 @@ def _expand(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def transformer_forward(tr, point_embedding: torch.Tensor, keys: torch.Tensor, key_pe: torch.Tensor,
-                        first_layer: Optional[Dict[str, torch.Tensor]] = None, low_rank: Optional[bool] = None
+                        first_layer: Optional[Dict[str, torch.Tensor]] = None, low_rank: Optional[bool] = None,
+                        out_tokens: Optional[int] = None, state: Optional[dict] = None
                         ) -> Tuple[torch.Tensor, torch.Tensor]:
     """The blocks and final attention of a ``TwoWayTransformer`` ``tr`` on image tokens ``keys``
     / ``key_pe`` (1 or B x L x C, token-major) and prompt tokens ``point_embedding`` B x N x C
-    -> (tokens B x N x C, image tokens 1 or B x L x C). ``low_rank`` as in :func:`block_forward`."""
+    -> (tokens B x N' x C, image tokens 1 or B x L x C). ``low_rank`` as in :func:`block_forward`.
+
+    ``out_tokens``: only the first ``out_tokens`` tokens leave the final token->image attention
+    (N' = out_tokens; None: all N). Its queries are independent rows (own softmax, own
+    LayerNorm), so dropping the rows nobody reads (the prompt tokens, unrequested mask tokens)
+    changes nothing in the rows kept and saves ``(N - N') / N`` of that attention.
+    ``state``: a dict that receives what :func:`final_attention` needs for more rows later."""
     queries = point_embedding
     for i, layer in enumerate(tr.layers):
         queries, keys = block_forward(layer, queries, keys, point_embedding, key_pe,
                                       first_layer if i == 0 else None, low_rank)
-    q = queries + point_embedding
     k_pe = keys + key_pe
+    if state is not None:
+        state.update(queries=queries, point_embedding=point_embedding, keys=keys, k_pe=k_pe, low_rank=low_rank)
+    return final_attention(tr, queries, point_embedding, keys, k_pe, low_rank, 0, out_tokens), keys
+
+
+def final_attention(tr, queries: torch.Tensor, point_embedding: torch.Tensor, keys: torch.Tensor,
+                    k_pe: torch.Tensor, low_rank: Optional[bool] = None, start: int = 0,
+                    stop: Optional[int] = None) -> torch.Tensor:
+    """The final token->image attention and norm of ``tr`` for the token rows ``start:stop``
+    (queries after the blocks B x N x C, ``k_pe`` = keys + key_pe 1 or B x L x C) -> B x N' x C."""
+    if start != 0 or stop is not None:
+        queries, point_embedding = queries[:, start:stop], point_embedding[:, start:stop]
+    q = queries + point_embedding
     attn = tr.final_attn_token_to_image
     if low_rank or (low_rank is None and low_rank_pays(attn, q.shape[1])):
         out = token_to_image(attn, q, k_pe, keys)
     else:
         out = attn(q, _expand(k_pe, q), _expand(keys, q))
-    return tr.norm_final_attn(queries + out), keys
+    return tr.norm_final_attn(queries + out)

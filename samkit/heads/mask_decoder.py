@@ -10,7 +10,8 @@ from torch import nn
 from ..layers import MLP, LayerNorm2d
 from ..layers.conv import conv1x1
 from ..ops.mask_ops import stability_score
-from .upscale import upscale_masks
+from .fast_two_way import final_attention
+from .upscale import project_masks, upscale_features
 
 
 class MaskDecoder(nn.Module):
@@ -71,6 +72,7 @@ class MaskDecoder(nn.Module):
         self.dynamic_multimask_via_stability = dynamic_multimask_via_stability
         self.dynamic_multimask_stability_delta = dynamic_multimask_stability_delta
         self.dynamic_multimask_stability_thresh = dynamic_multimask_stability_thresh
+        self.prune_tokens = True  # fast path: the final attention only for the tokens read (output_token_count)
 
     def project_high_res(self, level0: torch.Tensor, level1: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """SAM 2 high-res features: the two finest FPN levels ``B x C x 4h x 4w`` and ``B x C x 2h x 2w``
@@ -91,7 +93,10 @@ class MaskDecoder(nn.Module):
         Returns masks B x K x 4h x 4w, iou B x K, the mask tokens used for object pointers
         B x k x C and object-score logits B x 1."""
         dynamic = (multimask_output is False and self.dynamic_multimask_via_stability and not self.training)
-        if multimask_output == "all" or dynamic:
+        # fast path: the single mask first, the multimask tokens only when it is unstable
+        lazy = dynamic and self.prune_tokens and getattr(self.transformer, "fast", False)
+        state = {} if lazy else None
+        if multimask_output == "all" or (dynamic and not lazy):
             wanted = list(range(self.num_mask_tokens))
         elif multimask_output:
             wanted = list(range(1, self.num_mask_tokens))
@@ -99,11 +104,13 @@ class MaskDecoder(nn.Module):
             wanted = [0]
         masks, iou, mask_tokens_out, obj = self._predict(image_embeddings, image_pe, sparse_prompt_embeddings,
                                                          dense_prompt_embeddings, repeat_image, high_res_features,
-                                                         wanted, cache)
+                                                         wanted, cache, state)
         if multimask_output == "all":
             pass
         elif multimask_output:
             iou = iou[:, 1:]
+        elif lazy:
+            masks, iou = self._dynamic_lazy(masks, iou, state)
         elif dynamic:
             masks, iou = self._dynamic_multimask(masks, iou)
         else:
@@ -115,8 +122,10 @@ class MaskDecoder(nn.Module):
         return masks, iou, tokens, obj
 
     def _predict(self, image_embeddings, image_pe, sparse, dense, repeat_image, high_res_features,
-                 wanted: Optional[Sequence[int]] = None, cache: Optional[dict] = None):
-        """Masks for the mask tokens in ``wanted`` (all by default), IoU for every token."""
+                 wanted: Optional[Sequence[int]] = None, cache: Optional[dict] = None,
+                 state: Optional[dict] = None):
+        """Masks for the mask tokens in ``wanted`` (all by default), IoU for every token.
+        ``state`` (fast path): receives what :meth:`_dynamic_lazy` needs for more mask tokens."""
         tokens = self.prompt_tokens(sparse)
         b = tokens.shape[0]
         if repeat_image is None:
@@ -124,20 +133,33 @@ class MaskDecoder(nn.Module):
         fast = not self.training and getattr(self.transformer, "fast", False)
         shared = fast and image_embeddings.shape[0] == 1 and (repeat_image or b == 1) and (
             dense is None or dense.shape[0] == 1 or dense.stride(0) == 0)
+        first = self._first_layer(cache, image_embeddings, image_pe, dense) if shared else None
         if shared:
-            src = image_embeddings if dense is None else image_embeddings + dense[:1]
+            # with the first block's projections at hand the transformer takes its image tokens
+            # from them: the embedding + dense sum is only needed without
+            src = image_embeddings if first is not None or dense is None else image_embeddings + dense[:1]
         else:
             src = torch.repeat_interleave(image_embeddings, b, dim=0) if repeat_image else image_embeddings
             if dense is not None:
                 src = src + dense
         _, c, h, w = src.shape
         if fast:
-            first = self._first_layer(cache, image_embeddings, image_pe, dense, src) if shared else None
-            hs, keys = self.transformer(src, image_pe, tokens, first_layer=first)
+            hs, keys = self.transformer(src, image_pe, tokens, first_layer=first,
+                                        out_tokens=self.output_token_count(wanted), state=state)
         else:
             pos_src = image_pe.expand(b, -1, -1, -1) if image_pe.shape[0] != b else image_pe
             hs, keys = self.transformer(src, pos_src, tokens)
-        return self.heads(hs, keys, (b, c, h, w), high_res_features, wanted, fast)
+        return self.heads(hs, keys, (b, c, h, w), high_res_features, wanted, fast, state)
+
+    def output_token_count(self, wanted: Optional[Sequence[int]] = None) -> Optional[int]:
+        """How many leading transformer tokens the heads read: [obj-score], IoU and the mask
+        tokens up to the last one in ``wanted`` (all by default; the single-mask token 0 is
+        always among them: it makes the object pointer). None when ``prune_tokens`` is off
+        (every token leaves the transformer: the path before the pruning, kept for benchmarks)."""
+        if not self.prune_tokens:
+            return None
+        last = self.num_mask_tokens - 1 if wanted is None else max(wanted)
+        return (1 if self.pred_obj_scores else 0) + 2 + last
 
     def prompt_tokens(self, sparse: torch.Tensor) -> torch.Tensor:
         """The transformer's token input: [obj-score], IoU, mask tokens, then ``sparse`` B x N x C."""
@@ -148,7 +170,7 @@ class MaskDecoder(nn.Module):
         return torch.cat([out_tokens, sparse], dim=1)
 
     def heads(self, hs: torch.Tensor, keys: torch.Tensor, bchw: Tuple[int, int, int, int], high_res_features,
-              wanted: Optional[Sequence[int]] = None, fast: bool = True):
+              wanted: Optional[Sequence[int]] = None, fast: bool = True, state: Optional[dict] = None):
         """Transformer outputs (tokens ``hs`` B x T x C, image tokens ``keys`` B x hw x C) ->
         (masks B x K x 4h x 4w for the tokens in ``wanted``, IoU B x all tokens, mask tokens,
         object-score logits B x 1). ``fast``: the channels-last upscaling (``upscale_masks``)."""
@@ -159,7 +181,10 @@ class MaskDecoder(nn.Module):
         idx = list(range(self.num_mask_tokens)) if wanted is None else list(wanted)
         hyper_in = torch.stack([self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in idx], dim=1)
         if fast:
-            masks = upscale_masks(self, keys.reshape(b, h, w, c), hyper_in, high_res_features)
+            z = upscale_features(self, keys.reshape(b, h, w, c), high_res_features)
+            masks = project_masks(z, hyper_in)
+            if state is not None:
+                state["upscaled"] = z
         else:
             masks = self._masks_reference(keys, hyper_in, b, c, h, w, high_res_features)
         iou = self.iou_prediction_head(iou_token_out)
@@ -169,7 +194,7 @@ class MaskDecoder(nn.Module):
             obj = 10.0 * iou.new_ones(iou.shape[0], 1)
         return masks, iou, mask_tokens_out, obj
 
-    def _first_layer(self, cache, image_embeddings, image_pe, dense, src):
+    def _first_layer(self, cache, image_embeddings, image_pe, dense):
         """The transformer's first-block projections of a shared image, kept in ``cache``
         while the embedding, positional encoding, dense embedding and weights are the same."""
         if cache is None:
@@ -181,6 +206,7 @@ class MaskDecoder(nn.Module):
         if (entry is not None and entry[0] is image_embeddings and entry[1] is image_pe
                 and entry[2] == dense_key and entry[3] == versions):
             return entry[4]
+        src = image_embeddings if dense is None else image_embeddings + dense[:1]
         first = self.transformer.first_layer(src, image_pe)
         cache[id(self)] = (image_embeddings, image_pe, dense_key, versions, first)
         return first
@@ -197,17 +223,37 @@ class MaskDecoder(nn.Module):
         b, c, h, w = upscaled.shape
         return (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
 
-    def _dynamic_multimask(self, masks: torch.Tensor, iou: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _dynamic_lazy(self, single: torch.Tensor, iou: torch.Tensor, state: dict) -> Tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_dynamic_multimask` from the single mask ``single`` B x 1 x H x W alone when it is
+        stable for every prompt (the usual case); else the multimask tokens' rows of the final
+        attention, their hypernetworks and masks run now, on the transformer and upscaling
+        outputs kept in ``state`` by the first pass. Same results, a quarter of the mask heads."""
+        stable = self._stable(single)
+        if bool(stable.all()):
+            return single, iou[:, 0:1]
+        s = 1 if self.pred_obj_scores else 0
+        rows = final_attention(self.transformer, state["queries"], state["point_embedding"], state["keys"],
+                               state["k_pe"], state["low_rank"], s + 2, s + 1 + self.num_mask_tokens)
+        hyper = torch.stack([self.output_hypernetworks_mlps[i + 1](rows[:, i, :]) for i in range(rows.shape[1])], 1)
+        masks = torch.cat([single, project_masks(state["upscaled"], hyper)], dim=1)
+        return self._dynamic_multimask(masks, iou, stable)
+
+    def _stable(self, single: torch.Tensor) -> torch.Tensor:
+        """B x 1 bool: SAM 2's stability test of the single-mask output B x 1 x H x W."""
+        delta = self.dynamic_multimask_stability_delta
+        stable = stability_score(single, 0.0, delta) >= self.dynamic_multimask_stability_thresh
+        # SAM 2 scores an empty single mask (no logit above -delta) 1.0, i.e. stable: keep it
+        return stable | ~(single > -delta).flatten(-2).any(-1)
+
+    def _dynamic_multimask(self, masks: torch.Tensor, iou: torch.Tensor,
+                           stable: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         multi, multi_iou = masks[:, 1:], iou[:, 1:]
         best = torch.argmax(multi_iou, dim=-1)
         rows = torch.arange(multi.shape[0], device=masks.device)
         best_masks = multi[rows, best].unsqueeze(1)
         best_iou = multi_iou[rows, best].unsqueeze(1)
         single, single_iou = masks[:, 0:1], iou[:, 0:1]
-        delta = self.dynamic_multimask_stability_delta
-        stable = stability_score(single, 0.0, delta) >= self.dynamic_multimask_stability_thresh
-        # SAM 2 scores an empty single mask (no logit above -delta) 1.0, i.e. stable: keep it
-        stable |= ~(single > -delta).flatten(-2).any(-1)
+        stable = self._stable(single) if stable is None else stable
         out_masks = torch.where(stable[..., None, None].expand_as(single), single, best_masks)
         out_iou = torch.where(stable.expand_as(single_iou), single_iou, best_iou)
         return out_masks, out_iou

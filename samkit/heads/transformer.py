@@ -85,12 +85,17 @@ class TwoWayTransformer(nn.Module):
         self.fast = True  # eval-mode fast path; False runs reference_forward
 
     def forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor,
-                first_layer: Optional[dict] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                first_layer: Optional[dict] = None, out_tokens: Optional[int] = None,
+                state: Optional[dict] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """``image_embedding`` 1 or B x C x h x w (1: shared by all B prompt sets). In eval mode
         the exact low-rank fast path runs (see ``fast_two_way``); ``first_layer`` optionally holds
-        the first block's image-side projections of a shared image (from :meth:`first_layer`)."""
+        the first block's image-side projections of a shared image (from :meth:`first_layer`).
+        ``out_tokens``: return only the first ``out_tokens`` tokens (B x out_tokens x C); the fast
+        path then runs the final attention for those rows only; ``state`` (fast path) receives
+        what ``fast_two_way.final_attention`` needs to add more rows later."""
         if self.training or not self.fast:
-            return self.reference_forward(image_embedding, image_pe, point_embedding)
+            queries, keys = self.reference_forward(image_embedding, image_pe, point_embedding)
+            return (queries if out_tokens is None else queries[:, :out_tokens]), keys
         keys = image_embedding.flatten(2).transpose(1, 2)
         key_pe = image_pe.flatten(2).transpose(1, 2)
         b = point_embedding.shape[0]
@@ -100,7 +105,8 @@ class TwoWayTransformer(nn.Module):
             keys, key_pe = first_layer["keys"], first_layer["key_pe"]
         else:
             keys, key_pe = keys.contiguous(), key_pe.contiguous()
-        queries, keys = fast.transformer_forward(self, point_embedding, keys, key_pe, first_layer)
+        queries, keys = fast.transformer_forward(self, point_embedding, keys, key_pe, first_layer,
+                                                 out_tokens=out_tokens, state=state)
         if keys.shape[0] != b:
             keys = keys.expand(b, -1, -1)
         return queries, keys

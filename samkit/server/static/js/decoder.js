@@ -186,10 +186,13 @@ function resample(src, sh, sw, rows, cols, H, W, thr) {
     }
   }
   let x0 = W, y0 = H, x1 = -1, y1 = -1, pixels = 0;
+  const k = rows.k, off = new Int32Array(k), wt = new Float64Array(k);
   for (let y = ys[0]; y <= ys[1]; y++) {
+    // this output row's taps, hoisted out of the pixel loop (same sums in the same order)
+    for (let r = 0; r < k; r++) { off[r] = rows.idx[y * k + r] * cw - xs[0]; wt[r] = rows.wt[y * k + r]; }
     for (let x = xs[0]; x <= xs[1]; x++) {
       let v = 0;
-      for (let r = 0; r < rows.k; r++) v += rows.wt[y * rows.k + r] * tmp[rows.idx[y * rows.k + r] * cw + x - xs[0]];
+      for (let r = 0; r < k; r++) v += wt[r] * tmp[off[r] + x];
       if (v > thr) {
         out[y * W + x] = 1; pixels++;
         if (x < x0) x0 = x; if (x > x1) x1 = x; if (y < y0) y0 = y; y1 = y;
