@@ -127,27 +127,35 @@ def hf_config(name: str, video: bool = False):
     raise KeyError(f"no transformers peer for {name}")
 
 
-def load_hf(name: str, video: bool = False, seed: int = 0):
-    """The transformers model of ``name`` (image model, or the video model with ``video``) in
-    eval mode, holding samkit's synthesized parity weights. Every parameter and buffer the model
-    saves must come from the checkpoint; official keys it has no use for (the memory modules of
-    an image-only model) are left out."""
+def hf_model(name: str, video: bool = False):
+    """The transformers model of ``name`` (image model, or the video model with ``video``),
+    randomly initialised; build it under ``torch.device("meta")`` to check layouts for free."""
     import transformers as T
 
-    from parity import synth_state_dict
-
-    cfg = hf_config(name, video)
     cls = {"sam_vit_b": T.SamModel, "sam2.1_hiera_t": T.Sam2VideoModel if video else T.Sam2Model}[name]
-    model = cls(cfg).eval()
-    want = model.state_dict()
-    state = remap(FAMILY[name], synth_state_dict(name, seed), "prompt_encoder.point_embed.weight" in want)
+    return cls(hf_config(name, video))
+
+
+def converted(name: str, want: dict, state: dict) -> dict:
+    """``state`` (official layout) renamed for a model whose ``state_dict()`` is ``want``.
+    Every tensor the model saves must come from the checkpoint with the same shape; official
+    keys the model has no use for (the memory modules, for an image-only model) are dropped."""
+    state = remap(FAMILY[name], state, "prompt_encoder.point_embed.weight" in want)
     missing = sorted(set(want) - set(state))
     if missing:
         raise KeyError(f"{name}: transformers keys without a checkpoint tensor: {missing[:8]}")
     bad = [k for k in want if tuple(want[k].shape) != tuple(state[k].shape)]
     if bad:
         raise ValueError(f"{name}: shape mismatch for {bad[:8]}")
-    model.load_state_dict({k: state[k] for k in want}, strict=True)
+    return {k: state[k] for k in want}
+
+
+def load_hf(name: str, video: bool = False, seed: int = 0):
+    """``hf_model`` in eval mode holding samkit's synthesized parity weights (strict load)."""
+    from parity import synth_state_dict
+
+    model = hf_model(name, video).eval()
+    model.load_state_dict(converted(name, model.state_dict(), synth_state_dict(name, seed)), strict=True)
     return model
 
 
