@@ -46,11 +46,11 @@ def venv_python(venv) -> Path:
     """The interpreter of the EdgeTAM environment (argument, else SAMKIT_EDGETAM_VENV)."""
     venv = venv or os.environ.get("SAMKIT_EDGETAM_VENV")
     if not venv:
-        raise SystemExit("error: no EdgeTAM environment. Fix: pass --edgetam-venv DIR or set SAMKIT_EDGETAM_VENV "
+        raise RuntimeError("no EdgeTAM environment. Fix: pass --edgetam-venv DIR or set SAMKIT_EDGETAM_VENV "
                          "(see this script's docstring for how to create it).")
     py = Path(venv) / "bin" / "python"
     if not py.exists():
-        raise SystemExit(f"error: {py} does not exist. Fix: create the environment as this script's docstring says.")
+        raise RuntimeError(f"{py} does not exist. Fix: create the environment as this script's docstring says.")
     return py
 
 
@@ -102,7 +102,7 @@ def run(venv=None, davis: Path = DAVIS, clip: str = "blackswan", frames: int = 4
     work = Path(tempfile.mkdtemp(prefix="samkit_edgetam_"))
     files = sorted((Path(davis) / "JPEGImages" / "480p" / clip).glob("*.jpg"))[:frames]
     if len(files) < 2:
-        raise SystemExit(f"error: no DAVIS clip {clip!r} under {davis}. Fix: pass --davis <folder with JPEGImages/480p>.")
+        raise RuntimeError(f"no DAVIS clip {clip!r} under {davis}. Fix: pass --davis <folder with JPEGImages/480p>.")
     (work / "frames").mkdir()
     for i, f in enumerate(files):  # the same JPEG bytes for both sides, named as the official loader wants
         shutil.copyfile(f, work / "frames" / f"{i:05d}.jpg")
@@ -168,7 +168,10 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    print(run(a.edgetam_venv, Path(a.davis), a.clip, a.frames, a.runs, a.threads))
+    try:
+        print(run(a.edgetam_venv, Path(a.davis), a.clip, a.frames, a.runs, a.threads))
+    except RuntimeError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def load_clip(davis: Path, clip: str, frames: int) -> np.ndarray:
 
     files = sorted((davis / "JPEGImages" / "480p" / clip).glob("*.jpg"))[:frames]
     if len(files) < 2:
-        raise SystemExit(f"no DAVIS clip {clip!r} under {davis}: pass --davis <folder with JPEGImages/480p>")
+        raise RuntimeError(f"no DAVIS clip {clip!r} under {davis}: pass --davis <folder with JPEGImages/480p>")
     return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
 
 
