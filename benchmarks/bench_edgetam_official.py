@@ -90,9 +90,9 @@ def _diff(a: np.ndarray, b: np.ndarray) -> tuple:
 
 def run(venv=None, davis: Path = DAVIS, clip: str = "blackswan", frames: int = 4, runs: int = 3,
         threads: int = 0) -> str:
+    from parity import synth_checkpoint_file
     from PIL import Image
 
-    from parity import synth_checkpoint_file
     from samkit.registry import load_model
     from samkit.video import VideoTracker
     from samkit.video.memory_tracker import preprocess_video_frame

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench_image import interleaved  # noqa: E402  (same folder)
+from bench_image import interleaved
 
 IMAGE_MODELS = ["sam_vit_b", "sam2.1_hiera_t"]
 VIDEO_MODELS = ["sam2.1_hiera_t"]
@@ -45,6 +45,7 @@ def bench_image(name: str, image: np.ndarray, warmup: int, runs: int) -> list:
     """Rows (stage, ours s, transformers s, agreement) for one image model."""
     import _hf_peers as P
     from parity import synth_state_dict
+
     from samkit import ImagePredictor
     from samkit.checkpoint import load_into
     from samkit.registry import build_model
@@ -94,6 +95,7 @@ def bench_video(name: str, vid: np.ndarray) -> list:
 
     import _hf_peers as P
     from parity import synth_checkpoint_file
+
     from samkit.registry import load_model
     from samkit.video import VideoTracker
     from samkit.video.memory_tracker import preprocess_video_frame

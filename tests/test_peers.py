@@ -4,11 +4,10 @@ every tensor of SamModel / Sam2Model / Sam2VideoModel, and their outputs equal s
 same inputs (otherwise the benchmark would time two different computations)."""
 from __future__ import annotations
 
+import _hf_peers as P
 import numpy as np
 import pytest
 import torch
-
-import _hf_peers as P
 from parity import manifest, require_parity
 
 pytestmark = pytest.mark.oracle
@@ -48,6 +47,7 @@ def test_remap_rejects_a_missing_tensor():
 
 def _image_case(name):
     from parity import synth_state_dict
+
     from samkit import ImagePredictor
     from samkit.checkpoint import load_into
     from samkit.registry import build_model
@@ -87,9 +87,9 @@ def test_image_peer_same_masks(name):
 def test_video_peer_same_logits(tmp_path):
     """Sam2VideoModel tracks the golden clip's object 1 like samkit's VideoTracker (3 frames)."""
     pytest.importorskip("transformers")
+    from parity import synth_checkpoint_file
     from safetensors.torch import load_file
 
-    from parity import synth_checkpoint_file
     from samkit.registry import load_model
     from samkit.video import VideoTracker
     from samkit.video.memory_tracker import preprocess_video_frame
