@@ -85,7 +85,26 @@ SAM2_RULES = [
     (r"\.norm", ".layer_norm"),
 ] + _SAM_DECODER
 
-FAMILY = {"sam_vit_b": SAM_RULES, "sam2.1_hiera_t": SAM2_RULES}
+# EdgeTAM: SAM 2's names, the timm RepViT trunk under TimmWrapper's ``timm_model``
+EDGETAM_RULES = [
+    (r"^image_encoder\.trunk\.body\.", "vision_encoder.backbone.timm_model."),
+    (r"^(memory_attention\.layers\.\d+)\.linear1\.", r"\1.mlp.up_proj."),
+    (r"^(memory_attention\.layers\.\d+)\.linear2\.", r"\1.mlp.down_proj."),
+    (r"^spatial_perceiver\.latents$", "spatial_perceiver.latents_1d"),
+    (r"\.attn\.norm_x\.", ".layer_norm_input."),
+    (r"\.attn\.norm_latents\.", ".layer_norm_latents."),
+    (r"\.self_attn\.norm\.", ".layer_norm_self."),
+    (r"(spatial_perceiver\.layers\.\d+)\.attn\.", r"\1.cross_attention."),
+    (r"(spatial_perceiver\.layers\.\d+)\.self_attn\.", r"\1.self_attention."),
+    (r"\.to_q\.", ".q_proj."),
+    (r"\.to_kv\.", ".kv_proj."),   # fused key/value projection: split by ``remap``
+    (r"\.to_out\.", ".o_proj."),
+    (r"\.(ff|self_ff)\.0\.", lambda m: ".mlp.layer_norm." if m.group(1) == "ff" else ".self_mlp.layer_norm."),
+    (r"\.(ff|self_ff)\.1\.", lambda m: ".mlp.up_proj." if m.group(1) == "ff" else ".self_mlp.up_proj."),
+    (r"\.(ff|self_ff)\.3\.", lambda m: ".mlp.down_proj." if m.group(1) == "ff" else ".self_mlp.down_proj."),
+] + SAM2_RULES
+
+FAMILY = {"sam_vit_b": SAM_RULES, "sam2.1_hiera_t": SAM2_RULES, "edgetam": EDGETAM_RULES}
 
 
 def remap(rules, state: dict, one_point_table: bool = False) -> dict:
@@ -98,6 +117,10 @@ def remap(rules, state: dict, one_point_table: bool = False) -> dict:
             continue
         for pat, rep in rules:
             key = re.sub(pat, rep, key)
+        if ".kv_proj." in key:  # rows: keys first, then values
+            k, v = value.chunk(2, dim=0)
+            out[key.replace(".kv_proj.", ".k_proj.")], out[key.replace(".kv_proj.", ".v_proj.")] = k, v
+            continue
         out[key] = value
     pe = out.get("prompt_encoder.shared_embedding.positional_embedding")
     if pe is not None:  # transformers keeps a second copy for the image positional encoding
