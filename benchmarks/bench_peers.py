@@ -1,8 +1,9 @@
-"""samkit against the peer users pick instead: Hugging Face transformers' SamModel, Sam2Model and
-Sam2VideoModel, on the same synthesized weights (converted to transformers' layout by
-``tests/_hf_peers.py``), the same inputs, in the same process, calls interleaved.
+"""samkit against the peer users pick instead: Hugging Face transformers' SamModel, Sam2Model,
+Sam2VideoModel, EdgeTamModel and EdgeTamVideoModel, on the same synthesized weights (converted
+to transformers' layout by ``tests/_hf_peers.py``), the same inputs, in the same process, calls
+interleaved.
 
-    python benchmarks/bench_peers.py [--models sam_vit_b sam2.1_hiera_t] [--video-models sam2.1_hiera_t]
+    python benchmarks/bench_peers.py [--models sam_vit_b sam2.1_hiera_t edgetam] [--video-models sam2.1_hiera_t edgetam]
                                      [--runs 3] [--frames 4] [--clip blackswan]
 
 Stages: image encoder (1200 x 1800 image, 1024 input), point -> full-resolution mask (decoder +
@@ -11,8 +12,9 @@ short DAVIS clip (``<davis>/JPEGImages/480p/<clip>``, first ``--frames`` frames;
 prompted frame and is not counted; both trackers see the same normalised frames). Before timing,
 each pair is checked to compute the same thing: low-res logits max-abs difference and the IoU of
 the full-resolution masks (video: the video-resolution logits of every frame). Ratio = ours /
-transformers (< 1: samkit faster). EdgeTAM's transformers model needs timm (not installed
-here): its rows say so.
+transformers (< 1: samkit faster). transformers' EdgeTAM needs timm (RepViT trunk through its
+TimmWrapper; ``pip install --no-deps timm==1.0.31``, or a ``--target`` folder named by
+``SAMKIT_PEERS_TIMM``): without it its rows say so.
 """
 from __future__ import annotations
 
@@ -31,8 +33,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from bench_image import interleaved
 
-IMAGE_MODELS = ["sam_vit_b", "sam2.1_hiera_t"]
-VIDEO_MODELS = ["sam2.1_hiera_t"]
+IMAGE_MODELS = ["sam_vit_b", "sam2.1_hiera_t", "edgetam"]
+VIDEO_MODELS = ["sam2.1_hiera_t", "edgetam"]
 DAVIS = ROOT.parent / "shared" / "data" / "davis"
 
 
@@ -153,17 +155,23 @@ def run(models=None, video_models=None, warmup: int = 1, runs: int = 3, frames: 
     image = np.asarray(img)
     rows = []
     for name in IMAGE_MODELS if models is None else models:
-        rows += bench_image(name, image, warmup, runs)
-        print(format_rows(rows[-2:]).splitlines()[-2:], flush=True)
+        rows += _guarded(name, "image", lambda name=name: bench_image(name, image, warmup, runs))
+        print("\n".join(format_rows(rows[-2:]).splitlines()[2:]), flush=True)
     vids = VIDEO_MODELS if video_models is None else video_models
     if vids and frames > 1:
         vid = load_clip(Path(davis), clip, frames)
         for name in vids:
-            rows += bench_video(name, vid)
+            rows += _guarded(name, "video", lambda name=name: bench_video(name, vid))
             print(format_rows(rows[-1:]).splitlines()[-1], flush=True)
-    rows.append(("edgetam", "all stages", None, None, "transformers' EdgeTamModel needs timm (RepViT trunk "
-                 "through TimmWrapper), not installed here"))
     return format_rows(rows)
+
+
+def _guarded(name: str, what: str, fn) -> list:
+    """The rows of ``fn``, or one row saying why the peer could not run (EdgeTAM without timm)."""
+    try:
+        return fn()
+    except ModuleNotFoundError as exc:
+        return [(name, f"{what} (not run)", None, None, str(exc))]
 
 
 def main(argv=None) -> None:

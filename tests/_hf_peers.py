@@ -132,6 +132,46 @@ def remap(rules, state: dict, one_point_table: bool = False) -> dict:
 
 
 # ----------------------------------------------------------------------------- models
+def timm_for_transformers() -> bool:
+    """Make transformers' TimmWrapper (EdgeTAM's RepViT trunk) usable without torchvision.
+
+    transformers only enables timm when torchvision imports, and timm imports torchvision.
+    Here (test / benchmark only) timm is imported through the torchvision stand-in of
+    ``tests/oracle_shims`` after transformers has settled its own checks (so transformers keeps
+    its torchvision-free paths), with an empty ``torchvision.datasets`` (timm's dataset factory
+    imports it; nothing here uses it). ``SAMKIT_PEERS_TIMM``: an extra folder holding timm
+    (``pip install --no-deps --target DIR timm==1.0.31``). False when timm is not to be found."""
+    import importlib.util
+    import os
+    import sys
+    import types
+
+    import transformers  # noqa: F401  (its availability checks run before the stand-in is visible)
+    import transformers.models.timm_wrapper.modeling_timm_wrapper as tw
+
+    if getattr(tw, "timm", None) is not None:
+        return True
+    extra = os.environ.get("SAMKIT_PEERS_TIMM")
+    if extra and extra not in sys.path:
+        sys.path.append(extra)
+    if importlib.util.find_spec("timm") is None:
+        return False
+    from oracle_shims import shim_on_path
+
+    with shim_on_path():
+        import torchvision
+
+        if "torchvision.datasets" not in sys.modules:
+            ds = types.ModuleType("torchvision.datasets")
+            for n in ("CIFAR100", "CIFAR10", "MNIST", "KMNIST", "FashionMNIST", "ImageFolder"):
+                setattr(ds, n, type(n, (), {}))
+            sys.modules["torchvision.datasets"] = torchvision.datasets = ds
+        import timm
+    tw.timm = timm
+    tw.requires_backends = lambda *a, **k: None
+    return True
+
+
 def hf_config(name: str, video: bool = False):
     """transformers config of ``name`` written out by hand (their defaults are these sizes:
     SamConfig = ViT-B; Sam2Config / Sam2VideoConfig = Hiera-T of SAM 2.1); checked by
@@ -147,6 +187,17 @@ def hf_config(name: str, video: bool = False):
         assert list(bb.blocks_per_stage) == [1, 2, 7, 2] and bb.hidden_size == 96, "not Hiera-T"
         assert list(bb.global_attention_blocks) == [5, 7, 9] and list(bb.window_size_per_stage) == [8, 4, 14, 7]
         return cfg
+    if name == "edgetam":
+        if not timm_for_transformers():
+            raise ModuleNotFoundError("transformers' EdgeTAM needs timm: pip install --no-deps timm==1.0.31 "
+                                      "(or a --target folder named by SAMKIT_PEERS_TIMM)")
+        # the default EdgeTamVisionConfig misspells "architecture" and builds a ResNet-50: name RepViT-M1
+        trunk = T.TimmWrapperConfig(architecture="repvit_m1.dist_in1k",
+                                    model_args={"in_chans": 3, "features_only": True, "out_indices": [0, 1, 2, 3]})
+        # EdgeTAM's memory: no temporal encoding of object pointers, no occlusion embedding
+        return (T.EdgeTamVideoConfig if video else T.EdgeTamConfig)(
+            vision_config=T.EdgeTamVisionConfig(backbone_config=trunk),
+            enable_temporal_pos_encoding_for_object_pointers=False, enable_occlusion_spatial_embedding=False)
     raise KeyError(f"no transformers peer for {name}")
 
 
@@ -155,8 +206,10 @@ def hf_model(name: str, video: bool = False):
     randomly initialised; build it under ``torch.device("meta")`` to check layouts for free."""
     import transformers as T
 
-    cls = {"sam_vit_b": T.SamModel, "sam2.1_hiera_t": T.Sam2VideoModel if video else T.Sam2Model}[name]
-    return cls(hf_config(name, video))
+    cfg = hf_config(name, video)
+    cls = {"sam_vit_b": T.SamModel, "sam2.1_hiera_t": T.Sam2VideoModel if video else T.Sam2Model,
+           "edgetam": T.EdgeTamVideoModel if video else T.EdgeTamModel}[name]
+    return cls(cfg)
 
 
 def converted(name: str, want: dict, state: dict) -> dict:
@@ -217,7 +270,8 @@ def hf_video_session(model, frames: torch.Tensor, height: int, width: int):
     session a transformers user gets from the processor's ``init_video_session``)."""
     import transformers as T
 
-    return T.Sam2VideoInferenceSession(video=frames, video_height=height, video_width=width,
+    session = getattr(T, type(model).__name__.replace("Model", "InferenceSession"))
+    return session(video=frames, video_height=height, video_width=width,
                                        inference_device="cpu", dtype=torch.float32)
 
 
