@@ -15,11 +15,20 @@ pytestmark = pytest.mark.oracle
 ATOL, AGREE = 1e-2, 0.999
 
 
-@pytest.mark.parametrize("name,video", [("sam_vit_b", False), ("sam2.1_hiera_t", False), ("sam2.1_hiera_t", True)])
+def _need(name):
+    """transformers, and for EdgeTAM timm (its RepViT trunk; the Makefile installs it as a
+    test-only package beside transformers)."""
+    pytest.importorskip("transformers")
+    if name == "edgetam" and not P.timm_for_transformers():
+        pytest.skip("transformers' EdgeTAM needs timm: pip install --no-deps timm==1.0.31")
+
+
+@pytest.mark.parametrize("name,video", [("sam_vit_b", False), ("sam2.1_hiera_t", False), ("sam2.1_hiera_t", True),
+                                        ("edgetam", False), ("edgetam", True)])
 def test_layout_fills_every_tensor(name, video):
     """Every parameter and buffer the transformers model saves gets a checkpoint tensor of its
     shape, and no official key of the model's parts is left over (checked on meta tensors)."""
-    pytest.importorskip("transformers")
+    _need(name)
     with torch.device("meta"):
         want = P.hf_model(name, video).state_dict()
         official = {k: torch.empty(shape) for k, shape, _ in manifest(name)}
@@ -31,7 +40,8 @@ def test_layout_fills_every_tensor(name, video):
         assert unused == set(), sorted(unused)[:8]
     else:  # the image model leaves out exactly the memory parts
         assert unused and all(k.startswith(("memory_", "mask_downsample.", "object_pointer_proj.", "no_object_pointer",
-                                            "occlusion_spatial", "temporal_positional", "no_memory_positional"))
+                                            "occlusion_spatial", "temporal_positional", "no_memory_positional",
+                                            "spatial_perceiver."))
                               for k in unused), sorted(unused)[:8]
 
 
@@ -62,10 +72,10 @@ def _image_case(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["sam2.1_hiera_t", "sam_vit_b"])
+@pytest.mark.parametrize("name", ["sam2.1_hiera_t", "sam_vit_b", "edgetam"])
 def test_image_peer_same_masks(name):
     """Same low-res logits, IoU predictions and full-resolution masks, single and multimask."""
-    pytest.importorskip("transformers")
+    _need(name)
     ours, pred, image, hf = _image_case(name)
     x, t = ours.preprocess(image)
     pts, lab = np.array([[60.0, 40.0], [100.0, 70.0]], np.float32), np.array([1, 0], np.int32)
@@ -84,9 +94,11 @@ def test_image_peer_same_masks(name):
 
 
 @pytest.mark.slow
-def test_video_peer_same_logits(tmp_path):
-    """Sam2VideoModel tracks the golden clip's object 1 like samkit's VideoTracker (3 frames)."""
-    pytest.importorskip("transformers")
+@pytest.mark.parametrize("name", ["sam2.1_hiera_t", "edgetam"])
+def test_video_peer_same_logits(name, tmp_path):
+    """Sam2VideoModel / EdgeTamVideoModel track the golden clip's object 1 like samkit's
+    VideoTracker (3 frames)."""
+    _need(name)
     from parity import synth_checkpoint_file
     from safetensors.torch import load_file
 
@@ -98,12 +110,11 @@ def test_video_peer_same_logits(tmp_path):
     vid = clip["frames"].numpy()[:3]
     pts, labs = clip["obj1_points"].numpy(), clip["obj1_labels"].numpy()
     T, H, W = vid.shape[:3]
-    tr = VideoTracker(load_model("sam2.1_hiera_t", checkpoint=synth_checkpoint_file("sam2.1_hiera_t", tmp_path)),
-                      keep_logits=True)
+    tr = VideoTracker(load_model(name, checkpoint=synth_checkpoint_file(name, tmp_path)), keep_logits=True)
     s = tr.start(vid)
     r0 = tr.add_prompt(s, 0, 1, points=pts, labels=labs)
     ours = {f: res.logits[1] for f, res in tr.propagate(s)}
-    hf = P.load_hf("sam2.1_hiera_t", video=True)
+    hf = P.load_hf(name, video=True)
     frames = torch.cat([preprocess_video_frame(f, 1024, tr.mean, tr.std, torch.device("cpu")) for f in vid])
     with torch.inference_mode():
         sess = P.hf_video_session(hf, frames, H, W)
