@@ -10,6 +10,9 @@ the official code prints goes to stderr). Commands:
 * ``{"op": "prompt", "points": [[x, y]], "labels": [1]}`` -> object 1 prompted on frame 0;
   ``{"s": seconds, "logits": path}`` (.npy, video-resolution logits H x W)
 * ``{"op": "step"}`` -> the next propagated frame: ``{"s", "frame", "logits"}``
+* ``{"op": "golden", "path": edgetam.safetensors}`` -> the image golden's set ``p0a`` (image 0,
+  one point, multimask) through the official image predictor on the same model:
+  ``{"maxabs": largest difference of the low-res logits from the stored ones}``
 * ``{"op": "quit"}``
 """
 from __future__ import annotations
@@ -63,6 +66,19 @@ def build(ckpt: str):
     return pred
 
 
+def golden_maxabs(pred, path: str) -> float:
+    """Reproduce the stored official EdgeTAM image golden (``p0a``) in this environment."""
+    from safetensors.torch import load_file
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    g = load_file(path)
+    ip = SAM2ImagePredictor(pred)
+    ip.set_image(g["image_0"].numpy())
+    _, _, low = ip.predict(point_coords=g["p0a.point_coords"].numpy(), point_labels=g["p0a.point_labels"].numpy(),
+                           multimask_output=True, return_logits=True)
+    return float(abs(low - g["p0a.lowres_logits"].numpy()).max())
+
+
 def serve(pred, frames_dir: str, out_dir: str, reply) -> None:
     import numpy as np
     import torch
@@ -93,6 +109,8 @@ def serve(pred, frames_dir: str, out_dir: str, reply) -> None:
                 path = os.path.join(out_dir, f"frame{frame}.npy")
                 np.save(path, logits[0, 0].float().numpy())
                 reply({"s": s, "frame": int(frame), "logits": path})
+            elif op == "golden":
+                reply({"maxabs": golden_maxabs(pred, cmd["path"])})
             elif op == "quit":
                 return
             else:

@@ -113,6 +113,9 @@ def run(venv=None, davis: Path = DAVIS, clip: str = "blackswan", frames: int = 4
     tr = VideoTracker(model, keep_logits=True)
     off = Official(py, ckpt, work / "frames", work, threads)
     try:
+        from parity import require_parity
+
+        golden = off.ask(op="golden", path=str(require_parity() / "golden" / "edgetam.safetensors"))["maxabs"]
         x = preprocess_video_frame(vid[0], 1024, tr.mean, tr.std, torch.device("cpu"))
         enc = ([], [])
         with torch.inference_mode():
@@ -147,7 +150,8 @@ def run(venv=None, davis: Path = DAVIS, clip: str = "blackswan", frames: int = 4
              f"in its own environment), alternating; DAVIS {clip} {W}x{H}, {T - 1} tracked frames, {runs} encoder runs; "
              f"same computation: video-resolution logits max-abs {worst:.1e}, sign agreement {agree:.5f} "
              f"(prompt + every tracked frame); the official loader decodes and resizes all frames up front, "
-             f"outside its per-frame times, ours inside them",
+             f"outside its per-frame times, ours inside them. The environment reproduces the stored official "
+             f"image golden (p0a low-res logits) to max-abs {golden:.1e}",
              "", "| stage | samkit | official | ours/official |", "|---|---|---|---|"]
     for stage, a, b in rows:
         lines.append(f"| {stage} | {a:.3f} s | {b:.3f} s | {a / b:.2f} |")
