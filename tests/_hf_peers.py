@@ -1,4 +1,5 @@
-"""Hugging Face transformers' SAM / SAM 2 / SAM 2 video / EdgeTAM models as benchmark peers.
+"""Hugging Face transformers' SAM / SAM 2 / SAM 2 video / EdgeTAM / EdgeTAM video models as
+benchmark peers.
 
 transformers is a test- and benchmark-only package here. This module builds its models from
 config objects written out by hand (the official sizes; nothing is downloaded) and loads the
