@@ -251,6 +251,9 @@ def hf_decode(model, emb, points: torch.Tensor, labels: torch.Tensor, multimask:
     return out.pred_masks[0, 0], out.iou_scores[0, 0]
 
 
+_PROCESSORS: dict = {}
+
+
 def hf_full_mask(model, low: torch.Tensor, image_hw, frame_hw) -> torch.Tensor:
     """transformers' own post-processing of K x 256 x 256 low-res logits to K x H x W bool masks:
     SAM's image processor (upscale to 1024, crop the resized image, resize to H x W), SAM 2's
@@ -259,9 +262,12 @@ def hf_full_mask(model, low: torch.Tensor, image_hw, frame_hw) -> torch.Tensor:
     import torch.nn.functional as F
 
     if type(model).__name__ == "SamModel":
-        import transformers as T
+        if "sam" not in _PROCESSORS:  # built once, as a user keeps their processor
+            import transformers as T
 
-        return T.SamImageProcessorPil().post_process_masks(low[None], [list(image_hw)], [list(frame_hw)])[0][0]
+            _PROCESSORS["sam"] = T.SamImageProcessorPil()
+        # masks: one 1 x K x 256 x 256 entry per image -> one 1 x K x H x W bool tensor per image
+        return _PROCESSORS["sam"].post_process_masks(low[None, None], [list(image_hw)], [list(frame_hw)])[0][0]
     return F.interpolate(low[None], tuple(image_hw), mode="bilinear", align_corners=False)[0] > 0.0
 
 
