@@ -145,9 +145,30 @@ def section_click(quick: bool) -> str:
     return bench_click.run(models, warmup=2, runs=5 if quick else 20)
 
 
+def section_peers(quick: bool) -> str:
+    """Hugging Face transformers' SamModel / Sam2Model / Sam2VideoModel on the same weights
+    (``bench_peers.py``): encoder, point -> full mask, per video frame, ours / transformers."""
+    import bench_peers
+
+    return bench_peers.run(["sam2.1_hiera_t"] if quick else None, warmup=1, runs=2 if quick else 3,
+                           frames=3 if quick else 6)
+
+
+def section_edgetam_official(quick: bool) -> str:
+    """The official EdgeTAM code in its own environment (``SAMKIT_EDGETAM_VENV``), alternating
+    runs with samkit (``bench_edgetam_official.py``)."""
+    import bench_edgetam_official
+
+    if not os.environ.get("SAMKIT_EDGETAM_VENV"):
+        return ("not run: set SAMKIT_EDGETAM_VENV to the EdgeTAM environment (bench_edgetam_official.py "
+                "says how to create it)")
+    return bench_edgetam_official.run(frames=3 if quick else 6, runs=2 if quick else 3)
+
+
 SECTIONS = {"image": section_image, "encoders": section_encoders, "everything": section_everything,
             "video": section_video, "onnx": section_onnx, "roofline": section_roofline, "int8": section_int8,
-            "video_objects": section_video_objects, "click": section_click}
+            "video_objects": section_video_objects, "click": section_click, "peers": section_peers,
+            "edgetam_official": section_edgetam_official}
 
 
 def main(argv=None) -> None:
