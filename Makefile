@@ -21,7 +21,7 @@ CLIP_ORACLE := open_clip_torch==3.3.0
 TRANSFORMERS_ORACLE := transformers==5.23.0 huggingface_hub==2.4.0 tokenizers==0.23.3 httpx2==2.16.2 \
 	httpcore2==2.16.2 h11==0.16.0 idna==3.20 truststore==0.10.5 fsspec==2026.9.0
 # timm: the RepViT trunk of transformers' EdgeTAM (peer benchmark / tests/test_peers.py), imported
-# through the torchvision stand-in of tests/oracle_shims
+# through the torchvision stand-in of tests/oracle_shims, from $(VENV)/peers-timm
 PEERS_ORACLE := timm==1.0.31
 PYTEST_ARGS ?= -q -n 2
 # the default suite leaves out the full-size checks (marker `slow`); `make test-slow` runs them
@@ -62,7 +62,9 @@ $(VENV)/.samkit-test: $(VENV)/.samkit-base
 	$(PIP) install --no-deps --no-build-isolation $(EFFICIENT_ORACLES)
 	$(PIP) install --no-deps $(CLIP_ORACLE)
 	$(PIP) install --no-deps $(TRANSFORMERS_ORACLE)
-	$(PIP) install --no-deps $(PEERS_ORACLE)
+	# timm in a folder of its own, never site-packages: installed there, it changes what the MobileSAM /
+	# EdgeSAM oracles and transformers import (tests/_hf_peers.py puts it on the path for EdgeTAM only)
+	$(PIP) install --no-deps --target $(VENV)/peers-timm $(PEERS_ORACLE)
 	touch $@
 
 venv: $(VENV)/.samkit-base

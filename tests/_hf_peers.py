@@ -140,8 +140,9 @@ def timm_for_transformers() -> bool:
     Here (test / benchmark only) timm is imported through the torchvision stand-in of
     ``tests/oracle_shims`` after transformers has settled its own checks (so transformers keeps
     its torchvision-free paths), with an empty ``torchvision.datasets`` (timm's dataset factory
-    imports it; nothing here uses it). ``SAMKIT_PEERS_TIMM``: an extra folder holding timm
-    (``pip install --no-deps --target DIR timm==1.0.31``). False when timm is not to be found."""
+    imports it; nothing here uses it). ``SAMKIT_PEERS_TIMM`` (default ``<venv>/peers-timm``, where
+    ``make test-venv`` puts it): an extra folder holding timm (``pip install --no-deps --target DIR
+    timm==1.0.31``). False when timm is not to be found."""
     import importlib.util
     import os
     import sys
@@ -152,7 +153,9 @@ def timm_for_transformers() -> bool:
 
     if getattr(tw, "timm", None) is not None:
         return True
-    extra = os.environ.get("SAMKIT_PEERS_TIMM")
+    # timm stays out of site-packages: the MobileSAM / EdgeSAM oracles and transformers change
+    # paths when it imports; the Makefile puts it in <venv>/peers-timm
+    extra = os.environ.get("SAMKIT_PEERS_TIMM") or os.path.join(sys.prefix, "peers-timm")
     if extra and extra not in sys.path:
         sys.path.append(extra)
     if importlib.util.find_spec("timm") is None:

@@ -20,7 +20,7 @@ def _need(name):
     test-only package beside transformers)."""
     pytest.importorskip("transformers")
     if name == "edgetam" and not P.timm_for_transformers():
-        pytest.skip("transformers' EdgeTAM needs timm: pip install --no-deps timm==1.0.31")
+        pytest.skip("transformers' EdgeTAM needs timm: make test-venv, or pip install --no-deps --target VENV/peers-timm timm==1.0.31")
 
 
 @pytest.mark.parametrize("name,video", [("sam_vit_b", False), ("sam2.1_hiera_t", False), ("sam2.1_hiera_t", True),
