@@ -40,6 +40,7 @@ from ..errors import InputError
 from ..ops import (fast_nms, greedy_nms, is_box_near_crop_edge, mask_nms, masks_to_boxes, remove_small_regions,
                    stability_score)
 from ..ops.rle import masks_to_coco_rle
+from . import batch_decode
 from .grid import crop_boxes as make_crop_boxes
 from .grid import layer_point_grids
 
@@ -129,6 +130,8 @@ class AutoMaskGenerator:
     """
 
     _UPSCALE_CHUNK = 8  # masks upscaled at a time on CPU (about 25 MB of SAM frame-size logits)
+    _DECODE_CHUNK = 4  # point prompts decoded at a time on CPU by the batched SAM decoder
+    _BATCHED_DECODE = True  # False: every model decodes through model.decode (the reference path)
 
     def __init__(self, model, points_per_side: Optional[int] = 32, points_per_batch: int = 64,
                  pred_iou_thresh: float = 0.88, stability_score_thresh: float = 0.95,
@@ -272,9 +275,23 @@ class AutoMaskGenerator:
         device = self.model.device
         frame_pts = transform.coords_to_frame(points.to(device=device))
         pts = frame_pts.to(torch.float32)[:, None, :]
+        if mask_input is None and self._BATCHED_DECODE and batch_decode.supported(self.model):
+            return self._decode_batched(features, pts[:, 0, :], multimask)
         labels = torch.ones(pts.shape[0], 1, dtype=torch.int, device=device)
         out = self.model.decode(features, pts, labels, None, mask_input, multimask)
         return out.low_res, out.iou
+
+    def _decode_batched(self, features, frame_pts: torch.Tensor, multimask: bool):
+        """``samkit.auto.batch_decode`` on ``_DECODE_CHUNK`` points at a time (the decoder's
+        B x 4096 x 256 temporaries then stay in cache; every prompt is decoded on its own, so
+        the chunking does not change the result)."""
+        n = frame_pts.shape[0]
+        chunk = self._DECODE_CHUNK if frame_pts.device.type == "cpu" else n
+        parts = [batch_decode.decode_points(self.model, features, frame_pts[s : s + chunk], multimask)
+                 for s in range(0, n, chunk)]
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def _process_batch(self, features, transform, points: np.ndarray, crop_box: List[int],
                        image_hw) -> _Candidates:
@@ -311,7 +328,8 @@ class AutoMaskGenerator:
         On CPU the model's upscaling runs ``_UPSCALE_CHUNK`` masks at a time, so that its
         frame-size intermediate stays in cache; the interpolation treats every mask on its own,
         so the logits are bit-identical to upscaling the whole batch at once (the official
-        order). Stability, thresholding and boxes then run once on the whole batch.
+        order). Stability and thresholding run on each chunk's logits (per mask, so the same
+        numbers), the stability filter and boxes once on the whole batch.
         """
         n = low_res.shape[0]
         if n == 0:
@@ -321,12 +339,15 @@ class AutoMaskGenerator:
                     torch.zeros((0,) + hw, dtype=torch.bool, device=dev),
                     torch.zeros(0, 4, dtype=torch.int64, device=dev))
         chunk = self._UPSCALE_CHUNK if low_res.device.type == "cpu" else n
-        parts = [self.model.postprocess(low_res[s : s + chunk, None], transform)[:, 0] for s in range(0, n, chunk)]
-        logits = parts[0] if len(parts) == 1 else torch.cat(parts)
-        del parts
-        stab = stability_score(logits, self.mask_threshold, self.stability_score_offset)
-        masks = logits > self.mask_threshold
+        stabs, bins = [], []
+        for s in range(0, n, chunk):  # stability and the binary mask while the chunk's logits are in cache
+            logits = self.model.postprocess(low_res[s : s + chunk, None], transform)[:, 0]
+            stabs.append(stability_score(logits, self.mask_threshold, self.stability_score_offset))
+            bins.append(logits > self.mask_threshold)
         del logits
+        stab = stabs[0] if len(stabs) == 1 else torch.cat(stabs)
+        masks = bins[0] if len(bins) == 1 else torch.cat(bins)
+        del bins
         kept = torch.arange(n, device=stab.device)
         if self.stability_score_thresh > 0.0:  # drops empty masks (stability 0; NaN upstream, dropped too)
             ok = torch.where(stab >= self.stability_score_thresh)[0]
