@@ -21,6 +21,15 @@ SAM 2 option ``use_m2m``: every mask is refined once by decoding its point again
 mask's own low-resolution logits (clamped to +-32) as mask input, single-mask output.
 
 With ``nms="greedy"`` and the official settings the result equals the official generators'.
+For SAM-style models (``samkit.auto.batch_decode.supported``) step 2 runs a batched form of
+the decoder (same function, float sums in another order) a few prompts at a time.
+
+``mode="fast"`` (opt-in) spends less work in step 2: per crop it decodes coarse-to-fine grids
+(``n // 8``, ``n // 4``, ``n // 2``, then ``n`` points per side, ``samkit.auto.grid.
+coarse_to_fine_grids``) and, after each grid, skips every point of the finer grids that lies
+inside a mask kept so far (the masks surviving the crop's NMS among the candidates found). The
+masks it returns are a subset of what the exact mode would find plus the coarse grids' masks; an
+object is missed only when all its points lie inside other accepted masks.
 
 Open vocabulary (``vocabulary=`` "coco" | "lvis" | "ade20k" | a file | a list of names, with
 ``clip=`` a ``samkit.vocab.DenseClip``): after step 6 every mask is named by mask-pooled dense
@@ -42,9 +51,10 @@ from ..ops import (fast_nms, greedy_nms, is_box_near_crop_edge, mask_nms, masks_
 from ..ops.rle import masks_to_coco_rle
 from . import batch_decode
 from .grid import crop_boxes as make_crop_boxes
-from .grid import layer_point_grids
+from .grid import coarse_to_fine_grids, layer_point_grids
 
 NMS_KINDS = ("greedy", "fast", "mask")
+MODES = ("exact", "fast")
 OUTPUTS = ("masks", "coco_rle")
 
 
@@ -127,6 +137,9 @@ class AutoMaskGenerator:
     ``pred_iou_thresh`` defaults to 0.88 (SAM's generator; SAM 2's uses 0.8).
     ``mask_threshold`` defaults to ``model.mask_threshold``.
     ``vocabulary`` + ``clip``: name every mask (module docstring).
+    ``mode``: "exact" (the official masks) or "fast" (coarse-to-fine grids that skip points
+    inside masks already found; needs ``points_per_side``). ``AutoMaskInfo.stats`` holds
+    ``point_batches`` and ``points_decoded``.
     """
 
     _UPSCALE_CHUNK = 8  # masks upscaled at a time on CPU (about 25 MB of SAM frame-size logits)
@@ -140,13 +153,19 @@ class AutoMaskGenerator:
                  nms_thresh: float = 0.7, crop_nms_thresh: Optional[float] = None, output: str = "masks",
                  point_grids: Optional[Sequence[np.ndarray]] = None, use_m2m: bool = False,
                  multimask: bool = True, mask_threshold: Optional[float] = None, keep_low_res: bool = True,
-                 vocabulary=None, clip=None) -> None:
+                 vocabulary=None, clip=None, mode: str = "exact") -> None:
         for name in ("preprocess", "encode", "decode", "postprocess"):
             if not callable(getattr(model, name, None)):
                 raise InputError(f"AutoMaskGenerator needs a neural promptable model with .{name}(); got "
                                  f"{type(model).__name__}. Fix: load a SAM-family model with samkit.load_model")
         if nms not in NMS_KINDS:
             raise InputError(f"nms must be one of {NMS_KINDS}, got {nms!r}; fix: use nms='greedy'")
+        if mode not in MODES:
+            raise InputError(f"mode must be one of {MODES}, got {mode!r}; fix: use mode='exact' (the official "
+                             f"masks) or mode='fast' (coarse-to-fine grid)")
+        if mode == "fast" and point_grids is not None:
+            raise InputError("mode='fast' builds its coarse-to-fine grids from points_per_side and cannot use "
+                             "point_grids; fix: pass points_per_side=N, or use mode='exact' with point_grids")
         if output not in OUTPUTS:
             raise InputError(f"output must be one of {OUTPUTS}, got {output!r}; fix: use output='masks'")
         if (points_per_side is None) == (point_grids is None):
@@ -170,6 +189,10 @@ class AutoMaskGenerator:
             from ..errors import require
 
             require("pycocotools", "coco", "output='coco_rle'")
+        self.mode = mode
+        # per crop layer, the grids decoded in turn: the layer's grid alone, or coarse to fine
+        self._levels = [coarse_to_fine_grids(int(round(len(g) ** 0.5))) if mode == "fast" else [g]
+                        for g in self.point_grids]
         self.model = model
         self.points_per_batch = int(points_per_batch)
         self.pred_iou_thresh = float(pred_iou_thresh)
@@ -207,8 +230,8 @@ class AutoMaskGenerator:
         img = self._load(image)
         h, w = img.shape[:2]
         boxes, layers = make_crop_boxes((h, w), self.crop_n_layers, self.crop_overlap_ratio)
-        total = sum(-(-len(self.point_grids[l]) // self.points_per_batch) for l in layers)
-        state = {"done": 0, "total": total}
+        total = sum(-(-len(g) // self.points_per_batch) for l in layers for g in self._levels[l])
+        state = {"done": 0, "total": total, "points": 0}
         parts = [self._process_crop(img, box, layer, state, progress) for box, layer in zip(boxes, layers)]
         data = _Candidates.cat(parts)
         if len(boxes) > 1 and len(data.iou) > 0:
@@ -249,14 +272,23 @@ class AutoMaskGenerator:
         ch, cw = crop.shape[:2]
         x, transform = self.model.preprocess(crop)
         features = self.model.encode(x)
-        points = self.point_grids[layer] * np.array([[cw, ch]], dtype=np.float64)
-        parts = []
-        for s in range(0, len(points), self.points_per_batch):
-            parts.append(self._process_batch(features, transform, points[s : s + self.points_per_batch],
-                                             crop_box, img.shape[:2]))
-            state["done"] += 1
-            if progress is not None:
-                progress(state["done"], state["total"])
+        scale = np.array([[cw, ch]], dtype=np.float64)
+        parts, covered = [], None
+        levels = self._levels[layer]
+        for i, grid in enumerate(levels):
+            points = grid * scale
+            if covered is not None:  # fast mode: a point inside a mask found so far adds nothing new
+                points = points[~_points_inside(covered, points)]
+                state["total"] -= -(-len(grid) // self.points_per_batch) - (-(-len(points) // self.points_per_batch))
+            for s in range(0, len(points), self.points_per_batch):
+                parts.append(self._process_batch(features, transform, points[s : s + self.points_per_batch],
+                                                 crop_box, img.shape[:2]))
+                state["done"] += 1
+                if progress is not None:
+                    progress(state["done"], state["total"])
+            state["points"] += len(points)
+            if i + 1 < len(levels):
+                covered = self._coverage(parts, (ch, cw))
         data = _Candidates.cat(parts)
         del features
         if len(data.iou) > 0:
@@ -268,6 +300,15 @@ class AutoMaskGenerator:
         if crop_box != [0, 0, img.shape[1], img.shape[0]]:
             data.masks = self._uncrop(data.masks, crop_box, img.shape[:2])
         return data
+
+    def _coverage(self, parts: List[_Candidates], crop_hw) -> torch.Tensor:
+        """Fast mode: the union (h x w bool, crop pixels) of the masks that survive this crop's
+        NMS among the candidates so far."""
+        data = _Candidates.cat(parts)
+        if len(data.iou) == 0:
+            return torch.zeros(crop_hw, dtype=torch.bool)
+        keep = self._nms(data, data.iou, self.nms_thresh, None)
+        return data.masks[keep].any(dim=0)
 
     def _decode(self, features, transform, points: torch.Tensor, mask_input: Optional[torch.Tensor],
                 multimask: bool):
@@ -401,10 +442,19 @@ class AutoMaskGenerator:
         info = AutoMaskInfo(boxes=data.boxes.numpy(), point_coords=data.points.numpy(),
                             predicted_iou=data.iou.numpy(), stability=data.stability.numpy(),
                             crop_boxes=data.crop_boxes.numpy() if data.crop_boxes is not None else np.zeros((0, 4), np.int64),
-                            areas=areas, rles=rles, stats={"point_batches": state["total"]})
+                            areas=areas, rles=rles,
+                            stats={"point_batches": state["total"], "points_decoded": state["points"]})
         h, w = image_hw
         masks = Masks(masks=data.masks.numpy().reshape(-1, h, w), scores=data.iou.numpy().astype(np.float32),
                       low_res_logits=None if data.low_res is None else data.low_res.numpy().astype(np.float32),
                       ids=np.arange(len(data.iou), dtype=np.int64),
                       stability=data.stability.numpy().astype(np.float32))
         return masks, info
+
+
+def _points_inside(covered: torch.Tensor, points: np.ndarray) -> np.ndarray:
+    """``covered`` h x w bool, ``points`` N x 2 (x, y) pixels -> N bool: the pixel under each point is set."""
+    h, w = covered.shape
+    xi = np.clip(np.floor(points[:, 0]).astype(np.int64), 0, w - 1)
+    yi = np.clip(np.floor(points[:, 1]).astype(np.int64), 0, h - 1)
+    return covered.numpy()[yi, xi]

@@ -58,3 +58,13 @@ def crop_boxes(image_hw: Tuple[int, int], n_layers: int, overlap_ratio: float) -
                 boxes.append([x0, y0, min(x0 + cw, w), min(y0 + ch, h)])
                 layers.append(layer)
     return boxes, layers
+
+
+def coarse_to_fine_grids(n_per_side: int, coarsest: int = 2) -> List[np.ndarray]:
+    """The grids of fast segment-everything, coarsest first: ``n, n // 2, n // 4, ...`` points
+    per side down to ``coarsest`` (``n`` alone when it is below ``2 * coarsest``); the last grid
+    is ``point_grid(n_per_side)``, the exact mode's grid."""
+    sides = [n_per_side]
+    while sides[-1] // 2 >= coarsest:
+        sides.append(sides[-1] // 2)
+    return [point_grid(s) for s in reversed(sides)]
