@@ -191,7 +191,7 @@ _ONEDNN: List[bool] = []  # [usable] once probed
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gelu: bool) -> torch.Tensor:
     """``x @ weight.T + bias`` (then exact GELU): oneDNN's fused linear on CPU when available
     (bias and GELU in the product's epilogue), else ``addmm`` + in-place GELU."""
-    if x.device.type == "cpu" and _onednn_ok():
+    if x.device.type == "cpu" and x.dtype == torch.float32 and _onednn_ok():
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu" if gelu else "none", [],
                                                   "none" if gelu else "")
     y = torch.addmm(bias, x, weight.t())
