@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from samkit.auto import AutoMaskGenerator, batch_decode
-from samkit.auto.grid import coarse_to_fine_grids, point_grid
+from samkit.auto.grid import coarse_to_fine_levels, point_grid
 from samkit.errors import InputError
 from samkit.models.base import ImageFeatures
 from samkit.ops import mask_iou
@@ -75,11 +75,16 @@ def test_batched_decoder_only_for_sam_style_models():
 
 
 # ----------------------------------------------------------------------------- fast mode
-def test_coarse_to_fine_grids_end_with_the_exact_grid():
-    grids = coarse_to_fine_grids(16)
-    assert [len(g) for g in grids] == [4, 16, 64, 256]
-    np.testing.assert_array_equal(grids[-1], point_grid(16))
-    assert [len(g) for g in coarse_to_fine_grids(3)] == [9]
+def test_coarse_to_fine_levels_are_sub_grids_of_the_exact_grid():
+    levels = coarse_to_fine_levels(16)
+    assert [int(l.sum()) for l in levels] == [4, 16, 64, 256] and all(l.shape == (256,) for l in levels)
+    np.testing.assert_allclose(point_grid(16)[levels[0]], [[0.28125, 0.28125], [0.78125, 0.28125],
+                                                          [0.28125, 0.78125], [0.78125, 0.78125]])
+    seen = np.zeros(256, bool)  # the coarse levels never select a point twice
+    for level in levels[:-1]:
+        assert not (seen & level).any()
+        seen |= level
+    assert [int(l.sum()) for l in coarse_to_fine_levels(3)] == [9]
 
 
 def _region_bests(img, masks):

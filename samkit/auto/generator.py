@@ -24,12 +24,13 @@ With ``nms="greedy"`` and the official settings the result equals the official g
 For SAM-style models (``samkit.auto.batch_decode.supported``) step 2 runs a batched form of
 the decoder (same function, float sums in another order) a few prompts at a time.
 
-``mode="fast"`` (opt-in) spends less work in step 2: per crop it decodes coarse-to-fine grids
-(``n // 8``, ``n // 4``, ``n // 2``, then ``n`` points per side, ``samkit.auto.grid.
-coarse_to_fine_grids``) and, after each grid, skips every point of the finer grids that lies
-inside a mask kept so far (the masks surviving the crop's NMS among the candidates found). The
-masks it returns are a subset of what the exact mode would find plus the coarse grids' masks; an
-object is missed only when all its points lie inside other accepted masks.
+``mode="fast"`` (opt-in) spends less work in step 2: per crop it decodes the points of the same
+grid coarse to fine (evenly spread sub-grids of about n/8, n/4, n/2 points per side, then the
+rest; ``samkit.auto.grid.coarse_to_fine_levels``) and, after each level, skips every later point
+that lies inside a mask kept so far (the masks surviving the crop's NMS among the candidates
+found that are their point's best mask). It never decodes more points than the exact mode, and every candidate it decodes is one
+the exact mode has too; an object is missed only when all its grid points lie inside other
+kept masks.
 
 Open vocabulary (``vocabulary=`` "coco" | "lvis" | "ade20k" | a file | a list of names, with
 ``clip=`` a ``samkit.vocab.DenseClip``): after step 6 every mask is named by mask-pooled dense
@@ -51,7 +52,7 @@ from ..ops import (fast_nms, greedy_nms, is_box_near_crop_edge, mask_nms, masks_
 from ..ops.rle import masks_to_coco_rle
 from . import batch_decode
 from .grid import crop_boxes as make_crop_boxes
-from .grid import coarse_to_fine_grids, layer_point_grids
+from .grid import coarse_to_fine_levels, layer_point_grids
 
 NMS_KINDS = ("greedy", "fast", "mask")
 MODES = ("exact", "fast")
@@ -190,9 +191,9 @@ class AutoMaskGenerator:
 
             require("pycocotools", "coco", "output='coco_rle'")
         self.mode = mode
-        # per crop layer, the grids decoded in turn: the layer's grid alone, or coarse to fine
-        self._levels = [coarse_to_fine_grids(int(round(len(g) ** 0.5))) if mode == "fast" else [g]
-                        for g in self.point_grids]
+        # per crop layer, the selections of its grid points decided in turn: all at once, or coarse to fine
+        self._levels = [coarse_to_fine_levels(int(round(len(g) ** 0.5))) if mode == "fast"
+                        else [np.ones(len(g), bool)] for g in self.point_grids]
         self.model = model
         self.points_per_batch = int(points_per_batch)
         self.pred_iou_thresh = float(pred_iou_thresh)
@@ -230,7 +231,7 @@ class AutoMaskGenerator:
         img = self._load(image)
         h, w = img.shape[:2]
         boxes, layers = make_crop_boxes((h, w), self.crop_n_layers, self.crop_overlap_ratio)
-        total = sum(-(-len(g) // self.points_per_batch) for l in layers for g in self._levels[l])
+        total = sum(-(-len(self.point_grids[l]) // self.points_per_batch) for l in layers)
         state = {"done": 0, "total": total, "points": 0}
         parts = [self._process_crop(img, box, layer, state, progress) for box, layer in zip(boxes, layers)]
         data = _Candidates.cat(parts)
@@ -272,14 +273,22 @@ class AutoMaskGenerator:
         ch, cw = crop.shape[:2]
         x, transform = self.model.preprocess(crop)
         features = self.model.encode(x)
-        scale = np.array([[cw, ch]], dtype=np.float64)
+        all_points = self.point_grids[layer] * np.array([[cw, ch]], dtype=np.float64)
         parts, covered = [], None
+        todo = np.ones(len(all_points), bool)
         levels = self._levels[layer]
-        for i, grid in enumerate(levels):
-            points = grid * scale
-            if covered is not None:  # fast mode: a point inside a mask found so far adds nothing new
-                points = points[~_points_inside(covered, points)]
-                state["total"] -= -(-len(grid) // self.points_per_batch) - (-(-len(points) // self.points_per_batch))
+        ppb, used = self.points_per_batch, 0
+        estimate = -(-len(all_points) // ppb)  # this crop's batches as counted in state["total"]
+        for i, level in enumerate(levels):
+            pick = level & todo
+            todo &= ~level
+            if covered is not None:  # fast mode: a point inside a mask kept so far adds nothing new
+                pick &= ~_points_inside(covered, all_points)
+            points = all_points[pick]
+            used += -(-len(points) // ppb)
+            if len(levels) > 1:  # fast mode: the batches so far plus at most the undecided points
+                state["total"] += used + -(-int(todo.sum()) // ppb) - estimate
+                estimate = used + -(-int(todo.sum()) // ppb)
             for s in range(0, len(points), self.points_per_batch):
                 parts.append(self._process_batch(features, transform, points[s : s + self.points_per_batch],
                                                  crop_box, img.shape[:2]))
@@ -303,11 +312,15 @@ class AutoMaskGenerator:
 
     def _coverage(self, parts: List[_Candidates], crop_hw) -> torch.Tensor:
         """Fast mode: the union (h x w bool, crop pixels) of the masks that survive this crop's
-        NMS among the candidates so far."""
+        NMS among the candidates so far and are their prompt point's best (highest predicted
+        IoU) mask: a larger, less certain mask that merges several objects covers nothing."""
         data = _Candidates.cat(parts)
         if len(data.iou) == 0:
             return torch.zeros(crop_hw, dtype=torch.bool)
+        _, point_id = torch.unique(data.points, dim=0, return_inverse=True)
+        best = torch.full((int(point_id.max()) + 1,), -float("inf")).scatter_reduce(0, point_id, data.iou, "amax")
         keep = self._nms(data, data.iou, self.nms_thresh, None)
+        keep = keep[data.iou[keep] >= best[point_id[keep]]]
         return data.masks[keep].any(dim=0)
 
     def _decode(self, features, transform, points: torch.Tensor, mask_input: Optional[torch.Tensor],

@@ -60,11 +60,20 @@ def crop_boxes(image_hw: Tuple[int, int], n_layers: int, overlap_ratio: float) -
     return boxes, layers
 
 
-def coarse_to_fine_grids(n_per_side: int, coarsest: int = 2) -> List[np.ndarray]:
-    """The grids of fast segment-everything, coarsest first: ``n, n // 2, n // 4, ...`` points
-    per side down to ``coarsest`` (``n`` alone when it is below ``2 * coarsest``); the last grid
-    is ``point_grid(n_per_side)``, the exact mode's grid."""
-    sides = [n_per_side]
-    while sides[-1] // 2 >= coarsest:
-        sides.append(sides[-1] // 2)
-    return [point_grid(s) for s in reversed(sides)]
+
+def coarse_to_fine_levels(n_per_side: int, coarsest: int = 2) -> List[np.ndarray]:
+    """Fast segment-everything: the points of ``point_grid(n_per_side)`` split into levels,
+    coarsest first, each an ``n*n`` bool selection. Level k takes the rows and columns
+    ``i % s == s // 2`` for stride ``s = 2**k`` (an evenly spread sub-grid of about ``n / s``
+    points per side), from the largest stride with at least ``coarsest`` points per side down
+    to ``s = 1``, which selects every point; a point is decided once, at the first level that
+    selects it, so no point is decoded twice."""
+    idx = np.arange(n_per_side)
+    strides = [1]
+    while n_per_side // (strides[-1] * 2) >= coarsest:
+        strides.append(strides[-1] * 2)
+    levels = []
+    for s in reversed(strides):
+        axis = idx % s == s // 2 if s > 1 else np.ones(n_per_side, bool)
+        levels.append((axis[:, None] & axis[None, :]).reshape(-1))  # row (y) major, x fastest
+    return levels
