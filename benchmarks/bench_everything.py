@@ -144,9 +144,15 @@ def main(argv=None) -> dict:
     p.add_argument("--stability-thresh", type=float, default=None)
     p.add_argument("--nms-thresh", type=float, default=0.7)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--decode-chunk", type=int, default=0,
+                   help="prompts the batched SAM decoder runs at a time (default: AutoMaskGenerator._DECODE_CHUNK)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    from samkit.auto import AutoMaskGenerator
+
+    if args.decode_chunk:
+        AutoMaskGenerator._DECODE_CHUNK = args.decode_chunk
     official, ours, golden_image = build(args.model)
     random_weights = args.model != "color"
     piou = args.pred_iou_thresh if args.pred_iou_thresh is not None else (0.0 if random_weights else 0.88)
@@ -155,6 +161,7 @@ def main(argv=None) -> dict:
                   pred_iou_thresh=piou, stability_score_thresh=stab, crop_n_layers=args.crop_layers)
     result = {"model": args.model, "weights": "synthesized random" if random_weights else "colour stand-in",
               "settings": {**common, "nms_thresh": args.nms_thresh}, "torch_threads": torch.get_num_threads(),
+              "decode_chunk": AutoMaskGenerator._DECODE_CHUNK,
               "images": {}}
     for name, image in images(args.images, args.model, golden_image, args.davis):
         result["images"][name] = run_image(official, ours, image, common, args.nms_thresh)
