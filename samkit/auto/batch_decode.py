@@ -21,7 +21,7 @@ Only the order of floating-point sums changes; tests compare against ``SamModel.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
