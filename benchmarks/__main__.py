@@ -50,7 +50,8 @@ def section_everything(quick: bool) -> str:
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        result = bench_everything.main(["--model", "sam_vit_b", "--points-per-side", "8" if quick else "16"])
+        result = bench_everything.main(["--model", "sam_vit_b", "--points-per-side", "8" if quick else "16",
+                                        "--images", *(["truck"] if quick else ["truck", "davis"])])
     return "```json\n" + json.dumps(result, indent=2) + "\n```"
 
 

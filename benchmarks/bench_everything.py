@@ -1,15 +1,22 @@
-"""Segment-everything benchmark: samkit's AutoMaskGenerator vs the official
-SamAutomaticMaskGenerator on the same weights and image, plus the mask match rate between
-greedy and Fast NMS.
+"""Segment-everything benchmark: samkit's AutoMaskGenerator (exact mode and the opt-in fast
+mode) vs the official SamAutomaticMaskGenerator, same weights, same images, same run.
 
     python benchmarks/bench_everything.py --model tiny --points-per-side 16
+    python benchmarks/bench_everything.py --model sam_vit_b --images truck davis
     python benchmarks/bench_everything.py --model sam_vit_b --points-per-side 8 --crop-layers 1
+
+Images: ``truck`` (samkit/assets/truck.png) and ``davis`` (``00000.jpg`` of the first two
+sequences under ``--davis``/JPEGImages/480p, default ../shared/data/davis; skipped with a note
+when absent). Per image: seconds of each run (encoder included), the ratio official / samkit,
+and the match rates: the share of the official masks that samkit's output has at IoU >= 0.99
+and >= 0.9 (exact mode), >= 0.9 (fast mode), and the reverse share for exact mode.
 
 ``--model``: ``sam_vit_b`` (the synthesized golden weights of tests/parity.py, loaded into both
 implementations), ``tiny`` (official SAM with a dim-64, depth-2 ViT encoder, default init, its
 weights loaded into samkit's SAM) or ``color`` (the colour-region stand-in of tests/test_auto.py,
-which gives real objects on a synthetic image). Random weights give noisy masks, so for
-``sam_vit_b``/``tiny`` the filters default to 0 (same settings on both sides).
+which gives real objects on a synthetic image; its own synthetic image). Random weights give
+odd masks (large, overlapping), so for ``sam_vit_b``/``tiny`` the filters default to 0 (same
+settings on both sides) and the figures say how fast and how close, not how good the masks are.
 Prints one JSON document; no numbers are asserted.
 """
 from __future__ import annotations
@@ -41,16 +48,15 @@ def match_rate(a: np.ndarray, b: np.ndarray, thr: float = 0.99) -> float:
 
 
 def build(model: str):
-    """-> (official Sam, samkit model, image)."""
+    """-> (official Sam, samkit model, golden image or None)."""
     from oracle_shims import import_oracle
 
     if model == "color":
         import test_auto
 
         return test_auto.official_color_sam(), test_auto.ColorRegion(), test_auto.rectangles_image()
-    from parity import golden, synth_state_dict
+    from parity import synth_state_dict
 
-    image = golden("sam_vit_b")[0]["image_0"].numpy()
     from samkit.models import sam as sam_mod
 
     if model == "sam_vit_b":
@@ -68,12 +74,69 @@ def build(model: str):
         ours.load_state_dict(sam_mod.remap_sam(official.state_dict()), strict=True)
     else:
         raise SystemExit(f"unknown --model {model!r}; use sam_vit_b, tiny or color")
-    return official.eval(), ours.eval(), image
+    return official.eval(), ours.eval(), None
+
+
+def images(names, model: str, golden_image, davis: Path) -> list:
+    """-> [(name, H x W x 3 uint8)]; the ``color`` model runs on its own synthetic image."""
+    from samkit.io.image import load_image
+
+    if model == "color":
+        return [("rectangles", golden_image)]
+    out = []
+    for name in names:
+        if name == "truck":
+            out.append(("truck", load_image(ROOT / "samkit" / "assets" / "truck.png")))
+        elif name == "davis":
+            seqs = sorted(p for p in (davis / "JPEGImages" / "480p").glob("*") if (p / "00000.jpg").exists())[:2]
+            if not seqs:
+                print(f"note: no DAVIS frames under {davis}; pass --davis DIR", file=sys.stderr)
+            out += [(f"davis/{p.name}", load_image(p / "00000.jpg")) for p in seqs]
+        else:
+            raise SystemExit(f"unknown image set {name!r}; use truck, davis")
+    return out
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def run_image(official, ours, image: np.ndarray, common: dict, nms_thresh: float) -> dict:
+    """One image: the official generator, samkit exact and fast, timings and match rates."""
+    from oracle_shims import import_oracle
+
+    from samkit.auto import AutoMaskGenerator
+
+    amg = import_oracle("segment_anything.automatic_mask_generator")
+    with torch.inference_mode():
+        records, t_off = _timed(lambda: amg.SamAutomaticMaskGenerator(
+            official, box_nms_thresh=nms_thresh, crop_nms_thresh=nms_thresh, **common).generate(image))
+    (exact, exact_info), t_exact = _timed(lambda: AutoMaskGenerator(
+        ours, nms="greedy", nms_thresh=nms_thresh, **common).generate_with_info(image))
+    (fast, fast_info), t_fast = _timed(lambda: AutoMaskGenerator(
+        ours, nms="greedy", nms_thresh=nms_thresh, mode="fast", **common).generate_with_info(image))
+    off = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0,) + image.shape[:2], bool)
+    return {
+        "image_hw": list(image.shape[:2]),
+        "seconds": {"official": round(t_off, 2), "exact": round(t_exact, 2), "fast": round(t_fast, 2)},
+        "ratio_official_over": {"exact": round(t_off / t_exact, 3), "fast": round(t_off / t_fast, 3)},
+        "counts": {"official": len(records), "exact": len(exact), "fast": len(fast)},
+        "points_decoded": {"official": exact_info.stats["points_decoded"], "exact": exact_info.stats["points_decoded"],
+                           "fast": fast_info.stats["points_decoded"]},
+        "official_found": {"exact_iou99": match_rate(off, exact.masks, 0.99),
+                           "exact_iou90": match_rate(off, exact.masks, 0.9),
+                           "fast_iou90": match_rate(off, fast.masks, 0.9)},
+        "exact_in_official_iou99": match_rate(exact.masks, off, 0.99),
+    }
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tiny")
+    p.add_argument("--images", nargs="+", default=["truck", "davis"], help="truck and/or davis")
+    p.add_argument("--davis", type=Path, default=ROOT.parent / "shared" / "data" / "davis")
     p.add_argument("--points-per-side", type=int, default=16)
     p.add_argument("--points-per-batch", type=int, default=64)
     p.add_argument("--crop-layers", type=int, default=0)
@@ -81,44 +144,28 @@ def main(argv=None) -> dict:
     p.add_argument("--stability-thresh", type=float, default=None)
     p.add_argument("--nms-thresh", type=float, default=0.7)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--decode-chunk", type=int, default=0,
+                   help="prompts the batched SAM decoder runs at a time (default: AutoMaskGenerator._DECODE_CHUNK)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from oracle_shims import import_oracle
-
     from samkit.auto import AutoMaskGenerator
 
-    official, ours, image = build(args.model)
+    if args.decode_chunk:
+        AutoMaskGenerator._DECODE_CHUNK = args.decode_chunk
+    official, ours, golden_image = build(args.model)
     random_weights = args.model != "color"
     piou = args.pred_iou_thresh if args.pred_iou_thresh is not None else (0.0 if random_weights else 0.88)
     stab = args.stability_thresh if args.stability_thresh is not None else (0.0 if random_weights else 0.95)
     common = dict(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
                   pred_iou_thresh=piou, stability_score_thresh=stab, crop_n_layers=args.crop_layers)
-    amg = import_oracle("segment_anything.automatic_mask_generator")
-    with torch.inference_mode():
-        t0 = time.perf_counter()
-        records = amg.SamAutomaticMaskGenerator(official, box_nms_thresh=args.nms_thresh,
-                                                crop_nms_thresh=args.nms_thresh, **common).generate(image)
-        t_official = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    greedy = AutoMaskGenerator(ours, nms="greedy", nms_thresh=args.nms_thresh, **common).generate(image)
-    t_greedy = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    fast = AutoMaskGenerator(ours, nms="fast", nms_thresh=args.nms_thresh, **common).generate(image)
-    t_fast = time.perf_counter() - t0
-    off_masks = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0,) + image.shape[:2], bool)
-    result = {
-        "model": args.model, "image_hw": list(image.shape[:2]), "settings": {**common, "nms_thresh": args.nms_thresh},
-        "torch_threads": torch.get_num_threads(),
-        "seconds": {"official": round(t_official, 2), "samkit_greedy": round(t_greedy, 2),
-                    "samkit_fast": round(t_fast, 2)},
-        "speed_ratio_official_over_samkit": round(t_official / t_greedy, 3),
-        "counts": {"official": len(records), "samkit_greedy": len(greedy), "samkit_fast": len(fast)},
-        "parity_match_rate_iou99": {"official_in_samkit": match_rate(off_masks, greedy.masks),
-                                    "samkit_in_official": match_rate(greedy.masks, off_masks)},
-        "greedy_vs_fast_match_rate_iou99": {"greedy_in_fast": match_rate(greedy.masks, fast.masks),
-                                            "fast_in_greedy": match_rate(fast.masks, greedy.masks)},
-    }
+    result = {"model": args.model, "weights": "synthesized random" if random_weights else "colour stand-in",
+              "settings": {**common, "nms_thresh": args.nms_thresh}, "torch_threads": torch.get_num_threads(),
+              "decode_chunk": AutoMaskGenerator._DECODE_CHUNK,
+              "images": {}}
+    for name, image in images(args.images, args.model, golden_image, args.davis):
+        result["images"][name] = run_image(official, ours, image, common, args.nms_thresh)
+        print(f"{name}: {json.dumps(result['images'][name])}", file=sys.stderr, flush=True)
     print(json.dumps(result, indent=2))
     return result
 

@@ -21,6 +21,16 @@ SAM 2 option ``use_m2m``: every mask is refined once by decoding its point again
 mask's own low-resolution logits (clamped to +-32) as mask input, single-mask output.
 
 With ``nms="greedy"`` and the official settings the result equals the official generators'.
+For SAM-style models (``samkit.auto.batch_decode.supported``) step 2 runs a batched form of
+the decoder (same function, float sums in another order) a few prompts at a time.
+
+``mode="fast"`` (opt-in) spends less work in step 2: per crop it decodes the points of the same
+grid coarse to fine (evenly spread sub-grids of about n/8, n/4, n/2 points per side, then the
+rest; ``samkit.auto.grid.coarse_to_fine_levels``) and, after each level, skips every later point
+that lies inside a mask kept so far (the masks surviving the crop's NMS among the candidates
+found that are their point's best mask). It never decodes more points than the exact mode, and every candidate it decodes is one
+the exact mode has too; an object is missed only when all its grid points lie inside other
+kept masks.
 
 Open vocabulary (``vocabulary=`` "coco" | "lvis" | "ade20k" | a file | a list of names, with
 ``clip=`` a ``samkit.vocab.DenseClip``): after step 6 every mask is named by mask-pooled dense
@@ -40,10 +50,12 @@ from ..errors import InputError
 from ..ops import (fast_nms, greedy_nms, is_box_near_crop_edge, mask_nms, masks_to_boxes, remove_small_regions,
                    stability_score)
 from ..ops.rle import masks_to_coco_rle
+from . import batch_decode
 from .grid import crop_boxes as make_crop_boxes
-from .grid import layer_point_grids
+from .grid import coarse_to_fine_levels, layer_point_grids
 
 NMS_KINDS = ("greedy", "fast", "mask")
+MODES = ("exact", "fast")
 OUTPUTS = ("masks", "coco_rle")
 
 
@@ -126,9 +138,14 @@ class AutoMaskGenerator:
     ``pred_iou_thresh`` defaults to 0.88 (SAM's generator; SAM 2's uses 0.8).
     ``mask_threshold`` defaults to ``model.mask_threshold``.
     ``vocabulary`` + ``clip``: name every mask (module docstring).
+    ``mode``: "exact" (the official masks) or "fast" (coarse-to-fine grids that skip points
+    inside masks already found; needs ``points_per_side``). ``AutoMaskInfo.stats`` holds
+    ``point_batches`` and ``points_decoded``.
     """
 
     _UPSCALE_CHUNK = 8  # masks upscaled at a time on CPU (about 25 MB of SAM frame-size logits)
+    _DECODE_CHUNK = 4  # point prompts decoded at a time on CPU by the batched SAM decoder
+    _BATCHED_DECODE = True  # False: every model decodes through model.decode (the reference path)
 
     def __init__(self, model, points_per_side: Optional[int] = 32, points_per_batch: int = 64,
                  pred_iou_thresh: float = 0.88, stability_score_thresh: float = 0.95,
@@ -137,13 +154,19 @@ class AutoMaskGenerator:
                  nms_thresh: float = 0.7, crop_nms_thresh: Optional[float] = None, output: str = "masks",
                  point_grids: Optional[Sequence[np.ndarray]] = None, use_m2m: bool = False,
                  multimask: bool = True, mask_threshold: Optional[float] = None, keep_low_res: bool = True,
-                 vocabulary=None, clip=None) -> None:
+                 vocabulary=None, clip=None, mode: str = "exact") -> None:
         for name in ("preprocess", "encode", "decode", "postprocess"):
             if not callable(getattr(model, name, None)):
                 raise InputError(f"AutoMaskGenerator needs a neural promptable model with .{name}(); got "
                                  f"{type(model).__name__}. Fix: load a SAM-family model with samkit.load_model")
         if nms not in NMS_KINDS:
             raise InputError(f"nms must be one of {NMS_KINDS}, got {nms!r}; fix: use nms='greedy'")
+        if mode not in MODES:
+            raise InputError(f"mode must be one of {MODES}, got {mode!r}; fix: use mode='exact' (the official "
+                             f"masks) or mode='fast' (coarse-to-fine grid)")
+        if mode == "fast" and point_grids is not None:
+            raise InputError("mode='fast' builds its coarse-to-fine grids from points_per_side and cannot use "
+                             "point_grids; fix: pass points_per_side=N, or use mode='exact' with point_grids")
         if output not in OUTPUTS:
             raise InputError(f"output must be one of {OUTPUTS}, got {output!r}; fix: use output='masks'")
         if (points_per_side is None) == (point_grids is None):
@@ -167,6 +190,10 @@ class AutoMaskGenerator:
             from ..errors import require
 
             require("pycocotools", "coco", "output='coco_rle'")
+        self.mode = mode
+        # per crop layer, the selections of its grid points decided in turn: all at once, or coarse to fine
+        self._levels = [coarse_to_fine_levels(int(round(len(g) ** 0.5))) if mode == "fast"
+                        else [np.ones(len(g), bool)] for g in self.point_grids]
         self.model = model
         self.points_per_batch = int(points_per_batch)
         self.pred_iou_thresh = float(pred_iou_thresh)
@@ -205,7 +232,7 @@ class AutoMaskGenerator:
         h, w = img.shape[:2]
         boxes, layers = make_crop_boxes((h, w), self.crop_n_layers, self.crop_overlap_ratio)
         total = sum(-(-len(self.point_grids[l]) // self.points_per_batch) for l in layers)
-        state = {"done": 0, "total": total}
+        state = {"done": 0, "total": total, "points": 0}
         parts = [self._process_crop(img, box, layer, state, progress) for box, layer in zip(boxes, layers)]
         data = _Candidates.cat(parts)
         if len(boxes) > 1 and len(data.iou) > 0:
@@ -246,14 +273,31 @@ class AutoMaskGenerator:
         ch, cw = crop.shape[:2]
         x, transform = self.model.preprocess(crop)
         features = self.model.encode(x)
-        points = self.point_grids[layer] * np.array([[cw, ch]], dtype=np.float64)
-        parts = []
-        for s in range(0, len(points), self.points_per_batch):
-            parts.append(self._process_batch(features, transform, points[s : s + self.points_per_batch],
-                                             crop_box, img.shape[:2]))
-            state["done"] += 1
-            if progress is not None:
-                progress(state["done"], state["total"])
+        all_points = self.point_grids[layer] * np.array([[cw, ch]], dtype=np.float64)
+        parts, covered = [], None
+        todo = np.ones(len(all_points), bool)
+        levels = self._levels[layer]
+        ppb, used = self.points_per_batch, 0
+        estimate = -(-len(all_points) // ppb)  # this crop's batches as counted in state["total"]
+        for i, level in enumerate(levels):
+            pick = level & todo
+            todo &= ~level
+            if covered is not None:  # fast mode: a point inside a mask kept so far adds nothing new
+                pick &= ~_points_inside(covered, all_points)
+            points = all_points[pick]
+            used += -(-len(points) // ppb)
+            if len(levels) > 1:  # fast mode: the batches so far plus at most the undecided points
+                state["total"] += used + -(-int(todo.sum()) // ppb) - estimate
+                estimate = used + -(-int(todo.sum()) // ppb)
+            for s in range(0, len(points), self.points_per_batch):
+                parts.append(self._process_batch(features, transform, points[s : s + self.points_per_batch],
+                                                 crop_box, img.shape[:2]))
+                state["done"] += 1
+                if progress is not None:
+                    progress(state["done"], state["total"])
+            state["points"] += len(points)
+            if i + 1 < len(levels):
+                covered = self._coverage(parts, (ch, cw))
         data = _Candidates.cat(parts)
         del features
         if len(data.iou) > 0:
@@ -266,15 +310,42 @@ class AutoMaskGenerator:
             data.masks = self._uncrop(data.masks, crop_box, img.shape[:2])
         return data
 
+    def _coverage(self, parts: List[_Candidates], crop_hw) -> torch.Tensor:
+        """Fast mode: the union (h x w bool, crop pixels) of the masks that survive this crop's
+        NMS among the candidates so far and are their prompt point's best (highest predicted
+        IoU) mask: a larger, less certain mask that merges several objects covers nothing."""
+        data = _Candidates.cat(parts)
+        if len(data.iou) == 0:
+            return torch.zeros(crop_hw, dtype=torch.bool)
+        _, point_id = torch.unique(data.points, dim=0, return_inverse=True)
+        best = torch.full((int(point_id.max()) + 1,), -float("inf")).scatter_reduce(0, point_id, data.iou, "amax")
+        keep = self._nms(data, data.iou, self.nms_thresh, None)
+        keep = keep[data.iou[keep] >= best[point_id[keep]]]
+        return data.masks[keep].any(dim=0)
+
     def _decode(self, features, transform, points: torch.Tensor, mask_input: Optional[torch.Tensor],
                 multimask: bool):
         """Image-pixel ``points`` N x 2 -> low-res logits N x K x h x w and predicted IoU N x K."""
         device = self.model.device
         frame_pts = transform.coords_to_frame(points.to(device=device))
         pts = frame_pts.to(torch.float32)[:, None, :]
+        if mask_input is None and self._BATCHED_DECODE and batch_decode.supported(self.model):
+            return self._decode_batched(features, pts[:, 0, :], multimask)
         labels = torch.ones(pts.shape[0], 1, dtype=torch.int, device=device)
         out = self.model.decode(features, pts, labels, None, mask_input, multimask)
         return out.low_res, out.iou
+
+    def _decode_batched(self, features, frame_pts: torch.Tensor, multimask: bool):
+        """``samkit.auto.batch_decode`` on ``_DECODE_CHUNK`` points at a time (the decoder's
+        B x 4096 x 256 temporaries then stay in cache; every prompt is decoded on its own, so
+        the chunking does not change the result)."""
+        n = frame_pts.shape[0]
+        chunk = self._DECODE_CHUNK if frame_pts.device.type == "cpu" else n
+        parts = [batch_decode.decode_points(self.model, features, frame_pts[s : s + chunk], multimask)
+                 for s in range(0, n, chunk)]
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def _process_batch(self, features, transform, points: np.ndarray, crop_box: List[int],
                        image_hw) -> _Candidates:
@@ -311,7 +382,8 @@ class AutoMaskGenerator:
         On CPU the model's upscaling runs ``_UPSCALE_CHUNK`` masks at a time, so that its
         frame-size intermediate stays in cache; the interpolation treats every mask on its own,
         so the logits are bit-identical to upscaling the whole batch at once (the official
-        order). Stability, thresholding and boxes then run once on the whole batch.
+        order). Stability and thresholding run on each chunk's logits (per mask, so the same
+        numbers), the stability filter and boxes once on the whole batch.
         """
         n = low_res.shape[0]
         if n == 0:
@@ -321,12 +393,15 @@ class AutoMaskGenerator:
                     torch.zeros((0,) + hw, dtype=torch.bool, device=dev),
                     torch.zeros(0, 4, dtype=torch.int64, device=dev))
         chunk = self._UPSCALE_CHUNK if low_res.device.type == "cpu" else n
-        parts = [self.model.postprocess(low_res[s : s + chunk, None], transform)[:, 0] for s in range(0, n, chunk)]
-        logits = parts[0] if len(parts) == 1 else torch.cat(parts)
-        del parts
-        stab = stability_score(logits, self.mask_threshold, self.stability_score_offset)
-        masks = logits > self.mask_threshold
+        stabs, bins = [], []
+        for s in range(0, n, chunk):  # stability and the binary mask while the chunk's logits are in cache
+            logits = self.model.postprocess(low_res[s : s + chunk, None], transform)[:, 0]
+            stabs.append(stability_score(logits, self.mask_threshold, self.stability_score_offset))
+            bins.append(logits > self.mask_threshold)
         del logits
+        stab = stabs[0] if len(stabs) == 1 else torch.cat(stabs)
+        masks = bins[0] if len(bins) == 1 else torch.cat(bins)
+        del bins
         kept = torch.arange(n, device=stab.device)
         if self.stability_score_thresh > 0.0:  # drops empty masks (stability 0; NaN upstream, dropped too)
             ok = torch.where(stab >= self.stability_score_thresh)[0]
@@ -380,10 +455,19 @@ class AutoMaskGenerator:
         info = AutoMaskInfo(boxes=data.boxes.numpy(), point_coords=data.points.numpy(),
                             predicted_iou=data.iou.numpy(), stability=data.stability.numpy(),
                             crop_boxes=data.crop_boxes.numpy() if data.crop_boxes is not None else np.zeros((0, 4), np.int64),
-                            areas=areas, rles=rles, stats={"point_batches": state["total"]})
+                            areas=areas, rles=rles,
+                            stats={"point_batches": state["total"], "points_decoded": state["points"]})
         h, w = image_hw
         masks = Masks(masks=data.masks.numpy().reshape(-1, h, w), scores=data.iou.numpy().astype(np.float32),
                       low_res_logits=None if data.low_res is None else data.low_res.numpy().astype(np.float32),
                       ids=np.arange(len(data.iou), dtype=np.int64),
                       stability=data.stability.numpy().astype(np.float32))
         return masks, info
+
+
+def _points_inside(covered: torch.Tensor, points: np.ndarray) -> np.ndarray:
+    """``covered`` h x w bool, ``points`` N x 2 (x, y) pixels -> N bool: the pixel under each point is set."""
+    h, w = covered.shape
+    xi = np.clip(np.floor(points[:, 0]).astype(np.int64), 0, w - 1)
+    yi = np.clip(np.floor(points[:, 1]).astype(np.int64), 0, h - 1)
+    return covered.numpy()[yi, xi]

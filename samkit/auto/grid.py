@@ -58,3 +58,22 @@ def crop_boxes(image_hw: Tuple[int, int], n_layers: int, overlap_ratio: float) -
                 boxes.append([x0, y0, min(x0 + cw, w), min(y0 + ch, h)])
                 layers.append(layer)
     return boxes, layers
+
+
+
+def coarse_to_fine_levels(n_per_side: int, coarsest: int = 2) -> List[np.ndarray]:
+    """Fast segment-everything: the points of ``point_grid(n_per_side)`` split into levels,
+    coarsest first, each an ``n*n`` bool selection. Level k takes the rows and columns
+    ``i % s == s // 2`` for stride ``s = 2**k`` (an evenly spread sub-grid of about ``n / s``
+    points per side), from the largest stride with at least ``coarsest`` points per side down
+    to ``s = 1``, which selects every point; a point is decided once, at the first level that
+    selects it, so no point is decoded twice."""
+    idx = np.arange(n_per_side)
+    strides = [1]
+    while n_per_side // (strides[-1] * 2) >= coarsest:
+        strides.append(strides[-1] * 2)
+    levels = []
+    for s in reversed(strides):
+        axis = idx % s == s // 2 if s > 1 else np.ones(n_per_side, bool)
+        levels.append((axis[:, None] & axis[None, :]).reshape(-1))  # row (y) major, x fastest
+    return levels

@@ -42,11 +42,17 @@ class NmsKind(str, enum.Enum):
     mask = "mask"
 
 
+class EverythingMode(str, enum.Enum):
+    exact = "exact"
+    fast = "fast"
+
+
 EPILOG = (
     "[bold]Examples[/bold]\n\n"
     "  samkit everything photo.jpg --model sam_vit_b --out out/\n\n"
     "  samkit everything photo.jpg --model sam_vit_b --format coco,overlay --crop-layers 1\n\n"
     "  samkit everything photo.jpg --model sam2_hiera_tiny --m2m --pred-iou-thresh 0.8 --nms fast\n\n"
+    "  samkit everything photo.jpg --model sam_vit_b --mode fast   (coarse-to-fine grid, fewer decodes)\n\n"
     "  samkit everything photo.jpg --vocabulary coco --clip clip_vit_b16 --format coco,yolo\n\n"
     "Files: {stem}_everything_coco.json (COCO annotations with RLE, bbox, area, predicted_iou, "
     "stability_score, point_coords, crop_box; with --vocabulary the vocabulary's categories and a label_score), "
@@ -117,6 +123,10 @@ def everything(
     nms: NmsKind = typer.Option(NmsKind.greedy, "--nms", help="greedy (official), fast (YOLACT) or mask (mask IoU)."),
     nms_thresh: float = typer.Option(0.7, "--nms-thresh", help="IoU above which duplicates are removed."),
     m2m: bool = typer.Option(False, "--m2m", help="SAM 2 mask-to-mask refinement of every mask."),
+    mode: EverythingMode = typer.Option(EverythingMode.exact, "--mode",
+                                        help="exact (the official masks) or fast (coarse-to-fine grids that skip "
+                                             "points inside masks already found: far fewer decodes, nearly the "
+                                             "same masks)."),
     vocabulary: Optional[str] = typer.Option(None, "--vocabulary", metavar="coco|lvis|ade20k|FILE|A,B",
                                              help="Name every mask from this vocabulary (built-in, a file with one "
                                                   "name per line, or comma-separated names); needs a CLIP (--clip)."),
@@ -168,7 +178,7 @@ def everything(
                             crop_overlap_ratio=crop_overlap, crop_n_points_downscale_factor=crop_downscale,
                             min_mask_region_area=min_area, nms=nms.value, nms_thresh=nms_thresh,
                             output="coco_rle" if EverythingFormat.coco in formats and _has_pycocotools() else "masks",
-                            use_m2m=m2m, vocabulary=vocab, clip=dense)
+                            use_m2m=m2m, vocabulary=vocab, clip=dense, mode=mode.value)
     t0 = time.perf_counter()
     if quiet:
         masks, meta = gen.generate_with_info(img)
@@ -189,7 +199,8 @@ def everything(
         shown = paths if len(paths) <= 2 else [paths[0], "...", paths[-1]]
         info(f"  {name:<8} {' '.join(shown)}")
     if json_out:
-        emit_json({"image": str(image), "model": model, "count": len(masks), "seconds": round(elapsed, 3),
+        emit_json({"image": str(image), "model": model, "mode": mode.value, "count": len(masks),
+                   "points_decoded": meta.stats.get("points_decoded"), "seconds": round(elapsed, 3),
                    "files": written, "masks": meta.to_records()})
 
 
