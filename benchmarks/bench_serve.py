@@ -10,8 +10,10 @@
    truck photo, then ``--clicks`` clicks are made; for each, the page records the time from
    the pointer event to the first animation frame after the mask was drawn
    (the events' own timestamps to the frame that marks the mask drawn: ``_TIMER``). With the decoder in the page (onnxruntime-web,
-   wasm): the fast decoder pair (``samkit.export.fast_decoder``, row ``browser_fast``), then the
-   reference decoder graph on the same server (``?decoder=reference``, row ``browser``); then
+   wasm, ``?decode=browser``): the fast decoder pair (``samkit.export.fast_decoder``, row
+   ``browser_fast``), then the reference decoder graph on the same server (``?decoder=reference``,
+   row ``browser``); row ``auto`` first: the page as a user gets it (``?decode=auto``, the
+   default: the faster of page and server decoding, timed when the image opens); then
    with ``--no-browser-decoder`` (server decode: fast pair, row ``server_fast``; with
    ``--no-fast-decoder``, row ``server``). These rows are cold clicks (``?speculate=0``: the
    decode starts on pointerup). Each prints the parts of click-to-drawn the page records
@@ -146,7 +148,8 @@ def click_latency(url: str, clicks: int, chromium: str, query: str = "", press_m
         page.get_by_text("truck.png (example)").click()
         page.wait_for_selector("#canvas[data-ready='@example/truck.png']", timeout=300000)
         mode = page.eval_on_selector("#canvas", "c => c.dataset.mode")
-        decoder, threads = page.evaluate("[window.samkit.stats.decoder, window.samkit.stats.numThreads]")
+        decoder, threads, choice = page.evaluate("[window.samkit.stats.decoder, window.samkit.stats.numThreads, "
+                                                 "window.samkit.stats.choice || null]")
         rng = random.Random(0)
         times, decode, lasts = [], [], []
         for i in range(clicks + 1):  # the first click warms up
@@ -178,7 +181,7 @@ def click_latency(url: str, clicks: int, chromium: str, query: str = "", press_m
                 lasts.append(st.get("last"))
         browser.close()
     t = np.array(times)
-    return {"mode": mode, "decoder": decoder, "threads": threads, "clicks": len(t), "p50_ms": float(np.median(t)), "p95_ms": float(np.percentile(t, 95)),
+    return {"mode": mode, "decoder": decoder, "threads": threads, "choice_ms": choice, "clicks": len(t), "p50_ms": float(np.median(t)), "p95_ms": float(np.percentile(t, 95)),
             "min_ms": float(t.min()), "decode_p50_ms": float(np.median(decode)),
             "parts_p50_ms": _parts(lasts), "load_avg": os.getloadavg()[0]}
 
@@ -190,6 +193,10 @@ def _print_row(key: str, row: dict) -> None:
     cells = " ".join(f"{n}={parts[n]:.1f}" if n in parts else f"{n}=-" for n in names)
     print(f"{key:20s} p50={row['p50_ms']:.0f} p95={row['p95_ms']:.0f} min={row['min_ms']:.0f} ms "
           f"({row['mode']}, {row['decoder']}, load {row['load_avg']:.1f}) | parts p50 ms: {cells}", flush=True)
+    if row.get("choice_ms"):
+        c = row["choice_ms"]
+        print(f"{'':20s} ?decode=auto timed page {c['browser']:.0f} ms, server {c['server']:.0f} ms: "
+              f"kept the {row['mode']}", flush=True)
 
 
 def load_test(url: str, clients: int, seconds: float) -> dict:
@@ -260,12 +267,13 @@ def main(argv=None) -> int:
         data = work / "data"
         data.mkdir()
         shutil.copy(ROOT / "samkit" / "assets" / "truck.png", data / "truck.png")
-        out = {"model": args.model, "browser_fast": None, "browser": None, "server_fast": None, "server": None,
+        out = {"model": args.model, "auto": None, "browser_fast": None, "browser": None, "server_fast": None, "server": None,
                "server_fast_rle": None, "server_fast_press": None, "load": []}
         # the page's fast decoder pair and its reference decoder (?decoder=reference) on one server,
         # then server decoding
         cold, press = "?speculate=0", [] if not args.press_ms else [("server_fast_press", "", args.press_ms)]
-        runs = [([("browser_fast", cold, 0), ("browser", cold + "&decoder=reference", 0)], []),
+        runs = [([("auto", cold, 0), ("browser_fast", cold + "&decode=browser", 0),
+                  ("browser", cold + "&decode=browser&decoder=reference", 0)], []),
                 ([("server_fast", cold, 0), ("server_fast_rle", cold + "&transport=rle", 0), *press],
                  ["--no-browser-decoder"]),
                 ([("server", cold, 0)], ["--no-browser-decoder", "--no-fast-decoder"])]

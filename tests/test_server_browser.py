@@ -54,11 +54,11 @@ def browser():
         b.close()
 
 
-def _page(browser, url):
+def _page(browser, url, query=""):
     page = browser.new_page(viewport={"width": 1100, "height": 700})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(url + "/")
+    page.goto(url + "/" + query)
     page.wait_for_selector("body[data-ready='1']", timeout=20000)
     return page, errors
 
@@ -202,7 +202,7 @@ def test_decoder_runs_in_the_page_with_onnxruntime_web(browser, tmp_path, tiny_e
     app = create_app(ServerConfig(data=data), predictor, family, export_folder=predictor.export)
     served = Served(app)
     try:
-        page, errors = _page(browser, served.url)
+        page, errors = _page(browser, served.url, "?decode=browser")
         _open_example(page)
         assert page.eval_on_selector("#canvas", "c => c.dataset.mode") == "browser"
         page.mouse.click(*_image_to_page(page, 200, 130))
@@ -226,6 +226,39 @@ def test_decoder_runs_in_the_page_with_onnxruntime_web(browser, tmp_path, tiny_e
             assert differing <= max(3, 0.002 * area) and score_diff < 1e-3
         page.screenshot(path=str(ARTIFACTS / f"serve_browser_decoder_{family}.png"))
         assert not errors, errors
+    finally:
+        served.stop()
+
+
+def test_page_keeps_the_faster_decode_path(browser, tmp_path, tiny_export):
+    """?decode=auto (the default) times a warm page decode and two server decodes when the image
+    opens and keeps the faster; ?decode=server never loads the page decoder. Both draw the mask."""
+    from samkit.runtime import OnnxImagePredictor
+    from samkit.server import create_app
+    from samkit.server.config import ServerConfig
+
+    if ServerConfig(data=tmp_path).assets_dir() is None:
+        pytest.skip("onnxruntime-web is not vendored (run `make web`)")
+    _, folder = tiny_export("sam")
+    predictor = OnnxImagePredictor(folder)
+    served = Served(create_app(ServerConfig(data=data_folder(tmp_path)), predictor, "sam",
+                               export_folder=predictor.export))
+    try:
+        for query in ("", "?decode=server"):
+            page, errors = _page(browser, served.url, query)
+            _open_example(page)
+            stats = page.evaluate("window.samkit.stats")
+            if query:
+                assert stats["mode"] == "server" and stats.get("choice") is None and stats["numThreads"] is None
+            else:
+                choice = stats["choice"]
+                assert choice["browser"] > 0 and choice["server"] > 0
+                assert stats["mode"] == ("browser" if choice["browser"] <= choice["server"] else "server")
+            assert page.eval_on_selector("#canvas", "c => c.dataset.mode") == stats["mode"]
+            page.mouse.click(*_image_to_page(page, 200, 130))
+            _wait_pixels(page)
+            assert _pixels(page) > 0 and not errors, errors
+            page.close()
     finally:
         served.stop()
 

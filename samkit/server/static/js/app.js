@@ -6,6 +6,10 @@
 // frame: render to the next animation frame}, all ms. A click's decode starts on pointerdown (the
 // prompt is the press point, so the answer is the click's own); ?speculate=0 waits for pointerup.
 // Latencies run from the pointer events' own timeStamp (a busy main thread may handle them late).
+// Where decodes run (?decode=auto, the default): when the image opens, one warm decode in the page
+// (wasm) and two on the server are timed and the faster path is kept (a local server on a few
+// cores usually wins; a remote or shared one loses); ?decode=browser / ?decode=server force one.
+// stats.choice = {browser, server} holds the timed ms.
 import { decodeBits, decodeRle, encodeMask } from "./rle.js";
 import * as browserDecoder from "./decoder.js";
 import * as brush from "./brush.js";
@@ -26,6 +30,7 @@ const stats = { mode: "server", decoder: null, numThreads: null, decodes: 0, las
 const QUERY = new URLSearchParams(location.search);
 const SPECULATE = QUERY.get("speculate") !== "0";
 const TRANSPORT = QUERY.get("transport") === "rle" ? "rle" : "bits";  // ?transport=rle: COCO RLE (benchmarks)
+const DECODE = ["browser", "server"].includes(QUERY.get("decode")) ? QUERY.get("decode") : "auto";
 window.samkit = { S, stats };
 
 // ------------------------------------------------------------------ helpers
@@ -348,6 +353,17 @@ function loadImg(url) {
   return new Promise((ok, bad) => { const im = new Image(); im.onload = () => ok(im); im.onerror = () => bad(new Error("the image did not load")); im.src = url; });
 }
 
+async function browserIsFaster(path) {
+  // one warm page decode against the better of two server decodes, of the same centre click
+  const p = { path, points: [[S.W / 2, S.H / 2]], labels: [1], box: null, multimask: true };
+  const timed = async (fn) => { const t = performance.now(); await fn(p); return performance.now() - t; };
+  const browser = await timed(decodeBrowser);
+  let server = Infinity;
+  for (let i = 0; i < 2; i++) server = Math.min(server, await timed(decodeServer));
+  stats.choice = { browser, server };
+  return browser <= server;
+}
+
 async function openImage(path) {
   if (S.video) { S.video.close(); S.video = null; $("video-bar").hidden = true; }
   Object.assign(S, { path, points: [], labels: [], box: null, candidates: [], undo: [], redo: [], emb: null, info: null });
@@ -357,7 +373,7 @@ async function openImage(path) {
   fit();
   await loadObjects();
   const enc = await api("POST", "/api/image/encode", { path });
-  if (enc.browser_decoder) {
+  if (enc.browser_decoder && DECODE !== "server") {
     try {
       S.info = enc.browser_decoder;
       await browserDecoder.loadDecoder(S.info);
@@ -366,6 +382,7 @@ async function openImage(path) {
       stats.mode = "browser";
       stats.decoder = S.emb.first ? "fast" : "reference";
       stats.numThreads = browserDecoder.numThreads();
+      if (DECODE === "auto" && !(await browserIsFaster(path))) { S.emb = null; stats.mode = "server"; }
     } catch (e) { S.emb = null; stats.mode = "server"; status("browser decoder unavailable, decoding on the server: " + e.message); }
   } else stats.mode = "server";
   canvas.dataset.ready = path;
