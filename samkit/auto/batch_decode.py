@@ -71,10 +71,9 @@ def decode_points(model, features, frame_points: torch.Tensor, multimask: bool) 
     image_pe = pe.get_dense_pe()
     embed = features.embed
     _, c, h, w = embed.shape
-    src = embed if dense is None else embed + dense[:1]
-    first = dec._first_layer(features.cache, embed, image_pe, dense, src)
+    first = dec._first_layer(features.cache, embed, image_pe, dense)
     if first is None:
-        first = dec.transformer.first_layer(src, image_pe)
+        first = dec.transformer.first_layer(embed if dense is None else embed + dense[:1], image_pe)
     queries, keys = _transformer(dec.transformer, tokens, first)
     wanted = list(range(1, dec.num_mask_tokens)) if multimask else [0]
     mask_tokens = queries[:, 1 : 1 + dec.num_mask_tokens, :]
