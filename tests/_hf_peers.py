@@ -133,6 +133,14 @@ def remap(rules, state: dict, one_point_table: bool = False) -> dict:
 
 
 # ----------------------------------------------------------------------------- models
+def _transformers():
+    """transformers, its torchvision check settled to False even when an earlier test of this
+    process left the torchvision stand-in in ``sys.modules``."""
+    from oracle_shims import transformers_without_torchvision
+
+    return transformers_without_torchvision()
+
+
 def timm_for_transformers() -> bool:
     """Make transformers' TimmWrapper (EdgeTAM's RepViT trunk) usable without torchvision.
 
@@ -148,7 +156,7 @@ def timm_for_transformers() -> bool:
     import sys
     import types
 
-    import transformers  # noqa: F401  (its availability checks run before the stand-in is visible)
+    _transformers()  # its availability checks run before the stand-in is visible
     import transformers.models.timm_wrapper.modeling_timm_wrapper as tw
 
     if getattr(tw, "timm", None) is not None:
@@ -180,7 +188,7 @@ def hf_config(name: str, video: bool = False):
     """transformers config of ``name`` written out by hand (their defaults are these sizes:
     SamConfig = ViT-B; Sam2Config / Sam2VideoConfig = Hiera-T of SAM 2.1); checked by
     ``tests/test_peers.py`` through the outputs."""
-    import transformers as T
+    T = _transformers()
 
     if name == "sam_vit_b":
         return T.SamConfig(vision_config=T.SamVisionConfig(hidden_size=768, num_hidden_layers=12,
@@ -208,7 +216,7 @@ def hf_config(name: str, video: bool = False):
 def hf_model(name: str, video: bool = False):
     """The transformers model of ``name`` (image model, or the video model with ``video``),
     randomly initialised; build it under ``torch.device("meta")`` to check layouts for free."""
-    import transformers as T
+    T = _transformers()
 
     cfg = hf_config(name, video)
     cls = {"sam_vit_b": T.SamModel, "sam2.1_hiera_t": T.Sam2VideoModel if video else T.Sam2Model,
@@ -266,7 +274,7 @@ def hf_full_mask(model, low: torch.Tensor, image_hw, frame_hw) -> torch.Tensor:
 
     if type(model).__name__ == "SamModel":
         if "sam" not in _PROCESSORS:  # built once, as a user keeps their processor
-            import transformers as T
+            T = _transformers()
 
             _PROCESSORS["sam"] = T.SamImageProcessorPil()
         # masks: one 1 x K x 256 x 256 entry per image -> one 1 x K x H x W bool tensor per image
@@ -278,7 +286,7 @@ def hf_full_mask(model, low: torch.Tensor, image_hw, frame_hw) -> torch.Tensor:
 def hf_video_session(model, frames: torch.Tensor, height: int, width: int):
     """A ``Sam2VideoInferenceSession`` over normalised frames T x 3 x 1024 x 1024 (the
     session a transformers user gets from the processor's ``init_video_session``)."""
-    import transformers as T
+    T = _transformers()
 
     session = getattr(T, type(model).__name__.replace("Model", "InferenceSession"))
     return session(video=frames, video_height=height, video_width=width,

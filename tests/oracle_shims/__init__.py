@@ -34,6 +34,29 @@ def shim_on_path():
             sys.path.remove(SHIM_DIR)
 
 
+@contextlib.contextmanager
+def torchvision_hidden():
+    """Hide the torchvision stand-in (other oracle tests leave it in ``sys.modules``) while
+    transformers decides whether torchvision exists: it must not, or transformers imports names
+    the stand-in does not have."""
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "torchvision" or k.startswith("torchvision.")}
+    try:
+        yield
+    finally:
+        sys.modules.update(saved)
+
+
+def transformers_without_torchvision():
+    """``transformers`` with its torchvision check settled to False (and its image utilities
+    imported under it), whatever other tests of this process imported before."""
+    with torchvision_hidden():
+        iu = importlib.import_module("transformers.utils.import_utils")
+        iu.is_torchvision_available.cache_clear()
+        assert not iu.is_torchvision_available()
+        importlib.import_module("transformers.image_utils")
+        return importlib.import_module("transformers")
+
+
 def import_oracle(module: str):
     """Import ``module`` (e.g. ``segment_anything``, ``sam2.sam2_image_predictor``) with the
     test-only torchvision stand-in; skips the test if the oracle is not installed."""

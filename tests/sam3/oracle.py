@@ -19,7 +19,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
 import math
@@ -261,16 +260,7 @@ def official_to_hf(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 
 
 # --------------------------------------------------------------------------- transformers models
-@contextlib.contextmanager
-def _without_torchvision():
-    """Hide the torchvision stand-in of tests/oracle_shims (other oracle tests leave it in
-    ``sys.modules``) while transformers decides whether torchvision exists: it must not, or
-    transformers imports names the stand-in does not have."""
-    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "torchvision" or k.startswith("torchvision.")}
-    try:
-        yield
-    finally:
-        sys.modules.update(saved)
+from oracle_shims import torchvision_hidden as _without_torchvision  # noqa: E402
 
 
 @functools.lru_cache(maxsize=1)
