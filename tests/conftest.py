@@ -6,12 +6,22 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 
 from oracle_shims import shim_on_path as official_import_path  # noqa: E402,F401  (used by oracle tests)
 from parity import synth_checkpoint_file  # noqa: E402
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (tiny tensors: threads only add overhead)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture

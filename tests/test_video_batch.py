@@ -23,12 +23,7 @@ STEP_ATOL = 1e-5  # one step from the same memory: batched and single differ by 
 SESSION_ATOL = 2e-3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: torch on one thread
 
 
 def _frames(n=8, h=48, w=64, seed=3):

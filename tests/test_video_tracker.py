@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from samkit.errors import InputError, VideoError
 from samkit.io.video import ArraySource, FolderSource, IteratorSource, open_frames
@@ -15,12 +14,7 @@ from samkit.video import FrameResult, TrackingSession, VideoTracker
 from _tiny_video import build_tiny_video_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add overhead
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: torch on one thread
 
 
 @pytest.fixture(scope="module")
