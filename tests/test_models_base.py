@@ -11,14 +11,16 @@ from samkit.models.base import (ImageTransform, postprocess_crop_upscale, prepro
 
 
 @pytest.mark.parametrize("hw", [(267, 400), (320, 240), (1000, 1000), (1200, 1799), (7, 1000), (1000, 3)])
-def test_crop_before_upscale_is_exact(hw):
+def test_crop_upscale_matches_the_two_interpolations(hw):
     h, w = hw
     x = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(h * w))
     s = 1024 / max(h, w)
     t = ImageTransform((h, w), (int(h * s + 0.5), int(w * s + 0.5)), 1024)
     full = F.interpolate(x, (1024, 1024), mode="bilinear", align_corners=False)
     ref = F.interpolate(full[..., : t.input_size[0], : t.input_size[1]], (h, w), mode="bilinear", align_corners=False)
-    assert torch.equal(postprocess_crop_upscale(x, t), ref)
+    got = postprocess_crop_upscale(x, t)
+    assert got.shape == ref.shape
+    assert (got - ref).abs().max().item() <= 2e-5 * x.abs().max().item()  # float rounding only
 
 
 @pytest.mark.parametrize("hw, new_hw", [((267, 400), (684, 1024)), ((1200, 1800), (683, 1024)),

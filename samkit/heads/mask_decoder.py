@@ -10,8 +10,9 @@ from torch import nn
 from ..layers import MLP, LayerNorm2d
 from ..layers.conv import conv1x1
 from ..ops.mask_ops import stability_score
+from . import factored_decoder as factored
 from .fast_two_way import final_attention
-from .upscale import project_masks, upscale_features
+from .upscale import high_res_blocks, project_masks, upscale_features, upscale_rest
 
 
 class MaskDecoder(nn.Module):
@@ -73,6 +74,7 @@ class MaskDecoder(nn.Module):
         self.dynamic_multimask_stability_delta = dynamic_multimask_stability_delta
         self.dynamic_multimask_stability_thresh = dynamic_multimask_stability_thresh
         self.prune_tokens = True  # fast path: the final attention only for the tokens read (output_token_count)
+        self.factored = True  # fast path: the image side factored once per image (factored_decoder)
 
     def project_high_res(self, level0: torch.Tensor, level1: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """SAM 2 high-res features: the two finest FPN levels ``B x C x 4h x 4w`` and ``B x C x 2h x 2w``
@@ -133,6 +135,12 @@ class MaskDecoder(nn.Module):
         fast = not self.training and getattr(self.transformer, "fast", False)
         shared = fast and image_embeddings.shape[0] == 1 and (repeat_image or b == 1) and (
             dense is None or dense.shape[0] == 1 or dense.stride(0) == 0)
+        plan = self._plan(cache, image_embeddings, image_pe, dense, high_res_features, tokens.shape[1]) if shared else None
+        if plan is not None:
+            _, c, h, w = image_embeddings.shape
+            hs, keys = factored.transformer_forward(self.transformer, plan, tokens, self.output_token_count(wanted),
+                                                    state)
+            return self.heads(hs, keys, (b, c, h, w), high_res_features, wanted, True, state, plan)
         first = self._first_layer(cache, image_embeddings, image_pe, dense) if shared else None
         if shared:
             # with the first block's projections at hand the transformer takes its image tokens
@@ -169,18 +177,26 @@ class MaskDecoder(nn.Module):
         out_tokens = torch.cat(weights, dim=0).unsqueeze(0).expand(sparse.shape[0], -1, -1)
         return torch.cat([out_tokens, sparse], dim=1)
 
-    def heads(self, hs: torch.Tensor, keys: torch.Tensor, bchw: Tuple[int, int, int, int], high_res_features,
-              wanted: Optional[Sequence[int]] = None, fast: bool = True, state: Optional[dict] = None):
-        """Transformer outputs (tokens ``hs`` B x T x C, image tokens ``keys`` B x hw x C) ->
-        (masks B x K x 4h x 4w for the tokens in ``wanted``, IoU B x all tokens, mask tokens,
-        object-score logits B x 1). ``fast``: the channels-last upscaling (``upscale_masks``)."""
+    def heads(self, hs: torch.Tensor, keys, bchw: Tuple[int, int, int, int], high_res_features,
+              wanted: Optional[Sequence[int]] = None, fast: bool = True, state: Optional[dict] = None,
+              plan: Optional[dict] = None):
+        """Transformer outputs (tokens ``hs`` B x T x C, image tokens ``keys`` B x hw x C, or
+        factored with its image ``plan``) -> (masks B x K x 4h x 4w for the tokens in ``wanted``,
+        IoU B x all tokens, mask tokens, object-score logits B x 1). ``fast``: the channels-last
+        upscaling (``upscale_masks``)."""
         b, c, h, w = bchw
         s = 1 if self.pred_obj_scores else 0
         iou_token_out = hs[:, s, :]
         mask_tokens_out = hs[:, s + 1 : s + 1 + self.num_mask_tokens, :]
         idx = list(range(self.num_mask_tokens)) if wanted is None else list(wanted)
         hyper_in = torch.stack([self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in idx], dim=1)
-        if fast:
+        if plan is not None:
+            y = factored.conv1_output(plan, keys, self.output_upscaling[0])
+            z = upscale_rest(self, y.view(b, h, w, 2, 2, -1), plan["s0"], fused=True)
+            masks = project_masks(z, hyper_in)
+            if state is not None:
+                state["upscaled"] = z
+        elif fast:
             z = upscale_features(self, keys.reshape(b, h, w, c), high_res_features)
             masks = project_masks(z, hyper_in)
             if state is not None:
@@ -211,6 +227,35 @@ class MaskDecoder(nn.Module):
         cache[id(self)] = (image_embeddings, image_pe, dense_key, versions, first)
         return first
 
+    def _plan(self, cache, image_embeddings, image_pe, dense, high_res_features, n_tokens: int) -> Optional[dict]:
+        """The per-image plan of :mod:`factored_decoder` for a shared image, kept in ``cache``
+        (None: no cache, ``factored`` off, or too many prompt tokens for it to pay)."""
+        tr = self.transformer
+        if cache is None or not self.factored or not hasattr(tr, "final_attn_token_to_image"):
+            return None
+        attn = tr.layers[0].cross_attn_image_to_token
+        if attn.num_heads * n_tokens > attn.internal_dim:
+            return None
+        versions = tuple(p._version for p in self.parameters())
+        dense_key = None if dense is None else (dense.data_ptr(), dense.stride())
+        high = () if high_res_features is None else tuple(high_res_features)
+        entry = cache.get(("plan", id(self)))
+        if (entry is not None and entry[0] is image_embeddings and entry[1] is image_pe and entry[2] == dense_key
+                and entry[3] == versions and len(entry[4]) == len(high) and all(a is b for a, b in zip(entry[4], high))):
+            return entry[5]
+        _, c, h, w = image_embeddings.shape
+        x0 = image_embeddings if dense is None else image_embeddings + dense[:1]
+        x0, pe = x0.flatten(2).transpose(1, 2), image_pe.flatten(2).transpose(1, 2)
+        extra, s0 = None, None
+        if high:
+            s1 = high[1]
+            extra = s1.view(1, s1.shape[1], h, 2, w, 2).permute(0, 2, 4, 3, 5, 1).reshape(h * w, -1)
+            s0 = high_res_blocks(high[0], h, w).contiguous()
+        plan = factored.build_plan(tr, self.output_upscaling[0], x0, pe, extra)
+        plan["s0"] = s0
+        cache[("plan", id(self))] = (image_embeddings, image_pe, dense_key, versions, high, plan)
+        return plan
+
     def _masks_reference(self, keys, hyper_in, b, c, h, w, high_res_features):
         src = keys.transpose(1, 2).reshape(b, c, h, w)
         if not self.use_high_res_features:
@@ -232,8 +277,11 @@ class MaskDecoder(nn.Module):
         if bool(stable.all()):
             return single, iou[:, 0:1]
         s = 1 if self.pred_obj_scores else 0
-        rows = final_attention(self.transformer, state["queries"], state["point_embedding"], state["keys"],
-                               state["k_pe"], state["low_rank"], s + 2, s + 1 + self.num_mask_tokens)
+        if "final_rows" in state:  # factored path
+            rows = state["final_rows"](s + 2, s + 1 + self.num_mask_tokens)
+        else:
+            rows = final_attention(self.transformer, state["queries"], state["point_embedding"], state["keys"],
+                                   state["k_pe"], state["low_rank"], s + 2, s + 1 + self.num_mask_tokens)
         hyper = torch.stack([self.output_hypernetworks_mlps[i + 1](rows[:, i, :]) for i in range(rows.shape[1])], 1)
         masks = torch.cat([single, project_masks(state["upscaled"], hyper)], dim=1)
         return self._dynamic_multimask(masks, iou, stable)

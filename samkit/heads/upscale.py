@@ -76,20 +76,78 @@ def upscale_features(decoder, x: torch.Tensor,
                      high_res_features: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
     """The upscaled per-pixel features of :func:`upscale_masks`: ``B x h x w x 2 x 2 x 2 x 2 x C/8``
     (block order: row, col, ky1, kx1, ky2, kx2, channel)."""
-    dc1, norm, act1, dc2, act2 = decoder.output_upscaling
-    b, h, w, _ = x.shape
+    dc1 = decoder.output_upscaling[0]
     y = _transposed_conv_2x2(x, dc1)  # B x h x w x 2 x 2 x C/4
     if high_res_features is not None:
-        feat_s0, feat_s1 = high_res_features
-        c4 = feat_s1.shape[1]
-        y = add_(y, feat_s1.view(feat_s1.shape[0], c4, h, 2, w, 2).permute(0, 2, 4, 3, 5, 1))
+        feat_s1 = high_res_features[1]
+        b, h, w = x.shape[:3]
+        y = add_(y, feat_s1.view(feat_s1.shape[0], feat_s1.shape[1], h, 2, w, 2).permute(0, 2, 4, 3, 5, 1))
+    s0 = None if high_res_features is None else high_res_blocks(high_res_features[0], x.shape[1], x.shape[2])
+    return upscale_rest(decoder, y, s0)
+
+
+def high_res_blocks(feat_s0: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """SAM 2's finest level ``B x C/8 x 4h x 4w`` as a view in block order ``B x h x w x ky1 x kx1 x
+    ky2 x kx2 x C/8`` (``.contiguous()`` of it can be kept per image)."""
+    c8 = feat_s0.shape[1]
+    return feat_s0.view(feat_s0.shape[0], c8, h, 2, 2, w, 2, 2).permute(0, 2, 5, 3, 6, 4, 7, 1)
+
+
+def upscale_rest(decoder, y: torch.Tensor, s0: Optional[torch.Tensor] = None, fused: bool = False) -> torch.Tensor:
+    """The upscaling after the first transposed convolution (its bias and SAM 2's ``conv_s1``
+    features already added): ``y`` B x h x w x 2 x 2 x C/4 -> :func:`upscale_features`' output.
+    ``s0``: SAM 2's ``conv_s0`` features in block order (:func:`high_res_blocks`). ``fused``
+    (eager CPU inference): the second product takes its bias, ``s0`` and GELU in one pass."""
+    _, norm, act1, dc2, act2 = decoder.output_upscaling
+    b, h, w = y.shape[:3]
     y = _act_(act1, _norm_channels_last(norm, y))
+    if fused and not torch.jit.is_tracing():
+        z = _second_product_fused(dc2, act2, y.reshape(b * h * w * 4, -1), s0, b)
+        if z is not None:
+            return z.view(b, h, w, 2, 2, 2, 2, -1)
     z = _transposed_conv_2x2(y.reshape(b, h, w * 4, -1), dc2)  # B x h x 4w x 2 x 2 x C/8 (rows h, w, ky1, kx1)
     z = z.view(b, h, w, 2, 2, 2, 2, -1)  # B x h x w x ky1 x kx1 x ky2 x kx2 x C/8
-    if high_res_features is not None:
-        c8 = feat_s0.shape[1]
-        z = add_(z, feat_s0.view(feat_s0.shape[0], c8, h, 2, 2, w, 2, 2).permute(0, 2, 5, 3, 6, 4, 7, 1))
+    if s0 is not None:
+        z = add_(z, s0)
     return _act_(act2, z)
+
+
+def _second_product_fused(dc2: nn.ConvTranspose2d, act2: nn.Module, y: torch.Tensor,
+                          s0: Optional[torch.Tensor], b: int) -> Optional[torch.Tensor]:
+    """``y`` (B h w 4) x C/4 -> (B h w 4) x (4 C/8) after the bias, ``s0`` and GELU, or None when
+    no fused form applies. Without ``s0``: oneDNN's linear with bias and GELU in its epilogue;
+    with it: ``s0`` + bias is the product's accumulator."""
+    if not (isinstance(act2, nn.GELU) and act2.approximate == "none") or y.device.type != "cpu":
+        return None
+    weight = dc2.weight.permute(0, 2, 3, 1).reshape(dc2.in_channels, 4 * dc2.out_channels)
+    bias = dc2.bias.repeat(4) if dc2.bias is not None else weight.new_zeros(weight.shape[1])
+    if s0 is not None:
+        cols = weight.shape[1]
+        acc = torch.add(s0.reshape(s0.shape[0], -1, cols), bias)  # ours: the product's accumulator
+        acc = acc.expand(b, -1, -1).reshape(y.shape[0], cols)
+        return gelu_(acc.addmm_(y, weight))
+    if y.dtype != torch.float32 or not onednn_linear_ok():
+        return None
+    return torch.ops.mkldnn._linear_pointwise(y, weight.t().contiguous(), bias, "gelu", [], "none")
+
+
+_ONEDNN: list = []  # [usable] once probed
+
+
+def onednn_linear_ok() -> bool:
+    """Whether oneDNN's fused linear (``torch.ops.mkldnn._linear_pointwise``) runs here and
+    gives exact GELU."""
+    if not _ONEDNN:
+        ok = False
+        try:
+            if torch.backends.mkldnn.is_available():
+                x, wt, bias = torch.ones(2, 3), torch.ones(4, 3), torch.zeros(4)
+                out = torch.ops.mkldnn._linear_pointwise(x, wt, bias, "gelu", [], "none")
+                ok = bool(torch.allclose(out, F.gelu(torch.full((2, 4), 3.0))))
+        except (AttributeError, RuntimeError):
+            ok = False
+        _ONEDNN.append(ok)
+    return _ONEDNN[0]
 
 
 def project_masks(z: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from ..ops.resample import resample, resample_mask
+
 
 @dataclass(frozen=True)
 class ImageTransform:
@@ -110,30 +112,26 @@ def preprocess_stretch(image: np.ndarray, frame: int, mean: Sequence[float], std
 
 
 def postprocess_crop_upscale(low_res: torch.Tensor, t: ImageTransform) -> torch.Tensor:
-    """SAM rule: upsample to the frame, crop the padding, upsample to the original size.
-
-    Only the un-padded part is computed: the crop region of the frame-size upsample is
-    obtained by upsampling and cropping exactly as the official code does.
-    """
-    lh, lw = low_res.shape[-2:]
-    factor = t.frame // lh
-    if factor * lh == t.frame and factor * lw == t.frame:
-        # Crop the padding before upsampling: bilinear (align_corners=False) with an integer
-        # factor maps output row i to source row (i + 0.5) / factor - 0.5, so the first h rows
-        # of the frame-size upsample need source rows < ceil(h / factor) + 1 only. Keeping one
-        # extra source row and column makes the edge clamping identical.
-        rows = min(lh, -(-t.input_size[0] // factor) + 1)
-        cols = min(lw, -(-t.input_size[1] // factor) + 1)
-        x = F.interpolate(low_res[..., :rows, :cols], scale_factor=factor, mode="bilinear", align_corners=False)
-    else:
-        x = F.interpolate(low_res, (t.frame, t.frame), mode="bilinear", align_corners=False)
-    x = x[..., : t.input_size[0], : t.input_size[1]]
-    return F.interpolate(x, t.original_size, mode="bilinear", align_corners=False)
+    """SAM rule: upsample to the frame, crop the padding, upsample to the original size
+    (``B x K x h x w`` -> ``B x K x H x W`` logits). Both steps are linear per axis, so they run as
+    one banded product per axis (``samkit.ops.resample``: same values up to float rounding)."""
+    return resample(low_res, t.original_size, "bilinear", frame=t.frame, valid=t.input_size)
 
 
 def postprocess_direct(low_res: torch.Tensor, t: ImageTransform, mode: str = "bilinear") -> torch.Tensor:
     """SAM 2 family (bilinear) and EfficientSAM (bicubic): straight to the original size."""
-    return F.interpolate(low_res, t.original_size, mode=mode, align_corners=False)
+    return resample(low_res, t.original_size, mode)
+
+
+def masks_of(low_res: torch.Tensor, t: ImageTransform, threshold: float, mode: str = "bilinear",
+             crop: bool = False) -> torch.Tensor:
+    """Full-resolution bool masks ``postprocess(low_res) > threshold`` (``crop``: SAM's rule,
+    else straight to the original size), bilinear ones interpolated only along the masks'
+    boundaries when the threshold is 0 (``samkit.ops.resample.resample_mask``)."""
+    frame, valid = (t.frame, t.input_size) if crop else (None, None)
+    if threshold == 0.0 and mode == "bilinear":  # bicubic's negative lobes leave too many tiles in doubt
+        return resample_mask(low_res, t.original_size, mode, frame=frame, valid=valid)
+    return resample(low_res, t.original_size, mode, frame=frame, valid=valid) > threshold
 
 
 class PromptableModel(nn.Module):
@@ -176,3 +174,8 @@ class PromptableModel(nn.Module):
 
     def postprocess(self, low_res: torch.Tensor, transform: ImageTransform) -> torch.Tensor:
         raise NotImplementedError
+
+    def postprocess_masks(self, low_res: torch.Tensor, transform: ImageTransform) -> torch.Tensor:
+        """``B x K x h x w`` logits -> ``B x K x H x W`` bool masks (``postprocess > mask_threshold``;
+        families override it with the same function computed along the boundaries only)."""
+        return self.postprocess(low_res, transform) > self.mask_threshold

@@ -18,7 +18,8 @@ from ..errors import InputError
 from ..families import register_builder, register_remap
 from ..heads import MaskDecoder, PromptEncoder, TwoWayTransformer
 from ..specs import IMAGENET_MEAN, IMAGENET_STD
-from .base import DecoderOutput, ImageFeatures, ImageTransform, PromptableModel, postprocess_direct, preprocess_stretch
+from .base import (DecoderOutput, ImageFeatures, ImageTransform, PromptableModel, masks_of, postprocess_direct,
+                   preprocess_stretch)
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -109,6 +110,9 @@ class EfficientSamModel(PromptableModel):
     def postprocess(self, low_res: torch.Tensor, transform: ImageTransform) -> torch.Tensor:
         """``B x K x 256 x 256`` -> ``B x K x H x W`` logits (bicubic)."""
         return postprocess_direct(low_res, transform, mode="bicubic")
+
+    def postprocess_masks(self, low_res: torch.Tensor, transform: ImageTransform) -> torch.Tensor:
+        return masks_of(low_res, transform, self.mask_threshold, mode="bicubic")
 
     def forward(self, x: torch.Tensor, points: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
                 boxes: Optional[torch.Tensor] = None, multimask: Union[bool, str] = True) -> DecoderOutput:

@@ -44,7 +44,7 @@ from ..ops.mask_ops import stability_score
 from ..ops.roi_align import roi_align
 from ..specs import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 from . import ovsam_vocab
-from .base import DecoderOutput, ImageFeatures, ImageTransform, PromptableModel, postprocess_crop_upscale
+from .base import DecoderOutput, ImageFeatures, ImageTransform, PromptableModel, masks_of, postprocess_crop_upscale
 
 
 @dataclass
@@ -253,6 +253,9 @@ class OvsamModel(PromptableModel):
 
     def postprocess(self, low_res: torch.Tensor, transform: ImageTransform) -> torch.Tensor:
         return postprocess_crop_upscale(low_res, transform)
+
+    def postprocess_masks(self, low_res: torch.Tensor, transform: ImageTransform) -> torch.Tensor:
+        return masks_of(low_res, transform, self.mask_threshold, crop=True)
 
     def forward(self, x: torch.Tensor, points: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
                 boxes: Optional[torch.Tensor] = None, mask_input: Optional[torch.Tensor] = None,

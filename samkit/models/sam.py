@@ -17,7 +17,7 @@ from ..heads import MaskDecoder, PromptEncoder, TwoWayTransformer
 from ..backbones.vit_sam import ImageEncoderViT
 from ..families import register_builder, register_remap
 from ..specs import SAM_PIXEL_MEAN, SAM_PIXEL_STD
-from .base import (DecoderOutput, ImageFeatures, ImageTransform, PromptableModel, postprocess_crop_upscale,
+from .base import (DecoderOutput, ImageFeatures, ImageTransform, PromptableModel, masks_of, postprocess_crop_upscale,
                    preprocess_longest_side)
 
 
@@ -57,6 +57,9 @@ class SamModel(PromptableModel):
 
     def postprocess(self, low_res: torch.Tensor, transform: ImageTransform) -> torch.Tensor:
         return postprocess_crop_upscale(low_res, transform)
+
+    def postprocess_masks(self, low_res: torch.Tensor, transform: ImageTransform) -> torch.Tensor:
+        return masks_of(low_res, transform, self.mask_threshold, crop=True)
 
     def forward(self, x: torch.Tensor, points: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
                 boxes: Optional[torch.Tensor] = None, mask_input: Optional[torch.Tensor] = None,

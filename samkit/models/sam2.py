@@ -35,7 +35,7 @@ from ..families import register_builder, register_remap
 from ..heads import MaskDecoder, PromptEncoder, TwoWayTransformer
 from ..memory.config import SAM2, SAM21, MemoryConfig
 from ..specs import IMAGENET_MEAN, IMAGENET_STD
-from .base import (DecoderOutput, ImageFeatures, ImageTransform, PromptableModel, postprocess_direct,
+from .base import (DecoderOutput, ImageFeatures, ImageTransform, PromptableModel, masks_of, postprocess_direct,
                    preprocess_stretch)
 
 NO_OBJ_SCORE = -1024.0  # mask logits of frames where the object is judged absent (official value)
@@ -182,6 +182,9 @@ class Sam2Model(PromptableModel):
     def postprocess(self, low_res: torch.Tensor, transform: ImageTransform) -> torch.Tensor:
         """``B x K x 4h x 4w`` -> ``B x K x H x W`` logits (bilinear, straight to the original size)."""
         return postprocess_direct(low_res, transform, mode="bilinear")
+
+    def postprocess_masks(self, low_res: torch.Tensor, transform: ImageTransform) -> torch.Tensor:
+        return masks_of(low_res, transform, self.mask_threshold, mode="bilinear")
 
     def forward(self, x: torch.Tensor, points: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
                 boxes: Optional[torch.Tensor] = None, mask_input: Optional[torch.Tensor] = None,

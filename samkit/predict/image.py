@@ -259,7 +259,7 @@ class ImagePredictor:
             iou, stab = torch.gather(iou, 1, idx), torch.gather(stab, 1, idx)
             names = tuple(None if v is None else torch.gather(v, 1, idx) for v in names)
         with torch.inference_mode():
-            full = self.model.postprocess(low, t) > self.model.mask_threshold
+            full = self.model.postprocess_masks(low, t)
         out = []
         for i in range(low.shape[0]):
             extra = {}

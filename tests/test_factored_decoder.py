@@ -1,0 +1,129 @@
+"""The factored click path (``samkit.heads.factored_decoder``) against the decoder's other two
+paths: the low-rank fast path (``MaskDecoder.factored = False``) and the published formulation
+(``TwoWayTransformer.fast = False``). Reduced decoders (C = 128, 16 x 16 grid), random weights."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from samkit.heads import MaskDecoder, TwoWayTransformer
+from samkit.heads import factored_decoder
+
+C, GRID = 128, 16
+
+
+def _decoder(layout: str) -> MaskDecoder:
+    torch.manual_seed(0)
+    sam2 = layout == "sam2"
+    eff = layout == "efficient_sam"
+    tr = TwoWayTransformer(depth=2, embedding_dim=C, num_heads=8, mlp_dim=256,
+                           activation=nn.GELU if eff else nn.ReLU, self_attn_mode="efficient_sam" if eff else "sam")
+    dec = MaskDecoder(transformer_dim=C, transformer=tr, iou_head_hidden_dim=32, use_high_res_features=sam2,
+                      pred_obj_scores=sam2, pred_obj_scores_mlp=sam2, use_multimask_token_for_obj_ptr=sam2,
+                      iou_prediction_use_sigmoid=sam2, dynamic_multimask_via_stability=sam2,
+                      upscaling_norm="group" if eff else "layer")
+    with torch.no_grad():  # larger weights than the default init: logits well away from 0, norms that matter
+        for name, p in dec.named_parameters():
+            p.mul_(2.0)
+            if "norm" in name:
+                p.add_(torch.randn_like(p) * 0.3)
+    return dec.eval()
+
+
+def _inputs(layout: str, batch: int, points: int, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    embed = torch.randn(1, C, GRID, GRID, generator=g) * 2
+    pe = torch.randn(1, C, GRID, GRID, generator=g)
+    sparse = torch.randn(batch, points, C, generator=g)
+    dense = torch.randn(1, C, 1, 1, generator=g).expand(batch, C, GRID, GRID)  # "no mask": shared
+    high = None
+    if layout == "sam2":
+        high = (torch.randn(1, C // 8, 4 * GRID, 4 * GRID, generator=g),
+                torch.randn(1, C // 4, 2 * GRID, 2 * GRID, generator=g))
+    return embed, pe, sparse, dense, high
+
+
+def _run(dec, inputs, multimask, path: str, cache=None):
+    embed, pe, sparse, dense, high = inputs
+    dec.transformer.fast = path != "reference"
+    dec.factored = path == "factored"
+    try:
+        with torch.inference_mode():
+            return dec(embed, pe, sparse, dense, multimask, high_res_features=high,
+                       cache={} if cache is None else cache)
+    finally:
+        dec.transformer.fast, dec.factored = True, True
+
+
+# (layout, batch, prompt tokens, multimask, SAM 2 stability threshold)
+CASES = [("sam", 1, 2, False, None), ("sam", 2, 3, True, None), ("sam", 1, 2, "all", None),
+         ("sam", 3, 3, False, None), ("efficient_sam", 1, 2, False, None), ("efficient_sam", 2, 3, True, None),
+         ("sam2", 1, 2, False, 0.0), ("sam2", 2, 2, False, 2.0), ("sam2", 1, 2, True, None),
+         ("sam2", 2, 2, "all", None)]
+
+
+@pytest.mark.parametrize("layout,batch,points,multimask,thresh", CASES)
+def test_factored_path_gives_the_decoder_outputs(layout, batch, points, multimask, thresh):
+    dec = _decoder(layout)
+    if thresh is not None:
+        dec.dynamic_multimask_stability_thresh = thresh
+    inputs = _inputs(layout, batch, points)
+    built = []
+    real_build = factored_decoder.build_plan
+    factored_decoder.build_plan = lambda *a, **k: built.append(1) or real_build(*a, **k)
+    try:
+        new = _run(dec, inputs, multimask, "factored")
+    finally:
+        factored_decoder.build_plan = real_build
+    assert built == [1]  # the factored path ran
+    fast = _run(dec, inputs, multimask, "fast")
+    ref = _run(dec, inputs, multimask, "reference")
+    scale = ref[0].abs().max().item()
+    assert scale > 1.0
+    for want in (fast, ref):
+        assert new[0].shape == want[0].shape
+        assert (new[0] - want[0]).abs().max().item() <= 2e-5 * scale  # mask logits
+        assert (new[1] - want[1]).abs().max().item() <= 2e-5  # IoU
+        assert new[2].shape == want[2].shape and (new[2] - want[2]).abs().max().item() <= 2e-4  # tokens
+        assert (new[3] - want[3]).abs().max().item() <= 1e-4  # object score
+    sure = ref[0].abs() > 1e-3 * scale
+    assert torch.equal((new[0] > 0)[sure], (ref[0] > 0)[sure])
+
+
+def test_plan_is_kept_per_image_and_rebuilt_when_it_changes():
+    dec = _decoder("sam")
+    inputs = _inputs("sam", 1, 2)
+    cache, built = {}, []
+    real_build = factored_decoder.build_plan
+    factored_decoder.build_plan = lambda *a, **k: built.append(1) or real_build(*a, **k)
+    try:
+        first = _run(dec, inputs, False, "factored", cache)
+        again = _run(dec, inputs, False, "factored", cache)
+        assert len(built) == 1 and torch.equal(first[0], again[0])
+        with torch.no_grad():  # new weights: the plan must not be reused
+            dec.transformer.layers[1].norm4.weight.mul_(1.5)
+        changed = _run(dec, inputs, False, "factored", cache)
+        assert len(built) == 2
+        assert (changed[0] - _run(dec, inputs, False, "reference")[0]).abs().max() <= 2e-5 * changed[0].abs().max()
+        other = _inputs("sam", 1, 2, seed=5)  # another image
+        _run(dec, other, False, "factored", cache)
+        assert len(built) == 3
+    finally:
+        factored_decoder.build_plan = real_build
+
+
+def test_many_prompt_tokens_take_the_low_rank_path():
+    """With more than internal_dim / heads prompt tokens the factored form stops paying: the
+    decoder keeps the low-rank path (and the same outputs)."""
+    dec = _decoder("sam")
+    inputs = _inputs("sam", 1, 12)  # 5 output tokens + 12 > 64 / 8
+    built = []
+    real_build = factored_decoder.build_plan
+    factored_decoder.build_plan = lambda *a, **k: built.append(1) or real_build(*a, **k)
+    try:
+        new = _run(dec, inputs, False, "factored")
+    finally:
+        factored_decoder.build_plan = real_build
+    assert built == []
+    assert torch.allclose(new[0], _run(dec, inputs, False, "reference")[0], atol=1e-4)
