@@ -5,7 +5,10 @@
 Columns (medians, calls interleaved, same process, synthesized weights as ``bench_image``):
 ``before``: ``ImagePredictor.predict`` on the decoder path before the click-latency rewrites
 (``MaskDecoder.prune_tokens = False``: the final attention for every token;
-``samkit.heads.upscale.GATHER_REORDER = False``: the 8-d permute into raster order); ``after``:
+``samkit.heads.upscale.GATHER_REORDER = False``: the 8-d permute into raster order;
+``MaskDecoder.factored = False``; ``samkit.models.base.BANDED_POSTPROCESS = False``);
+``last stop``: only the last two off (the factored decoder and the banded postprocessing of
+this stop's rewrites); ``after``:
 today's path (two smaller exact rewrites have no switch and run in both columns: the embedding +
 dense sum skipped when the first block is cached, the residual starting the image->token GEMM's
 accumulator; SAM 2's lazy multimask tokens follow ``prune_tokens``); ``official``: the official predictor where ``bench_image`` has one. ``same``: whether before and after give identical full-resolution masks (else how many pixels
@@ -37,17 +40,22 @@ DEFAULT_MODELS = ["sam_vit_b", "mobile_sam", "edge_sam", "efficient_sam_vitt", "
 
 
 @contextlib.contextmanager
-def before_rewrites(model):
-    """The decoder path before the click-latency rewrites (same results, more work)."""
+def before_rewrites(model, stop: str = "first"):
+    """The decoder path before the click-latency rewrites (same results, more work).
+    ``stop="first"``: before both stops' rewrites; ``"second"``: before this stop's only (the
+    factored decoder, banded postprocessing)."""
     from samkit.heads import upscale
+    from samkit.models import base
 
     dec = model.mask_decoder
-    saved = dec.prune_tokens, upscale.GATHER_REORDER
-    dec.prune_tokens, upscale.GATHER_REORDER = False, False
+    saved = dec.prune_tokens, upscale.GATHER_REORDER, dec.factored, base.BANDED_POSTPROCESS
+    if stop == "first":
+        dec.prune_tokens, upscale.GATHER_REORDER = False, False
+    dec.factored, base.BANDED_POSTPROCESS = False, False
     try:
         yield
     finally:
-        dec.prune_tokens, upscale.GATHER_REORDER = saved
+        dec.prune_tokens, upscale.GATHER_REORDER, dec.factored, base.BANDED_POSTPROCESS = saved
 
 
 def _torch_times(name, model, image, point, label, warmup, runs):
@@ -59,13 +67,17 @@ def _torch_times(name, model, image, point, label, warmup, runs):
         with before_rewrites(model):
             return pred.predict(points=point, labels=label, multimask=False)
 
+    def mid():
+        with before_rewrites(model, "second"):
+            return pred.predict(points=point, labels=label, multimask=False)
+
     def new():
         return pred.predict(points=point, labels=label, multimask=False)
 
     a, b = old(), new()
     same = int((a.masks != b.masks).sum())  # pixels that differ (|logit| ~ 0 only: float noise)
     diff = float(np.abs(a.low_res_logits - b.low_res_logits).max())
-    fns = [old, new]
+    fns = [old, mid, new]
     try:
         official = bench_image._official_predictor(name)
     except Exception as exc:  # noqa: BLE001 - optional oracle
@@ -75,8 +87,8 @@ def _torch_times(name, model, image, point, label, warmup, runs):
         official.set_image(image)
         fns.append(lambda: official.predict(point_coords=point, point_labels=label, multimask_output=False))
     t = bench_image.interleaved(fns, warmup, runs)
-    return pred, {"before_ms": 1e3 * t[0], "after_ms": 1e3 * t[1],
-                  "official_ms": 1e3 * t[2] if len(t) > 2 else None, "same": same, "max_logit_diff": diff}
+    return pred, {"before_ms": 1e3 * t[0], "mid_ms": 1e3 * t[1], "after_ms": 1e3 * t[2],
+                  "official_ms": 1e3 * t[3] if len(t) > 3 else None, "same": same, "max_logit_diff": diff}
 
 
 def _onnx_graphs(model, features, tmp: Path):
@@ -150,12 +162,14 @@ def format_rows(rows) -> str:
     def ratio(a, b):
         return f"{a / b:.2f}" if a is not None and b else "-"
 
-    lines = ["| model | before ms | after ms | after/before | official ms | after/official | same masks "
-             "(pixels differing, max logit diff) | ONNX click before ms | after ms | after/before |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | before ms | last stop ms | after ms | after/before | after/last stop | official ms | "
+             "after/official | same masks (pixels differing, max logit diff) | ONNX click before ms | after ms | "
+             "after/before |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {num(r['before_ms'])} | {num(r['after_ms'])} | "
-                     f"{ratio(r['after_ms'], r['before_ms'])} | {num(r['official_ms'])} | "
+        lines.append(f"| {r['model']} | {num(r['before_ms'])} | {num(r['mid_ms'])} | {num(r['after_ms'])} | "
+                     f"{ratio(r['after_ms'], r['before_ms'])} | {ratio(r['after_ms'], r['mid_ms'])} | "
+                     f"{num(r['official_ms'])} | "
                      f"{ratio(r['after_ms'], r['official_ms'])} | {'yes' if not r['same'] else r['same']} "
                      f"({r['max_logit_diff']:.1e}) | {num(r.get('onnx_before_ms'))} | {num(r.get('onnx_after_ms'))} | "
                      f"{ratio(r.get('onnx_after_ms'), r.get('onnx_before_ms'))} |")

@@ -1,5 +1,5 @@
-"""Segment-everything speed paths: the batched SAM point decoder (exact mode) equals the
-reference decode, and the opt-in fast mode (coarse-to-fine grids that skip points inside masks
+"""Segment-everything speed paths: exact mode through the factored decoder equals the decoder's
+other paths, and the opt-in fast mode (coarse-to-fine grids that skip points inside masks
 already found) returns valid, deterministic masks that cover the objects the exact mode finds."""
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from samkit.auto import AutoMaskGenerator, batch_decode
+import contextlib
+
+from samkit.auto import AutoMaskGenerator
+from samkit.heads import factored_decoder
 from samkit.auto.grid import coarse_to_fine_levels, point_grid
 from samkit.errors import InputError
 from samkit.models.base import ImageFeatures
@@ -19,8 +22,25 @@ from test_auto import ColorRegion, _cli_setup, rectangles_image
 from tiny import tiny_sam
 
 
-class _Reference(AutoMaskGenerator):
-    _BATCHED_DECODE = False  # every point through model.decode: the path before the batched decoder
+@contextlib.contextmanager
+def _unfactored(model):
+    """The decoder path before the factored one (``MaskDecoder.factored = False``)."""
+    model.mask_decoder.factored = False
+    try:
+        yield
+    finally:
+        model.mask_decoder.factored = True
+
+
+@contextlib.contextmanager
+def _plans_built():
+    """Counts the factored decoder's per-image plans built meanwhile."""
+    built, real = [], factored_decoder.build_plan
+    factored_decoder.build_plan = lambda *a, **k: built.append(1) or real(*a, **k)
+    try:
+        yield built
+    finally:
+        factored_decoder.build_plan = real
 
 
 def _full_size_heads_sam():
@@ -33,29 +53,33 @@ def _full_size_heads_sam():
 
 # ----------------------------------------------------------------------------- exact mode
 @pytest.mark.parametrize("multimask", [True, False])
-def test_batched_decoder_equals_model_decode_at_full_size(multimask):
+def test_factored_decoder_equals_the_low_rank_path_at_full_size(multimask):
     model = _full_size_heads_sam()
-    assert batch_decode.supported(model)
     g = torch.Generator().manual_seed(0)
     embed = torch.randn(1, 256, 64, 64, generator=g)
     pts = torch.rand(3, 2, generator=g) * 1000
+    labels = torch.ones(3, 1, dtype=torch.int)
     with torch.inference_mode():
-        ref = model.decode(ImageFeatures(embed), pts[:, None], torch.ones(3, 1, dtype=torch.int), None, None,
-                           multimask)
-        low, iou = batch_decode.decode_points(model, ImageFeatures(embed), pts, multimask)
-    assert low.shape == ref.low_res.shape == (3, 3 if multimask else 1, 256, 256)
-    torch.testing.assert_close(low, ref.low_res, atol=2e-4, rtol=1e-4)
-    torch.testing.assert_close(iou, ref.iou, atol=2e-5, rtol=1e-5)
+        with _unfactored(model):
+            ref = model.decode(ImageFeatures(embed), pts[:, None], labels, None, None, multimask)
+        with _plans_built() as built:
+            got = model.decode(ImageFeatures(embed), pts[:, None], labels, None, None, multimask)
+    assert built == [1]
+    assert got.low_res.shape == ref.low_res.shape == (3, 3 if multimask else 1, 256, 256)
+    torch.testing.assert_close(got.low_res, ref.low_res, atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(got.iou, ref.iou, atol=2e-5, rtol=1e-5)
 
 
-def test_exact_mode_equals_the_reference_path_on_tiny_sam():
+def test_exact_mode_equals_the_unfactored_path_on_tiny_sam():
     model = tiny_sam(seed=1)
-    assert batch_decode.supported(model)
     img = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
     kw = dict(points_per_side=3, points_per_batch=4, pred_iou_thresh=0.0, stability_score_thresh=0.0,
               nms_thresh=1.0)
-    ref, ref_info = _Reference(model, **kw).generate_with_info(img)
-    got, info = AutoMaskGenerator(model, **kw).generate_with_info(img)
+    with _unfactored(model), _plans_built() as none:
+        ref, ref_info = AutoMaskGenerator(model, **kw).generate_with_info(img)
+    with _plans_built() as built:
+        got, info = AutoMaskGenerator(model, **kw).generate_with_info(img)
+    assert none == [] and built == [1]  # one plan for the image, shared by every point
     assert len(got) == len(ref) == 27  # 9 points x 3 masks, nothing filtered
     ious = mask_iou(torch.from_numpy(ref.masks), torch.from_numpy(got.masks)).diagonal()
     assert float(ious.min()) >= 0.99
@@ -66,12 +90,14 @@ def test_exact_mode_equals_the_reference_path_on_tiny_sam():
     np.testing.assert_allclose(got.low_res_logits, ref.low_res_logits, atol=1e-4)
 
 
-def test_batched_decoder_only_for_sam_style_models():
-    assert not batch_decode.supported(ColorRegion())
+def test_training_decoder_takes_the_reference_path():
     model = tiny_sam()
-    assert batch_decode.supported(model)
+    g = torch.Generator().manual_seed(1)
+    feats = ImageFeatures(torch.randn(1, 32, 8, 8, generator=g))
     model.train()
-    assert not batch_decode.supported(model)  # training runs the reference forward
+    with _plans_built() as built:
+        model.decode(feats, torch.rand(2, 1, 2) * 100, torch.ones(2, 1, dtype=torch.int), None, None, True)
+    assert built == []
 
 
 # ----------------------------------------------------------------------------- fast mode

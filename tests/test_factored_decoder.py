@@ -127,3 +127,17 @@ def test_many_prompt_tokens_take_the_low_rank_path():
         factored_decoder.build_plan = real_build
     assert built == []
     assert torch.allclose(new[0], _run(dec, inputs, False, "reference")[0], atol=1e-4)
+
+
+@pytest.mark.parametrize("path", ["factored", "fast"])
+def test_mask_prompts_never_reuse_kept_image_projections(path):
+    """A mask prompt's dense embedding differs per call (and a freed tensor's storage may come back
+    at the same address): with one cache across calls every result is still the reference's."""
+    dec = _decoder("sam")
+    embed, pe, sparse, _, _ = _inputs("sam", 1, 2)
+    cache, dense = {}, torch.empty(1, C, GRID, GRID)
+    for seed in range(3):  # the same storage every time: what an allocator reusing an address gives
+        dense.copy_(torch.randn(1, C, GRID, GRID, generator=torch.Generator().manual_seed(seed)))
+        got = _run(dec, (embed, pe, sparse, dense, None), False, path, cache)
+        ref = _run(dec, (embed, pe, sparse, dense, None), False, "reference")
+        assert (got[0] - ref[0]).abs().max() <= 2e-5 * ref[0].abs().max()

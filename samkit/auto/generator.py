@@ -22,10 +22,8 @@ mask's own low-resolution logits (clamped to +-32) as mask input, single-mask ou
 
 With ``nms="greedy"`` and the official settings the result equals the official generators'.
 Step 2 runs the decoder's factored path (``samkit.heads.factored_decoder``: the image side
-prepared once, then per point little more than its prompt tokens) 16 prompts at a time; with
-``MaskDecoder.factored`` off, SAM-style models (``samkit.auto.batch_decode.supported``) take a
-batched form of the decoder a few prompts at a time. Both are the same function as
-``model.decode`` with float sums in another order.
+prepared once, then per point little more than its prompt tokens) 16 prompts at a time: the
+same function as the reference decoder with float sums in another order.
 
 ``mode="fast"`` (opt-in) spends less work in step 2: per crop it decodes the points of the same
 grid coarse to fine (evenly spread sub-grids of about n/8, n/4, n/2 points per side, then the
@@ -53,7 +51,6 @@ from ..errors import InputError
 from ..ops import (fast_nms, greedy_nms, is_box_near_crop_edge, mask_nms, masks_to_boxes, remove_small_regions,
                    stability_score)
 from ..ops.rle import masks_to_coco_rle
-from . import batch_decode
 from .grid import crop_boxes as make_crop_boxes
 from .grid import coarse_to_fine_levels, layer_point_grids
 
@@ -147,9 +144,7 @@ class AutoMaskGenerator:
     """
 
     _UPSCALE_CHUNK = 8  # masks upscaled at a time on CPU (about 25 MB of SAM frame-size logits)
-    _DECODE_CHUNK = 4  # point prompts decoded at a time on CPU by the batched SAM decoder
-    _BATCHED_DECODE = True  # False: every model decodes through model.decode (the reference path)
-    _FACTORED_CHUNK = 16  # point prompts per model.decode call on CPU when the decoder is factored
+    _DECODE_CHUNK = 16  # point prompts per model.decode call on CPU (bounds the decoder's temporaries)
 
     def __init__(self, model, points_per_side: Optional[int] = 32, points_per_batch: int = 64,
                  pred_iou_thresh: float = 0.88, stability_score_thresh: float = 0.95,
@@ -333,30 +328,15 @@ class AutoMaskGenerator:
         device = self.model.device
         frame_pts = transform.coords_to_frame(points.to(device=device))
         pts = frame_pts.to(torch.float32)[:, None, :]
-        factored = mask_input is None and getattr(getattr(self.model, "mask_decoder", None), "factored", False)
-        if not factored and mask_input is None and self._BATCHED_DECODE and batch_decode.supported(self.model):
-            return self._decode_batched(features, pts[:, 0, :], multimask)
         labels = torch.ones(pts.shape[0], 1, dtype=torch.int, device=device)
         # the factored decoder (a per-image plan, then per point little more than its tokens)
         # runs in chunks that bound its B x m x L temporaries
-        chunk = self._FACTORED_CHUNK if factored and device.type == "cpu" else pts.shape[0]
+        chunk = self._DECODE_CHUNK if mask_input is None and device.type == "cpu" else pts.shape[0]
         outs = [self.model.decode(features, pts[s : s + chunk], labels[s : s + chunk], None, mask_input, multimask)
                 for s in range(0, pts.shape[0], chunk)]
         if len(outs) == 1:
             return outs[0].low_res, outs[0].iou
         return torch.cat([o.low_res for o in outs]), torch.cat([o.iou for o in outs])
-
-    def _decode_batched(self, features, frame_pts: torch.Tensor, multimask: bool):
-        """``samkit.auto.batch_decode`` on ``_DECODE_CHUNK`` points at a time (the decoder's
-        B x 4096 x 256 temporaries then stay in cache; every prompt is decoded on its own, so
-        the chunking does not change the result)."""
-        n = frame_pts.shape[0]
-        chunk = self._DECODE_CHUNK if frame_pts.device.type == "cpu" else n
-        parts = [batch_decode.decode_points(self.model, features, frame_pts[s : s + chunk], multimask)
-                 for s in range(0, n, chunk)]
-        if len(parts) == 1:
-            return parts[0]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def _process_batch(self, features, transform, points: np.ndarray, crop_box: List[int],
                        image_hw) -> _Candidates:

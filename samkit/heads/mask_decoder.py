@@ -15,6 +15,12 @@ from .fast_two_way import final_attention
 from .upscale import high_res_blocks, project_masks, upscale_features, upscale_rest
 
 
+def _constant_dense(dense: Optional[torch.Tensor]) -> bool:
+    """Whether the dense prompt embedding is the same vector at every pixel (SAM's "no mask"
+    embedding broadcast from its weight; a cache may then key on its storage), not a mask's."""
+    return dense is None or (dense.stride(-1) == 0 and dense.stride(-2) == 0)
+
+
 class MaskDecoder(nn.Module):
     """Predicts masks from image embeddings and prompt embeddings.
 
@@ -213,11 +219,12 @@ class MaskDecoder(nn.Module):
     def _first_layer(self, cache, image_embeddings, image_pe, dense):
         """The transformer's first-block projections of a shared image, kept in ``cache``
         while the embedding, positional encoding, dense embedding and weights are the same."""
-        if cache is None:
-            return None
+        if cache is None or not _constant_dense(dense):
+            return self.transformer.first_layer(image_embeddings if dense is None else image_embeddings + dense[:1],
+                                                image_pe) if cache is not None else None
         layer0 = self.transformer.layers[0]
         versions = tuple(p._version for p in layer0.parameters())
-        dense_key = None if dense is None else (dense.data_ptr(), dense.stride())
+        dense_key = None if dense is None else (dense.data_ptr(), dense.stride()[1:])  # only dense[:1] is read
         entry = cache.get(id(self))
         if (entry is not None and entry[0] is image_embeddings and entry[1] is image_pe
                 and entry[2] == dense_key and entry[3] == versions):
@@ -233,11 +240,13 @@ class MaskDecoder(nn.Module):
         tr = self.transformer
         if cache is None or not self.factored or not hasattr(tr, "final_attn_token_to_image"):
             return None
+        if not _constant_dense(dense):  # a mask prompt: nothing to share between clicks
+            return None
         attn = tr.layers[0].cross_attn_image_to_token
         if attn.num_heads * n_tokens > attn.internal_dim:
             return None
         versions = tuple(p._version for p in self.parameters())
-        dense_key = None if dense is None else (dense.data_ptr(), dense.stride())
+        dense_key = None if dense is None else (dense.data_ptr(), dense.stride()[1:])  # only dense[:1] is read
         high = () if high_res_features is None else tuple(high_res_features)
         entry = cache.get(("plan", id(self)))
         if (entry is not None and entry[0] is image_embeddings and entry[1] is image_pe and entry[2] == dense_key

@@ -111,16 +111,36 @@ def preprocess_stretch(image: np.ndarray, frame: int, mean: Sequence[float], std
     return (x - m) / s, ImageTransform(tuple(image.shape[:2]), (frame, frame), frame)
 
 
+#: postprocessing by banded products (``samkit.ops.resample``); False: the ``F.interpolate``
+#: steps themselves (kept reachable for benchmarks and tests)
+BANDED_POSTPROCESS = True
+
+
 def postprocess_crop_upscale(low_res: torch.Tensor, t: ImageTransform) -> torch.Tensor:
     """SAM rule: upsample to the frame, crop the padding, upsample to the original size
     (``B x K x h x w`` -> ``B x K x H x W`` logits). Both steps are linear per axis, so they run as
     one banded product per axis (``samkit.ops.resample``: same values up to float rounding)."""
-    return resample(low_res, t.original_size, "bilinear", frame=t.frame, valid=t.input_size)
+    if BANDED_POSTPROCESS:
+        return resample(low_res, t.original_size, "bilinear", frame=t.frame, valid=t.input_size)
+    lh, lw = low_res.shape[-2:]
+    factor = t.frame // lh
+    if factor * lh == t.frame and factor * lw == t.frame:
+        # only the un-padded part: with an integer factor, output row i reads source rows near
+        # (i + 0.5) / factor - 0.5, so the first h rows need source rows < ceil(h / factor) + 1
+        rows = min(lh, -(-t.input_size[0] // factor) + 1)
+        cols = min(lw, -(-t.input_size[1] // factor) + 1)
+        x = F.interpolate(low_res[..., :rows, :cols], scale_factor=factor, mode="bilinear", align_corners=False)
+    else:
+        x = F.interpolate(low_res, (t.frame, t.frame), mode="bilinear", align_corners=False)
+    x = x[..., : t.input_size[0], : t.input_size[1]]
+    return F.interpolate(x, t.original_size, mode="bilinear", align_corners=False)
 
 
 def postprocess_direct(low_res: torch.Tensor, t: ImageTransform, mode: str = "bilinear") -> torch.Tensor:
     """SAM 2 family (bilinear) and EfficientSAM (bicubic): straight to the original size."""
-    return resample(low_res, t.original_size, mode)
+    if BANDED_POSTPROCESS:
+        return resample(low_res, t.original_size, mode)
+    return F.interpolate(low_res, t.original_size, mode=mode, align_corners=False)
 
 
 def masks_of(low_res: torch.Tensor, t: ImageTransform, threshold: float, mode: str = "bilinear",
@@ -129,6 +149,8 @@ def masks_of(low_res: torch.Tensor, t: ImageTransform, threshold: float, mode: s
     else straight to the original size), bilinear ones interpolated only along the masks'
     boundaries when the threshold is 0 (``samkit.ops.resample.resample_mask``)."""
     frame, valid = (t.frame, t.input_size) if crop else (None, None)
+    if not BANDED_POSTPROCESS:
+        return (postprocess_crop_upscale(low_res, t) if crop else postprocess_direct(low_res, t, mode)) > threshold
     if threshold == 0.0 and mode == "bilinear":  # bicubic's negative lobes leave too many tiles in doubt
         return resample_mask(low_res, t.original_size, mode, frame=frame, valid=valid)
     return resample(low_res, t.original_size, mode, frame=frame, valid=valid) > threshold

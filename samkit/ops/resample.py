@@ -156,5 +156,5 @@ def resample_mask(low: torch.Tensor, size: Tuple[int, int], mode: str = "bilinea
         windows = x[k[:, None, None], ri[:, :, None], ci[:, None, :]]  # T x win_r x win_c
         tiles = torch.bmm(torch.bmm(rw[i], windows), cw[j].transpose(1, 2))  # T x bs x bs
         out[k, i, :, j, :] = tiles > 0
-    out = out.view(n, nr * block, nc * block)[:, :out_h, :out_w]
-    return out.reshape(*lead, out_h, out_w)
+    out = out.view(n, nr * block, nc * block)[:, :out_h, :out_w].contiguous()
+    return out.view(*lead, out_h, out_w)
