@@ -145,7 +145,7 @@ def main(argv=None) -> dict:
     p.add_argument("--nms-thresh", type=float, default=0.7)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--decode-chunk", type=int, default=0,
-                   help="prompts the batched SAM decoder runs at a time (default: AutoMaskGenerator._DECODE_CHUNK)")
+                   help="prompts per decoder call on CPU (default: AutoMaskGenerator._DECODE_CHUNK)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -3,6 +3,8 @@ paths: the low-rank fast path (``MaskDecoder.factored = False``) and the publish
 (``TwoWayTransformer.fast = False``). Reduced decoders (C = 128, 16 x 16 grid), random weights."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from torch import nn
@@ -44,6 +46,17 @@ def _inputs(layout: str, batch: int, points: int, seed: int = 1):
     return embed, pe, sparse, dense, high
 
 
+@contextlib.contextmanager
+def _counting():
+    """Counts the plans built meanwhile."""
+    built, real = [], factored_decoder.build_plan
+    factored_decoder.build_plan = lambda *a, **k: built.append(1) or real(*a, **k)
+    try:
+        yield built
+    finally:
+        factored_decoder.build_plan = real
+
+
 def _run(dec, inputs, multimask, path: str, cache=None):
     embed, pe, sparse, dense, high = inputs
     dec.transformer.fast = path != "reference"
@@ -69,13 +82,8 @@ def test_factored_path_gives_the_decoder_outputs(layout, batch, points, multimas
     if thresh is not None:
         dec.dynamic_multimask_stability_thresh = thresh
     inputs = _inputs(layout, batch, points)
-    built = []
-    real_build = factored_decoder.build_plan
-    factored_decoder.build_plan = lambda *a, **k: built.append(1) or real_build(*a, **k)
-    try:
+    with _counting() as built:
         new = _run(dec, inputs, multimask, "factored")
-    finally:
-        factored_decoder.build_plan = real_build
     assert built == [1]  # the factored path ran
     fast = _run(dec, inputs, multimask, "fast")
     ref = _run(dec, inputs, multimask, "reference")
@@ -94,10 +102,8 @@ def test_factored_path_gives_the_decoder_outputs(layout, batch, points, multimas
 def test_plan_is_kept_per_image_and_rebuilt_when_it_changes():
     dec = _decoder("sam")
     inputs = _inputs("sam", 1, 2)
-    cache, built = {}, []
-    real_build = factored_decoder.build_plan
-    factored_decoder.build_plan = lambda *a, **k: built.append(1) or real_build(*a, **k)
-    try:
+    cache = {}
+    with _counting() as built:
         first = _run(dec, inputs, False, "factored", cache)
         again = _run(dec, inputs, False, "factored", cache)
         assert len(built) == 1 and torch.equal(first[0], again[0])
@@ -109,8 +115,6 @@ def test_plan_is_kept_per_image_and_rebuilt_when_it_changes():
         other = _inputs("sam", 1, 2, seed=5)  # another image
         _run(dec, other, False, "factored", cache)
         assert len(built) == 3
-    finally:
-        factored_decoder.build_plan = real_build
 
 
 def test_many_prompt_tokens_take_the_low_rank_path():
@@ -118,13 +122,8 @@ def test_many_prompt_tokens_take_the_low_rank_path():
     decoder keeps the low-rank path (and the same outputs)."""
     dec = _decoder("sam")
     inputs = _inputs("sam", 1, 12)  # 5 output tokens + 12 > 64 / 8
-    built = []
-    real_build = factored_decoder.build_plan
-    factored_decoder.build_plan = lambda *a, **k: built.append(1) or real_build(*a, **k)
-    try:
+    with _counting() as built:
         new = _run(dec, inputs, False, "factored")
-    finally:
-        factored_decoder.build_plan = real_build
     assert built == []
     assert torch.allclose(new[0], _run(dec, inputs, False, "reference")[0], atol=1e-4)
 
@@ -141,3 +140,15 @@ def test_mask_prompts_never_reuse_kept_image_projections(path):
         got = _run(dec, (embed, pe, sparse, dense, None), False, path, cache)
         ref = _run(dec, (embed, pe, sparse, dense, None), False, "reference")
         assert (got[0] - ref[0]).abs().max() <= 2e-5 * ref[0].abs().max()
+
+
+def test_recorded_gradients_take_the_low_rank_path():
+    """An eval-mode decoder under autograd (fine-tuning heads, distillation) must stay
+    differentiable: no plan, and the gradient reaches the image embedding."""
+    dec = _decoder("sam")
+    embed, pe, sparse, dense, _ = _inputs("sam", 1, 2)
+    embed = embed.clone().requires_grad_(True)
+    with _counting() as built:
+        out = dec(embed, pe, sparse, dense, False, cache={})
+    out[0].sum().backward()
+    assert built == [] and embed.grad is not None and embed.grad.abs().sum() > 0

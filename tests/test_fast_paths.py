@@ -103,8 +103,16 @@ def test_fast_decoder_equals_reference(name, prompt):
         assert (out.tokens - ref.tokens).abs().max().item() < 1e-4
 
 
-def test_first_block_cache_is_reused_and_invalidated(decoder_model):
-    name, model = decoder_model
+@pytest.fixture
+def unfactored(decoder_model):
+    """The decoder's low-rank path (the factored one keeps a plan instead; tests/test_factored_decoder.py)."""
+    decoder_model[1].mask_decoder.factored = False
+    yield decoder_model
+    decoder_model[1].mask_decoder.factored = True
+
+
+def test_first_block_cache_is_reused_and_invalidated(unfactored):
+    name, model = unfactored
     embed, high = _features(model)
     features = ImageFeatures(embed, high)
     pts, labs = torch.tensor([[[500.0, 400.0]]]), torch.tensor([[1]])

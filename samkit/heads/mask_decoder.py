@@ -236,11 +236,12 @@ class MaskDecoder(nn.Module):
 
     def _plan(self, cache, image_embeddings, image_pe, dense, high_res_features, n_tokens: int) -> Optional[dict]:
         """The per-image plan of :mod:`factored_decoder` for a shared image, kept in ``cache``
-        (None: no cache, ``factored`` off, or too many prompt tokens for it to pay)."""
+        (None: no cache, ``factored`` off, a mask prompt, gradients recorded, or too many prompt
+        tokens for it to pay)."""
         tr = self.transformer
         if cache is None or not self.factored or not hasattr(tr, "final_attn_token_to_image"):
             return None
-        if not _constant_dense(dense):  # a mask prompt: nothing to share between clicks
+        if not _constant_dense(dense) or torch.is_grad_enabled():  # a mask prompt; or autograd records
             return None
         attn = tr.layers[0].cross_attn_image_to_token
         if attn.num_heads * n_tokens > attn.internal_dim:
