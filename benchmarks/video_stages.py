@@ -3,8 +3,9 @@
 Each tracked frame of a SAM 2-family tracker runs four stages: the image encoder (once per
 frame), the memory attention, the mask decoder and the memory encoder (per object; batched over
 objects by ``VideoTracker(object_batch=N)``, one object at a time with ``object_batch=1``).
-``StageMeter`` wraps the model's ``forward_image``, ``memory_attention``, ``forward_sam_heads``
-and the engine's ``encode_memory`` to time them, and once per run counts their FLOPs on the last
+``StageMeter`` wraps the model's ``forward_image``, ``memory_attention`` (and its ``prefix``),
+``forward_sam_heads``, the memory encoder's ``project`` and the engine's ``encode_memory`` to time
+them, and once per run counts their FLOPs on the last
 frame again (the engine is stateless, so re-running a frame's step reads the same memory):
 ``torch.utils.flop_counter.FlopCounterMode`` for everything but scaled-dot-product attention,
 which it does not count on CPU; those calls are counted by hand, ``2 Lq Lk d`` for ``q k^T``
@@ -102,12 +103,14 @@ class StageMeter:
         ma.forward = self._wrap("memory attention", ma.forward)
         ma.prefix = self._wrap("memory attention", ma.prefix)  # once per frame for all objects
         self.engine.encode_memory = self._wrap("memory encoder", self.engine.encode_memory)
+        me = m.memory_encoder  # its projection of the frame: once per frame for all objects
+        me.project = self._wrap("memory encoder", me.project)
         return self
 
     def __exit__(self, *exc) -> None:
         for obj, name in ((self.model, "forward_image"), (self.model, "forward_sam_heads"),
                           (self.model.memory_attention, "forward"), (self.model.memory_attention, "prefix"),
-                          (self.engine, "encode_memory")):
+                          (self.engine, "encode_memory"), (self.model.memory_encoder, "project")):
             obj.__dict__.pop(name, None)
 
     @contextlib.contextmanager
