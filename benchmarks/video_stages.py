@@ -3,8 +3,9 @@
 Each tracked frame of a SAM 2-family tracker runs four stages: the image encoder (once per
 frame), the memory attention, the mask decoder and the memory encoder (per object; batched over
 objects by ``VideoTracker(object_batch=N)``, one object at a time with ``object_batch=1``).
-``StageMeter`` wraps the model's ``forward_image``, ``memory_attention``, ``forward_sam_heads``
-and the engine's ``encode_memory`` to time them, and once per run counts their FLOPs on the last
+``StageMeter`` wraps the model's ``forward_image``, ``memory_attention`` (and its ``prefix``),
+``forward_sam_heads``, the memory encoder's ``project`` and the engine's ``encode_memory`` to time
+them, and once per run counts their FLOPs on the last
 frame again (the engine is stateless, so re-running a frame's step reads the same memory):
 ``torch.utils.flop_counter.FlopCounterMode`` for everything but scaled-dot-product attention,
 which it does not count on CPU; those calls are counted by hand, ``2 Lq Lk d`` for ``q k^T``
@@ -102,12 +103,14 @@ class StageMeter:
         ma.forward = self._wrap("memory attention", ma.forward)
         ma.prefix = self._wrap("memory attention", ma.prefix)  # once per frame for all objects
         self.engine.encode_memory = self._wrap("memory encoder", self.engine.encode_memory)
+        me = m.memory_encoder  # its projection of the frame: once per frame for all objects
+        me.project = self._wrap("memory encoder", me.project)
         return self
 
     def __exit__(self, *exc) -> None:
         for obj, name in ((self.model, "forward_image"), (self.model, "forward_sam_heads"),
                           (self.model.memory_attention, "forward"), (self.model.memory_attention, "prefix"),
-                          (self.engine, "encode_memory")):
+                          (self.engine, "encode_memory"), (self.model.memory_encoder, "project")):
             obj.__dict__.pop(name, None)
 
     @contextlib.contextmanager
@@ -158,39 +161,60 @@ def object_boxes(height: int, width: int, first_box: Sequence[float], n: int) ->
     return boxes
 
 
-def track_stages(model, frames: np.ndarray, boxes: List[List[float]], object_batch: int, tail: int = 3) -> dict:
-    """Prompt one object per box on frame 0 and propagate; returns the median over the last
-    ``tail`` frames of the per-frame time and of each stage's time, and each stage's FLOPs
-    on the last frame (counted by re-running it)."""
-    from samkit.video import VideoTracker
-
-    model.requires_grad_(False)  # FlopCounterMode's module hooks fail on parameters that want gradients
-    tr = VideoTracker(model, object_batch=object_batch)
+def _prompted(tr, frames: np.ndarray, boxes: List[List[float]]):
+    """A session of ``tr`` on ``frames`` with one object per box prompted on frame 0."""
     s = tr.start(frames)
     for i, box in enumerate(boxes):
         tr.add_prompt(s, 0, i + 1, box=box)
-    rows = []
-    with StageMeter(tr) as meter:
-        it = tr.propagate(s, start=1)
+    return s
+
+
+def _count_last_frame(meter: "StageMeter", tr, s, object_batch: int) -> Dict[str, float]:
+    """Each stage's FLOPs of the session's last frame, re-run (the engine is stateless)."""
+    meter.flops.clear()
+    t = s.num_frames - 1
+    s.features.pop(t, None)
+    with meter.count():
+        feats = tr._features(s, t)
+        tracks = list(s.objects.values())
+        if object_batch > 1 and len(tracks) > 1:
+            tr.engine.step_many(s, tracks, feats, t, False, max_batch=object_batch)
+        else:
+            for track in tracks:
+                tr.engine.step(s, track, feats, t, False, False)
+    return {st: float(meter.flops.get(st, 0.0)) for st in STAGES}
+
+
+def track_stages(model, frames: np.ndarray, boxes: List[List[float]], object_batch, tail: int = 3):
+    """Prompt one object per box on frame 0 and propagate; returns the median over the last
+    ``tail`` frames of the per-frame time and of each stage's time, and each stage's FLOPs
+    on the last frame (counted by re-running it). ``object_batch`` a list of values: one session
+    each, stepped in turn frame by frame (a busy machine slows them alike), one result each."""
+    from samkit.video import VideoTracker
+
+    batches = list(object_batch) if isinstance(object_batch, (list, tuple)) else [object_batch]
+    model.requires_grad_(False)  # FlopCounterMode's module hooks fail on parameters that want gradients
+    trackers = [VideoTracker(model, object_batch=b) for b in batches]
+    for tr in trackers[1:]:
+        tr.engine = trackers[0].engine  # the engine is stateless: one (the meter wraps it) for all
+    sessions = [_prompted(tr, frames, boxes) for tr in trackers]
+    rows: List[list] = [[] for _ in batches]
+    out = []
+    with StageMeter(trackers[0]) as meter:
+        its = [tr.propagate(s, start=1) for tr, s in zip(trackers, sessions)]
         for _ in range(1, len(frames)):
-            meter.times.clear()
-            dt = _timed(lambda: next(it))
-            rows.append((dt, dict(meter.times)))
-        t = len(frames) - 1
-        s.features.pop(t, None)
-        with meter.count():
-            feats = tr._features(s, t)
-            tracks = list(s.objects.values())
-            if object_batch > 1 and len(tracks) > 1:
-                tr.engine.step_many(s, tracks, feats, t, False, max_batch=object_batch)
-            else:
-                for track in tracks:
-                    tr.engine.step(s, track, feats, t, False, False)
-    s.close()
-    last = rows[-tail:]
-    return {"frame_s": float(np.median([r[0] for r in last])),
-            "stage_s": {st: float(np.median([r[1].get(st, 0.0) for r in last])) for st in STAGES},
-            "flops": {st: float(meter.flops.get(st, 0.0)) for st in STAGES}, "frames": len(frames)}
+            for k, it in enumerate(its):
+                meter.times.clear()
+                dt = _timed(lambda: next(it))
+                rows[k].append((dt, dict(meter.times)))
+        for k, (tr, s, b) in enumerate(zip(trackers, sessions, batches)):
+            flops = _count_last_frame(meter, tr, s, b)
+            s.close()
+            last = rows[k][-tail:]
+            out.append({"frame_s": float(np.median([r[0] for r in last])),
+                        "stage_s": {st: float(np.median([r[1].get(st, 0.0) for r in last])) for st in STAGES},
+                        "flops": flops, "frames": len(frames)})
+    return out if isinstance(object_batch, (list, tuple)) else out[0]
 
 
 def _stage_cells(res: dict, rate: float) -> str:
@@ -203,8 +227,9 @@ def _stage_cells(res: dict, rate: float) -> str:
 
 def objects_table(models: Sequence[str], objects: Sequence[int], frames: np.ndarray, first_box, rate: float,
                   modes: Sequence[str] = ("batched", "one-at-a-time")) -> List[dict]:
-    """Per-frame time for each object count, batched and one at a time, beside each stage's
-    time, FLOPs and floor; then the ratios within this run."""
+    """Per-frame time for each object count, batched and one at a time (the two sessions
+    stepped in turn, frame by frame), beside each stage's time, FLOPs and floor; then the ratios
+    within this run."""
     h, w = frames.shape[1:3]
     results = []
     print(f"\nmany objects: {len(frames)} frames of {w}x{h}, N objects prompted with boxes on frame 0, "
@@ -218,10 +243,9 @@ def objects_table(models: Sequence[str], objects: Sequence[int], frames: np.ndar
             continue
         for n in objects:
             boxes = object_boxes(h, w, first_box, n)
-            for mode in modes:
-                if n == 1 and mode != modes[0]:
-                    continue  # one object: both modes run the same code
-                res = track_stages(model, frames, boxes, 8 if mode == "batched" else 1)
+            run = [m for m in modes if n > 1 or m == modes[0]]  # one object: both modes run the same code
+            got = track_stages(model, frames, boxes, [8 if m == "batched" else 1 for m in run])
+            for mode, res in zip(run, got):
                 res.update(name=name, objects=n, mode=mode)
                 results.append(res)
                 floor = sum(res["flops"].values()) / rate

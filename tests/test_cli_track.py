@@ -163,3 +163,44 @@ def test_reverse_writes_each_frame_once(capsys, frames, tmp_path):
     lines = [json.loads(x)["frame"] for x in (out / "tracks.jsonl").read_text().splitlines()]
     assert lines == [2, 3, 4, 1, 0]  # forward from the prompt, then backward; frame 2 once
     assert json.loads(stdout)["frames"] == 5
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+def test_object_batch_bad_value_is_refused_before_anything(capsys, frames, tmp_path, monkeypatch, value):
+    import samkit.registry
+
+    monkeypatch.setattr(samkit.registry, "load_model", lambda *a, **k: pytest.fail("model loaded before the check"))
+    out = tmp_path / "out"
+    rc, _, err = run(capsys, "track", frames, "--point", "0,20,22,1", "--model", "classic", "--out", out,
+                     "--object-batch", value)
+    assert rc == 2
+    line = error_line(err)
+    assert "--object-batch" in line and repr(value) in line and "Fix: pass e.g. --object-batch 8" in line, line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, expected", [([], 8), (["--object-batch", "1"], 1), (["--object-batch", "3"], 3)])
+def test_object_batch_reaches_the_tracker(capsys, frames, tmp_path, monkeypatch, args, expected):
+    import samkit.video
+
+    seen = []
+    real = samkit.video.VideoTracker
+
+    class Spy(real):
+        def __init__(self, model, **kw):
+            seen.append(kw.get("object_batch"))
+            super().__init__(model, **kw)
+
+    monkeypatch.setattr(samkit.video, "VideoTracker", Spy)
+    out = tmp_path / "out"
+    rc, _, err = run(capsys, "track", frames, "--point", "0,20,22,1", "--model", "classic", "--out", out, *args)
+    assert rc == 0, err
+    assert seen == [expected] and len(list((out / "masks").glob("*_obj1.png"))) == 5
+
+
+def test_object_batch_is_refused_for_an_export_folder(capsys, frames, tmp_path):
+    folder = tmp_path / "export"  # a folder that is no model name: taken as an export folder
+    folder.mkdir()
+    rc, _, err = run(capsys, "track", frames, "--point", "0,20,22,1", "--model", folder, "--out", tmp_path / "o",
+                     "--object-batch", "4")
+    assert rc == 2 and "--object-batch" in error_line(err) and "export folder" in err

@@ -250,6 +250,10 @@ def track(
     fps: float = typer.Option(24.0, "--fps", min=0.001, help="Frame rate of the overlay video."),
     device: str = typer.Option("cpu", "--device", help="torch device: cpu, cuda, cuda:0, mps."),
     image_size: Optional[int] = image_size_option(),
+    object_batch: Optional[str] = typer.Option(None, "--object-batch", metavar="N", show_default=False,
+                                               help="Objects stepped together on a frame, sharing its "
+                                                    "object-independent work (same masks); 1 = one at a time. "
+                                                    "Default 8."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Track objects prompted on any frame (or found by --text); writes mask PNGs, COCO RLE JSONL or an overlay
@@ -259,6 +263,7 @@ def track(
     formats = parse_formats(fmt, default=[TrackFormat.png], choices=TrackFormat, command="samkit track")
     texts = check_texts(text, "--text") if text else None
     prompts = collect_prompts(point, box, allow_none=bool(texts))
+    batch = parse_object_batch(object_batch)
     check_out_dir(out)
     check_image_size(model, image_size)
     if texts:
@@ -275,7 +280,7 @@ def track(
             raise InputError(f"--text-frame {text_frame} is outside the video ({source.num_frames} frames, "
                              f"0..{source.num_frames - 1}). Fix: pick an existing frame.")
         if is_export_path(model):
-            tracker = _export_tracker(Path(model), checkpoint, device, texts)
+            tracker = _export_tracker(Path(model), checkpoint, device, texts, batch)
         else:
             if model is None:
                 model, why = default_video_model()
@@ -287,7 +292,8 @@ def track(
             from ..registry import load_model
             from ..video import VideoTracker
 
-            tracker = VideoTracker(load_model(model, checkpoint=checkpoint, device=device, image_size=image_size))
+            tracker = VideoTracker(load_model(model, checkpoint=checkpoint, device=device, image_size=image_size),
+                                   object_batch=8 if batch is None else batch)
         session = tracker.start(source)
     except BaseException:
         source.close()
@@ -313,12 +319,26 @@ def track(
         info(f"tracked {frames} frames of {len(summary['objects'])} object(s) in {dt:.1f} s -> {out}")
 
 
-def _export_tracker(folder: Path, checkpoint, device: str, texts):
+def parse_object_batch(text: Optional[str]) -> Optional[int]:
+    """``--object-batch N`` -> N (a positive integer), or None when not given."""
+    if text is None:
+        return None
+    try:
+        n = int(text.strip())
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise InputError(f"--object-batch must be a positive whole number of objects, got {text!r}. "
+                         "Fix: pass e.g. --object-batch 8 (1 tracks the objects one at a time).")
+    return n
+
+
+def _export_tracker(folder: Path, checkpoint, device: str, texts, object_batch: Optional[int] = None):
     """``OnnxVideoTracker`` of an export folder (no torch import); torch-only options refused."""
-    if checkpoint is not None or device != "cpu" or texts:
+    if checkpoint is not None or device != "cpu" or texts or object_batch is not None:
         raise InputError(f"--model {folder} is an export folder: onnxruntime runs its graphs, so --checkpoint, "
-                         "--device and --text do not apply. Fix: drop those options (or pass a model name to run it "
-                         "in torch).")
+                         "--device, --text and --object-batch do not apply. Fix: drop those options (or pass a "
+                         "model name to run it in torch).")
     from ..runtime import OnnxVideoTracker
 
     tracker = OnnxVideoTracker(folder)

@@ -105,8 +105,15 @@ class MemoryEncoder(nn.Module):
         self.out_proj = nn.Conv2d(in_dim, out_dim, kernel_size=1) if out_dim != in_dim else nn.Identity()
         self.out_dim = out_dim
 
-    def forward(self, pix_feat: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        x = conv1x1(pix_feat, self.pix_feat_proj) + self.mask_downsampler(mask)
+    def project(self, pix_feat: torch.Tensor) -> torch.Tensor:
+        """The mask-independent part: ``pix_feat_proj`` of B x in_dim x h x w (the same for every
+        object of a frame)."""
+        return conv1x1(pix_feat, self.pix_feat_proj)
+
+    def forward(self, pix_feat: torch.Tensor, mask: torch.Tensor,
+                projected: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``projected``: ``project(pix_feat)`` when the caller computed it once for several masks."""
+        x = (self.project(pix_feat) if projected is None else projected) + self.mask_downsampler(mask)
         x = self.fuser(x)
         x = conv1x1(x, self.out_proj) if isinstance(self.out_proj, nn.Conv2d) else self.out_proj(x)
         pos = sine_encoding_2d(x.shape[-2], x.shape[-1], self.out_dim, x.device).to(x.dtype)

@@ -40,6 +40,12 @@ def preprocess_video_frame(frame: np.ndarray, size: int, mean: Sequence[float], 
 class MemoryTracker:
     """Stateless memory step of a SAM 2-family model; all state lives in the session."""
 
+    #: most objects of one memory layout whose memory attention ``step_many`` runs as one batch:
+    #: on a 2-core CPU pairs were a little faster than single objects and batches of 4 or 8
+    #: slower (their B x 4096 x 256 activations leave the cache); every size gives the numbers of
+    #: one-at-a-time tracking (tests/test_video_batch.py)
+    attention_batch = 2
+
     def __init__(self, model: torch.nn.Module) -> None:
         cfg = getattr(model, "memory_config", None)
         if not isinstance(cfg, MemoryConfig):
@@ -62,9 +68,11 @@ class MemoryTracker:
     # ----------------------------------------------------------------------- memory
     @torch.inference_mode()
     def encode_memory(self, session: TrackingSession, feats: FrameFeatures, low_res: torch.Tensor,
-                      score: torch.Tensor, from_points: bool) -> torch.Tensor:
+                      score: torch.Tensor, from_points: bool, projected: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Memory tokens (bfloat16 1 x N x Cm) of a low-res mask 1 x 1 x 256 x 256; sets the
-        session's memory position (1 x N x Cm, the same for every frame) on first use."""
+        session's memory position (1 x N x Cm, the same for every frame) on first use.
+        ``projected``: ``memory_encoder.project(feats.top)`` when the caller computed it once
+        for several objects of the frame."""
         cfg = self.cfg
         high = F.interpolate(low_res, size=(cfg.image_size, cfg.image_size), mode="bilinear", align_corners=False)
         if cfg.binarize_mask_from_pts_for_mem_enc and from_points:
@@ -72,7 +80,8 @@ class MemoryTracker:
         else:
             m = torch.sigmoid(high)
         m = m * cfg.sigmoid_scale_for_mem_enc + cfg.sigmoid_bias_for_mem_enc
-        mem, pos = self.model.memory_encoder(feats.top, m)
+        enc = self.model.memory_encoder
+        mem, pos = enc(feats.top, m) if projected is None else enc(feats.top, m, projected=projected)
         if cfg.no_obj_embed_spatial:
             absent = 1 - (score > 0).float()
             mem = mem + absent[..., None, None] * self.model.no_obj_embed_spatial[..., None, None]
@@ -178,14 +187,16 @@ class MemoryTracker:
                   frame_idx: int, reverse: bool, max_batch: int = 8) -> List[FrameEntry]:
         """Track several objects on one frame without prompts (a propagation step): the same
         entries as ``step(session, track, feats, frame_idx, False, reverse)`` for each track,
-        in order, computed in batches of at most ``max_batch`` objects.
+        in order.
 
         Shared once per frame: the image features (the caller's cache), everything of the
-        memory attention before its first cross-attention (``MemoryAttention.prefix``), the memory
-        encoder's projection of the image features and the high-res features of the decoder.
-        Batched: the memory attention from the first cross-attention on (objects whose memory
-        has the same layout, i.e. the same number of memory frames and pointer tokens, form a
-        batch), the mask decoder and the memory encoder."""
+        memory attention before its first cross-attention (``MemoryAttention.prefix``) and the
+        memory encoder's projection of the image features (``MemoryEncoder.project``). The rest
+        of the memory attention runs for objects whose memory has the same layout (the same
+        number of memory frames and pointer tokens) in batches of at most
+        ``min(max_batch, self.attention_batch)``; the mask decoder and the memory encoder run one
+        object at a time: on CPU their batched activations (B x 256 x 64 x 64 and up) leave the
+        cache and run slower than B single calls (``benchmarks/RESULTS.md``, video_objects)."""
         groups: Dict[tuple, list] = {}
         for i, track in enumerate(tracks):
             if not track.cond:
@@ -194,41 +205,51 @@ class MemoryTracker:
             memory, memory_pos = torch.cat(mems, dim=1), torch.cat(poses, dim=1)
             groups.setdefault((n_spatial, n_ptr, memory.shape[1]), []).append((i, memory, memory_pos))
         out: List[Optional[FrameEntry]] = [None] * len(tracks)
-        step = max(1, int(max_batch))
+        step = max(1, min(int(max_batch), int(self.attention_batch)))
         curr_pos = feats.pos.flatten(2).transpose(1, 2)
         prefix = self.model.memory_attention.prefix(feats.top.flatten(2).transpose(1, 2), curr_pos)
+        projected = self._projected(feats)
         for (n_spatial, n_ptr, _), items in groups.items():
             for lo in range(0, len(items), step):
                 chunk = items[lo:lo + step]
-                memory = torch.cat([m for _, m, _ in chunk], dim=0)
-                memory_pos = torch.cat([p for _, _, p in chunk], dim=0)
-                entries = self._step_batch(session, feats, memory, memory_pos, n_ptr, n_spatial, prefix)
-                for (i, _, _), e in zip(chunk, entries):
-                    out[i] = e
+                memory = torch.cat([m for _, m, _ in chunk], dim=0) if len(chunk) > 1 else chunk[0][1]
+                memory_pos = torch.cat([p for _, _, p in chunk], dim=0) if len(chunk) > 1 else chunk[0][2]
+                embeds = self._attend(feats, memory, memory_pos, n_ptr, n_spatial, prefix)
+                for j, (i, _, _) in enumerate(chunk):
+                    out[i] = self._heads_and_memory(session, feats, embeds[j:j + 1], projected)
         return out  # type: ignore[return-value]
 
-    def _step_batch(self, session: TrackingSession, feats: FrameFeatures, memory: torch.Tensor,
-                    memory_pos: torch.Tensor, n_ptr: int, n_spatial: int, prefix: torch.Tensor) -> List[FrameEntry]:
-        """One propagation step of B objects whose memories (``B x M x Cm``, positions alike)
-        have one layout -> B entries (each tensor its own copy, so one object's memory can be
-        freed without the others). ``prefix``: ``memory_attention.prefix`` of the frame."""
-        cfg = self.cfg
-        top = feats.top
-        _, c, h, w = top.shape
-        b = memory.shape[0]
-        curr = top.flatten(2).transpose(1, 2)
+    def _projected(self, feats: FrameFeatures) -> Optional[torch.Tensor]:
+        """The memory encoder's projection of the frame's features (1 x C x h x w), or None."""
+        project = getattr(self.model.memory_encoder, "project", None)
+        return None if self.cfg.num_maskmem <= 0 or project is None else project(feats.top)
+
+    def _attend(self, feats: FrameFeatures, memory: torch.Tensor, memory_pos: torch.Tensor, n_ptr: int,
+                n_spatial: int, prefix: torch.Tensor) -> torch.Tensor:
+        """The memory attention of B objects whose memories (``B x M x Cm``, positions alike)
+        have one layout, from the frame's ``prefix`` (``memory_attention.prefix``): B x N x C."""
+        curr = feats.top.flatten(2).transpose(1, 2)
         curr_pos = feats.pos.flatten(2).transpose(1, 2)
         embed = self.model.memory_attention(curr, curr_pos, memory, memory_pos, num_obj_ptr_tokens=n_ptr,
                                             num_spatial_frames=n_spatial, prefix=prefix)
-        embed = embed.expand(b, -1, -1) if embed.shape[0] != b else embed
-        embed = embed.transpose(1, 2).reshape(b, c, h, w)
+        b = memory.shape[0]
+        return embed.expand(b, -1, -1) if embed.shape[0] != b else embed
+
+    def _heads_and_memory(self, session: TrackingSession, feats: FrameFeatures, embed: torch.Tensor,
+                          projected: Optional[torch.Tensor]) -> FrameEntry:
+        """The rest of a propagation step of one object from its memory-conditioned tokens
+        (1 x N x C): the mask decoder without prompts and the memory encoder (the numbers of
+        ``step``)."""
+        cfg = self.cfg
+        _, c, h, w = feats.top.shape
+        embed = embed.transpose(1, 2).reshape(1, c, h, w)
         multimask = (cfg.multimask_output_in_sam and cfg.multimask_output_for_tracking
                      and cfg.multimask_min_pt_num <= 0 <= cfg.multimask_max_pt_num)
         _, _, _, low, _, obj_ptr, score = self.model.forward_sam_heads(embed, None, None, feats.high_res, multimask)
-        maskmem = self.encode_memory(session, feats, low, score, False) if cfg.num_maskmem > 0 else None
-        return [FrameEntry(obj_ptr=obj_ptr[j:j + 1].clone(), object_score=score[j:j + 1].clone(),
-                           low_res=low[j:j + 1].clone(),
-                           maskmem=None if maskmem is None else maskmem[j:j + 1].clone()) for j in range(b)]
+        entry = FrameEntry(obj_ptr=obj_ptr, object_score=score, low_res=low)
+        if cfg.num_maskmem > 0:
+            entry.maskmem = self.encode_memory(session, feats, low, score, False, projected=projected)
+        return entry
 
     @torch.inference_mode()
     def empty_entry(self, session: TrackingSession, feats: FrameFeatures) -> FrameEntry:

@@ -53,7 +53,7 @@ class VideoTracker:
     ``max_cond_frames``: conditioning frames kept per object. ``feature_cache``: frames whose
     backbone features are kept (1-2 is enough). ``stream_keep``: frames a live stream keeps.
     ``object_batch``: objects tracked together on a frame (``MemoryTracker.step_many``: shared
-    per-frame work, batched per-object work, the same masks); 1 tracks them one at a time.
+    per-frame work, the memory attention batched, bit-identical masks); 1 tracks them one at a time.
     """
 
     def __init__(self, model: Any, *, keep_logits: bool = False, max_cond_frames: int = 16,
