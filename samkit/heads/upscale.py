@@ -43,14 +43,14 @@ def _norm_channels_last(norm: nn.Module, y: torch.Tensor) -> torch.Tensor:
     if isinstance(norm, LayerNorm2d):
         return F.layer_norm(y, (int(norm.weight.shape[0]),), norm.weight, norm.bias, norm.eps)  # a static size (ONNX)
     if isinstance(norm, nn.GroupNorm) and norm.num_groups == 1:
+        # GroupNorm(1, C) normalises each image over all its values: one layer_norm over the
+        # flattened image (a fast vectorised kernel; var_mean is several times slower here),
+        # then the per-channel affine in one pass
         b, c = y.shape[0], y.shape[-1]
-        var, mean = torch.var_mean(y.reshape(b, -1), dim=1, unbiased=False, keepdim=True)  # B x 1
-        scale = torch.rsqrt(var + norm.eps)  # B x 1
-        if norm.affine:  # (y - mean) * scale * weight + bias as one pass: y * a + (bias - mean * a)
-            scale = scale * norm.weight  # B x C
-        shift = -mean * scale + (norm.bias if norm.affine else 0.0)  # B x C (or B x 1)
-        flat = y.reshape(b, -1, c)
-        return torch.addcmul(shift[:, None, :], flat, scale[:, None, :]).view_as(y)
+        z = F.layer_norm(y.reshape(b, -1), (y[0].numel(),), eps=norm.eps)
+        if norm.affine:
+            z = torch.addcmul(norm.bias, z.view(b, -1, c), norm.weight)
+        return z.view_as(y)
     raise TypeError(f"unsupported upscaling norm {type(norm).__name__}")
 
 
