@@ -11,8 +11,9 @@
    ``F.scaled_dot_product_attention`` call counted by hand: ``FlopCounterMode`` does not count
    the CPU SDPA kernel, so ``2 * Lq * Lk * d`` (q @ k^T) ``+ 2 * Lq * Lk * d_v`` (attn @ v) per
    batch and head are added for each call, less whatever the counter saw inside that call (a
-   call that falls back to the math path is counted once, not twice). A FLOP is one multiply
-   or one add (a multiply-add is 2), as ``FlopCounterMode`` counts.
+   call that falls back to the math path is counted once, not twice). The counter is also told
+   the products it does not know (in-place ``baddbmm_`` / ``addmm_``, oneDNN's fused linear). A
+   FLOP is one multiply or one add (a multiply-add is 2), as ``FlopCounterMode`` counts.
 3. Each stage is timed (median of ``--runs`` after ``--warmup``, ``torch.inference_mode``).
 
 Stages (synthesized parity weights, as bench_image.py; values do not change the work):
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import time
 from pathlib import Path
@@ -111,10 +113,30 @@ class _AttentionByHand(TorchFunctionMode):
         return out
 
 
+def _linear_pointwise_flop(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    """oneDNN's fused linear (``x @ w.T`` + bias, epilogue): 2 M N K."""
+    return 2 * math.prod(x_shape[:-1]) * int(x_shape[-1]) * int(w_shape[0])
+
+
+def _product_flop(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    """``addmm_`` / ``baddbmm_``: ``self += a @ b`` -> 2 (B) M N K."""
+    return 2 * math.prod(a_shape) * int(b_shape[-1])
+
+
+def _uncounted_products() -> dict:
+    """Products ``FlopCounterMode`` does not know: the in-place ``baddbmm_`` / ``addmm_`` (the
+    decoder accumulates into its own temporaries) and oneDNN's fused linear (the upscaling)."""
+    aten = torch.ops.aten
+    mapping = {aten.baddbmm_: _product_flop, aten.addmm_: _product_flop}
+    if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        mapping[torch.ops.mkldnn._linear_pointwise] = _linear_pointwise_flop
+    return mapping
+
+
 def count_flops(fn: Callable[[], object]) -> Tuple[float, float, int]:
     """(counted GFLOP, hand-counted attention GFLOP, SDPA calls) of one call of ``fn``."""
     with torch.inference_mode():
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False, custom_mapping=_uncounted_products()) as counter:
             with _AttentionByHand(counter) as hand:
                 fn()
     return counter.get_total_flops() / 1e9, hand.flops / 1e9, hand.calls

@@ -62,9 +62,11 @@ def _run(dec, inputs, multimask, fast=True, prune=True, gather=True):
 
 # (sam2 layout, batch, prompt tokens, multimask, SAM 2 stability threshold, rows of the final
 # attention per call). SAM 2's single mask: threshold 0 -> always stable (one pass, obj + IoU +
-# mask token 0), 2 -> never (a second pass for the multimask tokens 1..3).
+# mask token 0), 2 -> never (a second pass for the multimask tokens 1..3; for one prompt only
+# the token with the highest predicted IoU).
 CASES = [(False, 1, 2, False, None, [2]), (False, 2, 3, True, None, [5]), (False, 1, 2, "all", None, [5]),
-         (True, 1, 2, False, 0.0, [3]), (True, 2, 4, False, 2.0, [3, 3]), (True, 3, 2, True, None, [6]),
+         (True, 1, 2, False, 0.0, [3]), (True, 2, 4, False, 2.0, [3, 3]), (True, 1, 2, False, 2.0, [3, 1]),
+         (True, 3, 2, True, None, [6]),
          (True, 1, 2, "all", None, [6])]
 
 

@@ -72,7 +72,7 @@ def _run(dec, inputs, multimask, path: str, cache=None):
 # (layout, batch, prompt tokens, multimask, SAM 2 stability threshold)
 CASES = [("sam", 1, 2, False, None), ("sam", 2, 3, True, None), ("sam", 1, 2, "all", None),
          ("sam", 3, 3, False, None), ("efficient_sam", 1, 2, False, None), ("efficient_sam", 2, 3, True, None),
-         ("sam2", 1, 2, False, 0.0), ("sam2", 2, 2, False, 2.0), ("sam2", 1, 2, True, None),
+         ("sam2", 1, 2, False, 0.0), ("sam2", 2, 2, False, 2.0), ("sam2", 1, 2, False, 2.0), ("sam2", 1, 2, True, None),
          ("sam2", 2, 2, "all", None)]
 
 

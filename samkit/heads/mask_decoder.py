@@ -282,18 +282,28 @@ class MaskDecoder(nn.Module):
         """:meth:`_dynamic_multimask` from the single mask ``single`` B x 1 x H x W alone when it is
         stable for every prompt (the usual case); else the multimask tokens' rows of the final
         attention, their hypernetworks and masks run now, on the transformer and upscaling
-        outputs kept in ``state`` by the first pass. Same results, a quarter of the mask heads."""
+        outputs kept in ``state`` by the first pass (for one prompt only the multimask token it
+        picks, the highest predicted IoU). Same results, a quarter of the mask heads."""
         stable = self._stable(single)
         if bool(stable.all()):
             return single, iou[:, 0:1]
         s = 1 if self.pred_obj_scores else 0
+        # one prompt: only the multimask token the fallback picks (highest predicted IoU) is decoded
+        first = s + 2 + int(torch.argmax(iou[0, 1:])) if single.shape[0] == 1 else s + 2
+        last = first + 1 if single.shape[0] == 1 else s + 1 + self.num_mask_tokens
         if "final_rows" in state:  # factored path
-            rows = state["final_rows"](s + 2, s + 1 + self.num_mask_tokens)
+            rows = state["final_rows"](first, last)
         else:
             rows = final_attention(self.transformer, state["queries"], state["point_embedding"], state["keys"],
-                                   state["k_pe"], state["low_rank"], s + 2, s + 1 + self.num_mask_tokens)
-        hyper = torch.stack([self.output_hypernetworks_mlps[i + 1](rows[:, i, :]) for i in range(rows.shape[1])], 1)
-        masks = torch.cat([single, project_masks(state["upscaled"], hyper)], dim=1)
+                                   state["k_pe"], state["low_rank"], first, last)
+        hyper = torch.stack([self.output_hypernetworks_mlps[first - s - 1 + i](rows[:, i, :])
+                             for i in range(rows.shape[1])], 1)
+        multi = project_masks(state["upscaled"], hyper)
+        if single.shape[0] == 1:
+            best_iou = iou[:, first - s - 1 : first - s]
+            return (torch.where(stable[..., None, None], single, multi),
+                    torch.where(stable, iou[:, 0:1], best_iou))
+        masks = torch.cat([single, multi], dim=1)
         return self._dynamic_multimask(masks, iou, stable)
 
     def _stable(self, single: torch.Tensor) -> torch.Tensor:
