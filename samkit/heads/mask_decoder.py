@@ -288,9 +288,12 @@ class MaskDecoder(nn.Module):
         if bool(stable.all()):
             return single, iou[:, 0:1]
         s = 1 if self.pred_obj_scores else 0
-        # one prompt: only the multimask token the fallback picks (highest predicted IoU) is decoded
-        first = s + 2 + int(torch.argmax(iou[0, 1:])) if single.shape[0] == 1 else s + 2
-        last = first + 1 if single.shape[0] == 1 else s + 1 + self.num_mask_tokens
+        # one prompt, no gradients recorded: only the multimask token the fallback picks (highest
+        # predicted IoU) is decoded (under autograd every token's head stays in the graph, so that
+        # data-parallel training sees the same parameters used on every rank)
+        one = single.shape[0] == 1 and not torch.is_grad_enabled()
+        first = s + 2 + int(torch.argmax(iou[0, 1:])) if one else s + 2
+        last = first + 1 if one else s + 1 + self.num_mask_tokens
         if "final_rows" in state:  # factored path
             rows = state["final_rows"](first, last)
         else:
@@ -299,7 +302,7 @@ class MaskDecoder(nn.Module):
         hyper = torch.stack([self.output_hypernetworks_mlps[first - s - 1 + i](rows[:, i, :])
                              for i in range(rows.shape[1])], 1)
         multi = project_masks(state["upscaled"], hyper)
-        if single.shape[0] == 1:
+        if one:
             best_iou = iou[:, first - s - 1 : first - s]
             return (torch.where(stable[..., None, None], single, multi),
                     torch.where(stable, iou[:, 0:1], best_iou))
