@@ -3,6 +3,7 @@ other paths, and the opt-in fast mode (coarse-to-fine grids that skip points ins
 already found) returns valid, deterministic masks that cover the objects the exact mode finds."""
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -10,15 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-import contextlib
-
 from samkit.auto import AutoMaskGenerator
-from samkit.heads import factored_decoder
 from samkit.auto.grid import coarse_to_fine_levels, point_grid
 from samkit.errors import InputError
 from samkit.models.base import ImageFeatures
 from samkit.ops import mask_iou
 from test_auto import ColorRegion, _cli_setup, rectangles_image
+from test_factored_decoder import plans_built
 from tiny import tiny_sam
 
 
@@ -30,17 +29,6 @@ def _unfactored(model):
         yield
     finally:
         model.mask_decoder.factored = True
-
-
-@contextlib.contextmanager
-def _plans_built():
-    """Counts the factored decoder's per-image plans built meanwhile."""
-    built, real = [], factored_decoder.build_plan
-    factored_decoder.build_plan = lambda *a, **k: built.append(1) or real(*a, **k)
-    try:
-        yield built
-    finally:
-        factored_decoder.build_plan = real
 
 
 def _full_size_heads_sam():
@@ -62,7 +50,7 @@ def test_factored_decoder_equals_the_low_rank_path_at_full_size(multimask):
     with torch.inference_mode():
         with _unfactored(model):
             ref = model.decode(ImageFeatures(embed), pts[:, None], labels, None, None, multimask)
-        with _plans_built() as built:
+        with plans_built() as built:
             got = model.decode(ImageFeatures(embed), pts[:, None], labels, None, None, multimask)
     assert built == [1]
     assert got.low_res.shape == ref.low_res.shape == (3, 3 if multimask else 1, 256, 256)
@@ -75,9 +63,9 @@ def test_exact_mode_equals_the_unfactored_path_on_tiny_sam():
     img = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
     kw = dict(points_per_side=3, points_per_batch=4, pred_iou_thresh=0.0, stability_score_thresh=0.0,
               nms_thresh=1.0)
-    with _unfactored(model), _plans_built() as none:
+    with _unfactored(model), plans_built() as none:
         ref, ref_info = AutoMaskGenerator(model, **kw).generate_with_info(img)
-    with _plans_built() as built:
+    with plans_built() as built:
         got, info = AutoMaskGenerator(model, **kw).generate_with_info(img)
     assert none == [] and built == [1]  # one plan for the image, shared by every point
     assert len(got) == len(ref) == 27  # 9 points x 3 masks, nothing filtered
@@ -95,7 +83,7 @@ def test_training_decoder_takes_the_reference_path():
     g = torch.Generator().manual_seed(1)
     feats = ImageFeatures(torch.randn(1, 32, 8, 8, generator=g))
     model.train()
-    with _plans_built() as built:
+    with plans_built() as built:
         model.decode(feats, torch.rand(2, 1, 2) * 100, torch.ones(2, 1, dtype=torch.int), None, None, True)
     assert built == []
 

@@ -47,8 +47,8 @@ def _inputs(layout: str, batch: int, points: int, seed: int = 1):
 
 
 @contextlib.contextmanager
-def _counting():
-    """Counts the plans built meanwhile."""
+def plans_built():
+    """Counts the factored decoder's per-image plans built meanwhile (also used by test_auto_fast)."""
     built, real = [], factored_decoder.build_plan
     factored_decoder.build_plan = lambda *a, **k: built.append(1) or real(*a, **k)
     try:
@@ -82,7 +82,7 @@ def test_factored_path_gives_the_decoder_outputs(layout, batch, points, multimas
     if thresh is not None:
         dec.dynamic_multimask_stability_thresh = thresh
     inputs = _inputs(layout, batch, points)
-    with _counting() as built:
+    with plans_built() as built:
         new = _run(dec, inputs, multimask, "factored")
     assert built == [1]  # the factored path ran
     fast = _run(dec, inputs, multimask, "fast")
@@ -103,7 +103,7 @@ def test_plan_is_kept_per_image_and_rebuilt_when_it_changes():
     dec = _decoder("sam")
     inputs = _inputs("sam", 1, 2)
     cache = {}
-    with _counting() as built:
+    with plans_built() as built:
         first = _run(dec, inputs, False, "factored", cache)
         again = _run(dec, inputs, False, "factored", cache)
         assert len(built) == 1 and torch.equal(first[0], again[0])
@@ -122,7 +122,7 @@ def test_many_prompt_tokens_take_the_low_rank_path():
     decoder keeps the low-rank path (and the same outputs)."""
     dec = _decoder("sam")
     inputs = _inputs("sam", 1, 12)  # 5 output tokens + 12 > 64 / 8
-    with _counting() as built:
+    with plans_built() as built:
         new = _run(dec, inputs, False, "factored")
     assert built == []
     assert torch.allclose(new[0], _run(dec, inputs, False, "reference")[0], atol=1e-4)
@@ -148,7 +148,7 @@ def test_recorded_gradients_take_the_low_rank_path():
     dec = _decoder("sam")
     embed, pe, sparse, dense, _ = _inputs("sam", 1, 2)
     embed = embed.clone().requires_grad_(True)
-    with _counting() as built:
+    with plans_built() as built:
         out = dec(embed, pe, sparse, dense, False, cache={})
     out[0].sum().backward()
     assert built == [] and embed.grad is not None and embed.grad.abs().sum() > 0

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..layers import Attention
+from .upscale import conv_t2x2_bias, conv_t2x2_weight
 
 
 def _center(x: torch.Tensor) -> torch.Tensor:
@@ -45,11 +46,6 @@ def _bias(linear: nn.Linear) -> torch.Tensor:
 def _proj_t(m: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     """``m`` L x C through ``linear``'s weight (no bias), transposed: ``out x L``."""
     return (linear.weight @ m.t()).contiguous()
-
-
-def conv1_weight(conv: nn.ConvTranspose2d) -> torch.Tensor:
-    """A 2x2 stride-2 transposed convolution as ``Cin x (2*2*Cout)`` (columns ky, kx, cout)."""
-    return conv.weight.permute(0, 2, 3, 1).reshape(conv.in_channels, 4 * conv.out_channels)
 
 
 # --------------------------------------------------------------------------------- the plan
@@ -94,11 +90,12 @@ def build_plan(tr, conv1: nn.ConvTranspose2d, x0: torch.Tensor, pe: torch.Tensor
         rights = _after_norm(pre, layer.norm4)
         m = mc * layer.norm4.weight
     final = _attn_side(m, pe, tr.final_attn_token_to_image, False)
-    base = _bias(conv1).repeat(4)[None]
+    weight = conv_t2x2_weight(conv1)
+    base = conv_t2x2_bias(conv1)[None]
     if conv1_extra is not None:
         base = base + conv1_extra
-    return {"states": states, "final": final, "conv1": m @ conv1_weight(conv1), "conv1_base": base.contiguous(),
-            "length": m.shape[0]}
+    return {"states": states, "final": final, "conv1": m @ weight, "conv1_weight": weight.contiguous(),
+            "conv1_base": base.contiguous(), "length": m.shape[0]}
 
 
 # --------------------------------------------------------------------------------- a click
@@ -265,8 +262,8 @@ def transformer_forward(tr, plan: dict, point_embedding: torch.Tensor, out_token
     return final_rows(0, out_tokens), fk
 
 
-def conv1_output(plan: dict, fk: FactoredKeys, conv1: nn.ConvTranspose2d) -> torch.Tensor:
+def conv1_output(plan: dict, fk: FactoredKeys) -> torch.Tensor:
     """The upscaling's first transposed convolution (+ bias, + ``conv1_extra``) of the factored
     tokens: B x L x 4Cout (columns ky, kx, cout)."""
     y = torch.addcmul(plan["conv1_base"], plan["conv1"], fk.s[:, :, None])  # B x L x 4Cout, ours
-    return y.baddbmm_(fk.ft.transpose(1, 2), fk.hm @ conv1_weight(conv1))
+    return y.baddbmm_(fk.ft.transpose(1, 2), fk.hm @ plan["conv1_weight"])

@@ -12,13 +12,39 @@ from ..layers.conv import conv1x1
 from ..ops.mask_ops import stability_score
 from . import factored_decoder as factored
 from .fast_two_way import final_attention
-from .upscale import high_res_blocks, project_masks, upscale_features, upscale_rest
+from .upscale import conv_s1_blocks, high_res_blocks, project_masks, upscale_features, upscale_rest
 
 
 def _constant_dense(dense: Optional[torch.Tensor]) -> bool:
     """Whether the dense prompt embedding is the same vector at every pixel (SAM's "no mask"
     embedding broadcast from its weight; a cache may then key on its storage), not a mask's."""
     return dense is None or (dense.stride(-1) == 0 and dense.stride(-2) == 0)
+
+
+def _with_dense(image_embeddings: torch.Tensor, dense: Optional[torch.Tensor]) -> torch.Tensor:
+    """The transformer's image input for a shared image: the embedding plus the (one) dense embedding."""
+    return image_embeddings if dense is None else image_embeddings + dense[:1]
+
+
+def _dense_key(dense: Optional[torch.Tensor]):
+    """A constant dense embedding (see :func:`_constant_dense`) by its storage: only dense[:1] is read."""
+    return None if dense is None else (dense.data_ptr(), dense.stride()[1:])
+
+
+def _versions(module: nn.Module) -> tuple:
+    return tuple(p._version for p in module.parameters())
+
+
+def _kept(cache: dict, key, tensors: tuple, values: tuple, make):
+    """``cache[key]`` while ``tensors`` are the same objects and ``values`` are equal, else ``make()``
+    (kept for the next call)."""
+    entry = cache.get(key)
+    if (entry is not None and len(entry[0]) == len(tensors) and all(a is b for a, b in zip(entry[0], tensors))
+            and entry[1] == values):
+        return entry[2]
+    out = make()
+    cache[key] = (tensors, values, out)
+    return out
 
 
 class MaskDecoder(nn.Module):
@@ -151,7 +177,7 @@ class MaskDecoder(nn.Module):
         if shared:
             # with the first block's projections at hand the transformer takes its image tokens
             # from them: the embedding + dense sum is only needed without
-            src = image_embeddings if first is not None or dense is None else image_embeddings + dense[:1]
+            src = image_embeddings if first is not None else _with_dense(image_embeddings, dense)
         else:
             src = torch.repeat_interleave(image_embeddings, b, dim=0) if repeat_image else image_embeddings
             if dense is not None:
@@ -197,7 +223,7 @@ class MaskDecoder(nn.Module):
         idx = list(range(self.num_mask_tokens)) if wanted is None else list(wanted)
         hyper_in = torch.stack([self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in idx], dim=1)
         if plan is not None:
-            y = factored.conv1_output(plan, keys, self.output_upscaling[0])
+            y = factored.conv1_output(plan, keys)
             z = upscale_rest(self, y.view(b, h, w, 2, 2, -1), plan["s0"], fused=True)
             masks = project_masks(z, hyper_in)
             if state is not None:
@@ -219,20 +245,13 @@ class MaskDecoder(nn.Module):
     def _first_layer(self, cache, image_embeddings, image_pe, dense):
         """The transformer's first-block projections of a shared image, kept in ``cache``
         while the embedding, positional encoding, dense embedding and weights are the same."""
-        if cache is None or not _constant_dense(dense):
-            return self.transformer.first_layer(image_embeddings if dense is None else image_embeddings + dense[:1],
-                                                image_pe) if cache is not None else None
-        layer0 = self.transformer.layers[0]
-        versions = tuple(p._version for p in layer0.parameters())
-        dense_key = None if dense is None else (dense.data_ptr(), dense.stride()[1:])  # only dense[:1] is read
-        entry = cache.get(id(self))
-        if (entry is not None and entry[0] is image_embeddings and entry[1] is image_pe
-                and entry[2] == dense_key and entry[3] == versions):
-            return entry[4]
-        src = image_embeddings if dense is None else image_embeddings + dense[:1]
-        first = self.transformer.first_layer(src, image_pe)
-        cache[id(self)] = (image_embeddings, image_pe, dense_key, versions, first)
-        return first
+        if cache is None:
+            return None
+        make = lambda: self.transformer.first_layer(_with_dense(image_embeddings, dense), image_pe)  # noqa: E731
+        if not _constant_dense(dense):
+            return make()
+        versions = _versions(self.transformer.layers[0])
+        return _kept(cache, id(self), (image_embeddings, image_pe), (_dense_key(dense), versions), make)
 
     def _plan(self, cache, image_embeddings, image_pe, dense, high_res_features, n_tokens: int) -> Optional[dict]:
         """The per-image plan of :mod:`factored_decoder` for a shared image, kept in ``cache``
@@ -246,24 +265,22 @@ class MaskDecoder(nn.Module):
         attn = tr.layers[0].cross_attn_image_to_token
         if attn.num_heads * n_tokens > attn.internal_dim:
             return None
-        versions = tuple(p._version for p in self.parameters())
-        dense_key = None if dense is None else (dense.data_ptr(), dense.stride()[1:])  # only dense[:1] is read
         high = () if high_res_features is None else tuple(high_res_features)
-        entry = cache.get(("plan", id(self)))
-        if (entry is not None and entry[0] is image_embeddings and entry[1] is image_pe and entry[2] == dense_key
-                and entry[3] == versions and len(entry[4]) == len(high) and all(a is b for a, b in zip(entry[4], high))):
-            return entry[5]
+        make = lambda: self._build_plan(image_embeddings, image_pe, dense, high)  # noqa: E731
+        tensors, values = (image_embeddings, image_pe, *high), (_dense_key(dense), _versions(self))
+        return _kept(cache, ("plan", id(self)), tensors, values, make)
+
+    def _build_plan(self, image_embeddings, image_pe, dense, high) -> dict:
         _, c, h, w = image_embeddings.shape
-        x0 = image_embeddings if dense is None else image_embeddings + dense[:1]
-        x0, pe = x0.flatten(2).transpose(1, 2), image_pe.flatten(2).transpose(1, 2)
+        x0 = _with_dense(image_embeddings, dense).flatten(2).transpose(1, 2)
+        pe = image_pe.flatten(2).transpose(1, 2)
         extra, s0 = None, None
         if high:
             s1 = high[1]
-            extra = s1.view(1, s1.shape[1], h, 2, w, 2).permute(0, 2, 4, 3, 5, 1).reshape(h * w, -1)
+            extra = conv_s1_blocks(s1, h, w).reshape(h * w, -1)
             s0 = high_res_blocks(high[0], h, w).contiguous()
-        plan = factored.build_plan(tr, self.output_upscaling[0], x0, pe, extra)
+        plan = factored.build_plan(self.transformer, self.output_upscaling[0], x0, pe, extra)
         plan["s0"] = s0
-        cache[("plan", id(self))] = (image_embeddings, image_pe, dense_key, versions, high, plan)
         return plan
 
     def _masks_reference(self, keys, hyper_in, b, c, h, w, high_res_features):

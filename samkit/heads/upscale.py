@@ -26,11 +26,29 @@ from ..layers.inplace import add_, gelu_
 GATHER_REORDER = True
 
 
+def conv_t2x2_weight(conv: nn.ConvTranspose2d) -> torch.Tensor:
+    """A 2x2 stride-2 transposed convolution as one matrix ``Cin x (2*2*Cout)`` (columns ky, kx, cout)."""
+    return conv.weight.permute(0, 2, 3, 1).reshape(conv.in_channels, 4 * conv.out_channels)
+
+
+def conv_t2x2_bias(conv: nn.ConvTranspose2d) -> torch.Tensor:
+    """Its bias per column of :func:`conv_t2x2_weight` (``4 Cout``; zeros without a bias)."""
+    if conv.bias is None:
+        return conv.weight.new_zeros(4 * conv.out_channels)
+    return conv.bias.repeat(4)
+
+
+def conv_s1_blocks(feat_s1: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """SAM 2's ``conv_s1`` level ``B x C/4 x 2h x 2w`` as a view in the block order of the first
+    transposed convolution's output, ``B x h x w x ky x kx x C/4``."""
+    return feat_s1.view(feat_s1.shape[0], feat_s1.shape[1], h, 2, w, 2).permute(0, 2, 4, 3, 5, 1)
+
+
 def _transposed_conv_2x2(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
     """``B x h x w x Cin`` -> ``B x h x w x 2 x 2 x Cout`` (dims: row, col, ky, kx, channel)."""
     b, h, w, cin = x.shape
     cout = conv.out_channels
-    weight = conv.weight.permute(0, 2, 3, 1).reshape(cin, 4 * cout)
+    weight = conv_t2x2_weight(conv)
     if conv.bias is not None:  # the bias rides in the GEMM's accumulator
         y = torch.addmm(conv.bias.repeat(4), x.reshape(b * h * w, cin), weight)
     else:
@@ -82,9 +100,7 @@ def upscale_features(decoder, x: torch.Tensor,
     dc1 = decoder.output_upscaling[0]
     y = _transposed_conv_2x2(x, dc1)  # B x h x w x 2 x 2 x C/4
     if high_res_features is not None:
-        feat_s1 = high_res_features[1]
-        b, h, w = x.shape[:3]
-        y = add_(y, feat_s1.view(feat_s1.shape[0], feat_s1.shape[1], h, 2, w, 2).permute(0, 2, 4, 3, 5, 1))
+        y = add_(y, conv_s1_blocks(high_res_features[1], x.shape[1], x.shape[2]))
     s0 = None if high_res_features is None else high_res_blocks(high_res_features[0], x.shape[1], x.shape[2])
     return upscale_rest(decoder, y, s0)
 
@@ -122,8 +138,7 @@ def _second_product_fused(dc2: nn.ConvTranspose2d, act2: nn.Module, y: torch.Ten
     with it: ``s0`` + bias is the product's accumulator."""
     if not (isinstance(act2, nn.GELU) and act2.approximate == "none") or y.device.type != "cpu":
         return None
-    weight = dc2.weight.permute(0, 2, 3, 1).reshape(dc2.in_channels, 4 * dc2.out_channels)
-    bias = dc2.bias.repeat(4) if dc2.bias is not None else weight.new_zeros(weight.shape[1])
+    weight, bias = conv_t2x2_weight(dc2), conv_t2x2_bias(dc2)
     if s0 is not None:
         cols = weight.shape[1]
         acc = torch.add(s0.reshape(s0.shape[0], -1, cols), bias)  # ours: the product's accumulator

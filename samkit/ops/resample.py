@@ -60,17 +60,22 @@ def _band(n_in: int, n_out: int, mode: str, frame: Optional[int], valid: Optiona
     last = n_in - 1 - torch.where(nz.any(1), nz.flip(1).float().argmax(1), torch.zeros(nb, dtype=torch.long))
     win = int((last - first).max()) + 1
     start = torch.clamp(first, max=n_in - win)
-    idx = start[:, None] + torch.arange(win)[None]  # nb x win
+    idx = _windows(start, win, start.device)  # nb x win
     weights = torch.gather(blocks, 2, idx[:, None, :].expand(nb, block, win)).float()
     return start, weights
+
+
+def _windows(start: torch.Tensor, win: int, device: torch.device) -> torch.Tensor:
+    """Input indices ``start[i] .. start[i] + win`` of every block: ``nb x win``."""
+    return (start[:, None] + torch.arange(win)[None]).to(device)
 
 
 def _rows(x: torch.Tensor, band: Tuple[torch.Tensor, torch.Tensor], n_out: int) -> torch.Tensor:
     """``N x n_in x W`` -> ``N x n_out x W``: the band applied along the rows."""
     start, weights = band
     nb, block, win = weights.shape
-    idx = (start[:, None] + torch.arange(win)[None]).to(x.device)
-    windows = x[:, idx.reshape(-1)].view(x.shape[0], nb, win, x.shape[-1])  # N x nb x win x W
+    idx = _windows(start, win, x.device).reshape(-1)
+    windows = x[:, idx].view(x.shape[0], nb, win, x.shape[-1])  # N x nb x win x W
     out = torch.matmul(weights.to(x.device), windows)  # N x nb x block x W
     return out.view(x.shape[0], nb * block, x.shape[-1])[:, :n_out]
 
@@ -79,8 +84,8 @@ def _cols(x: torch.Tensor, band: Tuple[torch.Tensor, torch.Tensor], n_out: int) 
     """``N x H x n_in`` -> ``N x H x n_out``: the band applied along the columns."""
     start, weights = band
     nb, block, win = weights.shape
-    idx = (start[:, None] + torch.arange(win)[None]).to(x.device)
-    windows = x[..., idx.reshape(-1)].view(x.shape[0], x.shape[1], nb, win).transpose(1, 2)  # N x nb x H x win
+    idx = _windows(start, win, x.device).reshape(-1)
+    windows = x[..., idx].view(x.shape[0], x.shape[1], nb, win).transpose(1, 2)  # N x nb x H x win
     out = torch.matmul(windows, weights.to(x.device).transpose(1, 2))  # N x nb x H x block
     return out.permute(0, 2, 1, 3).reshape(x.shape[0], x.shape[1], nb * block)[..., :n_out]
 
@@ -91,17 +96,22 @@ def resample(low: torch.Tensor, size: Tuple[int, int], mode: str = "bilinear", f
     ``F.interpolate(low, size, mode=mode, align_corners=False)`` or, with ``frame`` and
     ``valid`` (h', w'), SAM's ``interpolate to frame x frame, crop [:h', :w'], interpolate to
     size``. ``mode``: "bilinear" or "bicubic". Float rounding differs (~1e-6)."""
-    if mode not in ("bilinear", "bicubic"):
-        raise ValueError(f"mode must be 'bilinear' or 'bicubic', got {mode!r}")
-    lead, (h, w) = low.shape[:-2], low.shape[-2:]
-    out_h, out_w = int(size[0]), int(size[1])
-    vy, vx = (None, None) if valid is None else (int(valid[0]), int(valid[1]))
-    x = low.reshape(-1, h, w).float()
+    x, rb, cb, (out_h, out_w) = _prepare(low, size, mode, frame, valid, block)
     # columns first (a small h x W result), rows last: their batched product writes the large
     # output in place, row-major, with no reordering copy
-    x = _cols(x, _band(w, out_w, mode, frame, vx, block), out_w)
-    x = _rows(x, _band(h, out_h, mode, frame, vy, block), out_h)
-    return x.reshape(*lead, out_h, out_w).to(low.dtype)
+    x = _rows(_cols(x, cb, out_w), rb, out_h)
+    return x.reshape(*low.shape[:-2], out_h, out_w).to(low.dtype)
+
+
+def _prepare(low: torch.Tensor, size, mode: str, frame: Optional[int], valid, block: int):
+    """Checks ``mode`` -> (``low`` as float ``N x h x w``, row band, column band, (H, W))."""
+    if mode not in ("bilinear", "bicubic"):
+        raise ValueError(f"mode must be 'bilinear' or 'bicubic', got {mode!r}")
+    h, w = low.shape[-2:]
+    out_h, out_w = int(size[0]), int(size[1])
+    vy, vx = (None, None) if valid is None else (int(valid[0]), int(valid[1]))
+    rb, cb = _band(h, out_h, mode, frame, vy, block), _band(w, out_w, mode, frame, vx, block)
+    return low.reshape(-1, h, w).float(), rb, cb, (out_h, out_w)
 
 
 def _negative_mass(band: Tuple[torch.Tensor, torch.Tensor]) -> float:
@@ -112,8 +122,8 @@ def _negative_mass(band: Tuple[torch.Tensor, torch.Tensor]) -> float:
 def _tile_extremes(low: torch.Tensor, rb, cb) -> Tuple[torch.Tensor, torch.Tensor]:
     """Min and max of ``low`` (N x h x w) over each tile's input window: N x nb_r x nb_c each."""
     (rs, rw), (cs, cw) = rb, cb
-    ridx = (rs[:, None] + torch.arange(rw.shape[2])[None]).reshape(-1).to(low.device)
-    cidx = (cs[:, None] + torch.arange(cw.shape[2])[None]).reshape(-1).to(low.device)
+    ridx = _windows(rs, rw.shape[2], low.device).reshape(-1)
+    cidx = _windows(cs, cw.shape[2], low.device).reshape(-1)
     rows = low[:, ridx].view(low.shape[0], rs.shape[0], rw.shape[2], -1)  # N x nb_r x win_r x w
     lo, hi = rows.amin(2), rows.amax(2)
     lo = lo[..., cidx].view(*lo.shape[:2], cs.shape[0], cw.shape[2]).amin(-1)
@@ -129,13 +139,7 @@ def resample_mask(low: torch.Tensor, size: Tuple[int, int], mode: str = "bilinea
     (none for bilinear: its outputs are convex combinations) takes that sign whole; the other
     tiles (along the mask's boundary) are interpolated as in :func:`resample`, or the whole
     output when more than ``DOUBT_SHARE`` of the tiles are in doubt (noise-like logits)."""
-    if mode not in ("bilinear", "bicubic"):
-        raise ValueError(f"mode must be 'bilinear' or 'bicubic', got {mode!r}")
-    lead, (h, w) = low.shape[:-2], low.shape[-2:]
-    out_h, out_w = int(size[0]), int(size[1])
-    vy, vx = (None, None) if valid is None else (int(valid[0]), int(valid[1]))
-    x = low.reshape(-1, h, w).float()
-    rb, cb = _band(h, out_h, mode, frame, vy, block), _band(w, out_w, mode, frame, vx, block)
+    x, rb, cb, (out_h, out_w) = _prepare(low, size, mode, frame, valid, block)
     lo, hi = _tile_extremes(x, rb, cb)
     ny, nx = _negative_mass(rb), _negative_mass(cb)
     neg = (1 + ny) * nx + ny * (1 + nx)  # negative mass of the 2-d weights
@@ -151,10 +155,10 @@ def resample_mask(low: torch.Tensor, size: Tuple[int, int], mode: str = "bilinea
         k, i, j = todo.unbind(1)
         (rs, rw), (cs, cw) = rb, cb
         rw, cw = rw.to(x.device), cw.to(x.device)
-        ri = rs.to(x.device)[i, None] + torch.arange(rw.shape[2], device=x.device)  # T x win_r
-        ci = cs.to(x.device)[j, None] + torch.arange(cw.shape[2], device=x.device)  # T x win_c
+        ri = _windows(rs, rw.shape[2], x.device)[i]  # T x win_r
+        ci = _windows(cs, cw.shape[2], x.device)[j]  # T x win_c
         windows = x[k[:, None, None], ri[:, :, None], ci[:, None, :]]  # T x win_r x win_c
         tiles = torch.bmm(torch.bmm(rw[i], windows), cw[j].transpose(1, 2))  # T x bs x bs
         out[k, i, :, j, :] = tiles > 0
     out = out.view(n, nr * block, nc * block)[:, :out_h, :out_w].contiguous()
-    return out.view(*lead, out_h, out_w)
+    return out.view(*low.shape[:-2], out_h, out_w)
