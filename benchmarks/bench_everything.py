@@ -13,10 +13,16 @@ and >= 0.9 (exact mode), >= 0.9 (fast mode), and the reverse share for exact mod
 
 ``--model``: ``sam_vit_b`` (the synthesized golden weights of tests/parity.py, loaded into both
 implementations), ``tiny`` (official SAM with a dim-64, depth-2 ViT encoder, default init, its
-weights loaded into samkit's SAM) or ``color`` (the colour-region stand-in of tests/test_auto.py,
-which gives real objects on a synthetic image; its own synthetic image). Random weights give
-odd masks (large, overlapping), so for ``sam_vit_b``/``tiny`` the filters default to 0 (same
-settings on both sides) and the figures say how fast and how close, not how good the masks are.
+weights loaded into samkit's SAM), ``color`` (the colour-region stand-in of tests/test_auto.py,
+which gives real objects on a synthetic image; its own synthetic image) or ``regions`` (the
+same stand-in kept to the prompted pixel's connected component, ``connected_region_logits``:
+nested, connected regions on the truck and DAVIS photographs, so the official generator keeps
+several masks per image and the fast mode's match rate can be counted; the stand-in's masks
+depend on the seed pixel's exact colour much more than SAM's do, and its timings say nothing).
+Random weights give odd masks (large, overlapping), so for ``sam_vit_b``/``tiny`` the filters
+default to 0 (same settings on both sides) and the figures say how fast and how close, not how
+good the masks are. ``--rounds R`` runs official, exact and fast R times in turn and reports
+the median seconds and the median of the per-round ratios (the machine's speed drifts).
 Prints one JSON document; no numbers are asserted.
 """
 from __future__ import annotations
@@ -51,10 +57,12 @@ def build(model: str):
     """-> (official Sam, samkit model, golden image or None)."""
     from oracle_shims import import_oracle
 
-    if model == "color":
+    if model in ("color", "regions"):
         import test_auto
 
-        return test_auto.official_color_sam(), test_auto.ColorRegion(), test_auto.rectangles_image()
+        connected = model == "regions"
+        return (test_auto.official_color_sam(connected), test_auto.ColorRegion(connected),
+                None if connected else test_auto.rectangles_image())
     from parity import synth_state_dict
 
     from samkit.models import sam as sam_mod
@@ -73,7 +81,7 @@ def build(model: str):
         ours = sam_mod._build(64, 2, 2, (1,))
         ours.load_state_dict(sam_mod.remap_sam(official.state_dict()), strict=True)
     else:
-        raise SystemExit(f"unknown --model {model!r}; use sam_vit_b, tiny or color")
+        raise SystemExit(f"unknown --model {model!r}; use sam_vit_b, tiny, color or regions")
     return official.eval(), ours.eval(), None
 
 
@@ -81,7 +89,7 @@ def images(names, model: str, golden_image, davis: Path) -> list:
     """-> [(name, H x W x 3 uint8)]; the ``color`` model runs on its own synthetic image."""
     from samkit.io.image import load_image
 
-    if model == "color":
+    if golden_image is not None:  # the colour stand-in's own synthetic image
         return [("rectangles", golden_image)]
     out = []
     for name in names:
@@ -103,25 +111,39 @@ def _timed(fn):
     return out, time.perf_counter() - t0
 
 
-def run_image(official, ours, image: np.ndarray, common: dict, nms_thresh: float) -> dict:
-    """One image: the official generator, samkit exact and fast, timings and match rates."""
+def run_image(official, ours, image: np.ndarray, common: dict, nms_thresh: float, rounds: int = 1) -> dict:
+    """One image: the official generator, samkit exact and fast (``rounds`` times in turn),
+    timings and match rates."""
     from oracle_shims import import_oracle
 
     from samkit.auto import AutoMaskGenerator
 
     amg = import_oracle("segment_anything.automatic_mask_generator")
-    with torch.inference_mode():
-        records, t_off = _timed(lambda: amg.SamAutomaticMaskGenerator(
-            official, box_nms_thresh=nms_thresh, crop_nms_thresh=nms_thresh, **common).generate(image))
-    (exact, exact_info), t_exact = _timed(lambda: AutoMaskGenerator(
-        ours, nms="greedy", nms_thresh=nms_thresh, **common).generate_with_info(image))
-    (fast, fast_info), t_fast = _timed(lambda: AutoMaskGenerator(
-        ours, nms="greedy", nms_thresh=nms_thresh, mode="fast", **common).generate_with_info(image))
+
+    def official_run():
+        with torch.inference_mode():
+            return amg.SamAutomaticMaskGenerator(official, box_nms_thresh=nms_thresh, crop_nms_thresh=nms_thresh,
+                                                 **common).generate(image)
+
+    runs = {"official": official_run,
+            "exact": lambda: AutoMaskGenerator(ours, nms="greedy", nms_thresh=nms_thresh,
+                                               **common).generate_with_info(image),
+            "fast": lambda: AutoMaskGenerator(ours, nms="greedy", nms_thresh=nms_thresh, mode="fast",
+                                              **common).generate_with_info(image)}
+    secs = {k: [] for k in runs}
+    out = {}
+    for _ in range(max(1, rounds)):
+        for key, fn in runs.items():
+            out[key], t = _timed(fn)
+            secs[key].append(t)
+    records, (exact, exact_info), (fast, fast_info) = out["official"], out["exact"], out["fast"]
+    ratio = {k: float(np.median([o / t for o, t in zip(secs["official"], secs[k])])) for k in ("exact", "fast")}
     off = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0,) + image.shape[:2], bool)
     return {
         "image_hw": list(image.shape[:2]),
-        "seconds": {"official": round(t_off, 2), "exact": round(t_exact, 2), "fast": round(t_fast, 2)},
-        "ratio_official_over": {"exact": round(t_off / t_exact, 3), "fast": round(t_off / t_fast, 3)},
+        "seconds": {k: round(float(np.median(v)), 2) for k, v in secs.items()},
+        "ratio_official_over": {k: round(v, 3) for k, v in ratio.items()},
+        **({"seconds_per_round": {k: [round(t, 2) for t in v] for k, v in secs.items()}} if rounds > 1 else {}),
         "counts": {"official": len(records), "exact": len(exact), "fast": len(fast)},
         "points_decoded": {"official": exact_info.stats["points_decoded"], "exact": exact_info.stats["points_decoded"],
                            "fast": fast_info.stats["points_decoded"]},
@@ -144,6 +166,7 @@ def main(argv=None) -> dict:
     p.add_argument("--stability-thresh", type=float, default=None)
     p.add_argument("--nms-thresh", type=float, default=0.7)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--rounds", type=int, default=1, help="official / exact / fast this many times in turn")
     p.add_argument("--decode-chunk", type=int, default=0,
                    help="prompts per decoder call on CPU (default: AutoMaskGenerator._DECODE_CHUNK)")
     args = p.parse_args(argv)
@@ -154,17 +177,18 @@ def main(argv=None) -> dict:
     if args.decode_chunk:
         AutoMaskGenerator._DECODE_CHUNK = args.decode_chunk
     official, ours, golden_image = build(args.model)
-    random_weights = args.model != "color"
+    random_weights = args.model not in ("color", "regions")
     piou = args.pred_iou_thresh if args.pred_iou_thresh is not None else (0.0 if random_weights else 0.88)
     stab = args.stability_thresh if args.stability_thresh is not None else (0.0 if random_weights else 0.95)
     common = dict(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
                   pred_iou_thresh=piou, stability_score_thresh=stab, crop_n_layers=args.crop_layers)
     result = {"model": args.model, "weights": "synthesized random" if random_weights else "colour stand-in",
+              "rounds": args.rounds,
               "settings": {**common, "nms_thresh": args.nms_thresh}, "torch_threads": torch.get_num_threads(),
               "decode_chunk": AutoMaskGenerator._DECODE_CHUNK,
               "images": {}}
     for name, image in images(args.images, args.model, golden_image, args.davis):
-        result["images"][name] = run_image(official, ours, image, common, args.nms_thresh)
+        result["images"][name] = run_image(official, ours, image, common, args.nms_thresh, args.rounds)
         print(f"{name}: {json.dumps(result['images'][name])}", file=sys.stderr, flush=True)
     print(json.dumps(result, indent=2))
     return result

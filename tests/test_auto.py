@@ -47,14 +47,35 @@ def region_logits(features: torch.Tensor, coords: torch.Tensor, multimask: bool 
     return logits, iou
 
 
+def connected_region_logits(features: torch.Tensor, coords: torch.Tensor, multimask: bool = True):
+    """:func:`region_logits` kept to the prompted pixel's 4-connected component of each mask:
+    the other pixels of the same colour get logits <= -2. On photographs this gives nested,
+    connected regions (a stand-in for SAM's subpart / part / whole, not its quality)."""
+    import cv2
+
+    logits, iou = region_logits(features, coords, multimask)
+    s = features.shape[-1]
+    xi = coords[:, 0].float().floor().long().clamp(0, s - 1).tolist()
+    yi = coords[:, 1].float().floor().long().clamp(0, s - 1).tolist()
+    inside = (logits > 0).to(torch.uint8).numpy()
+    keep = np.zeros(inside.shape, bool)
+    for b in range(inside.shape[0]):
+        for k in range(inside.shape[1]):
+            _, lab = cv2.connectedComponents(inside[b, k], connectivity=4)
+            keep[b, k] = lab == lab[yi[b], xi[b]]
+    return torch.where(torch.from_numpy(keep), logits, logits.clamp(max=-2.0)), iou
+
+
 class ColorRegion(PromptableModel):
-    """samkit-contract version of the stand-in (frame 256, SAM pre/post-processing)."""
+    """samkit-contract version of the stand-in (frame 256, SAM pre/post-processing);
+    ``connected=True``: :func:`connected_region_logits`."""
 
     image_size = FRAME
 
-    def __init__(self):
+    def __init__(self, connected: bool = False):
         super().__init__()
         self.anchor = nn.Parameter(torch.zeros(1))
+        self.logits = connected_region_logits if connected else region_logits
 
     def preprocess(self, image):
         return preprocess_longest_side(image, FRAME, MEAN, STD, self.device)
@@ -63,7 +84,7 @@ class ColorRegion(PromptableModel):
         return ImageFeatures(x)
 
     def decode(self, features, points, labels, boxes, mask_input, multimask):
-        logits, iou = region_logits(features.embed, points[:, 0, :], bool(multimask))
+        logits, iou = self.logits(features.embed, points[:, 0, :], bool(multimask))
         if mask_input is not None:  # a refinement effect for the m2m path
             logits = 0.5 * logits + 0.5 * mask_input
             iou = iou + 0.01
@@ -87,7 +108,8 @@ def rectangles_image(h=180, w=240, n=7, seed=0, holes=False):
 
 
 # ----------------------------------------------------------------------------- official side
-def official_color_sam():
+def official_color_sam(connected: bool = False):
+    """The official ``Sam`` around the stand-in (``connected``: :func:`connected_region_logits`)."""
     from oracle_shims import import_oracle
 
     modeling = import_oracle("segment_anything.modeling")
@@ -108,7 +130,8 @@ def official_color_sam():
     class Dec(nn.Module):
         def forward(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
                     multimask_output):
-            return region_logits(image_embeddings, sparse_prompt_embeddings[:, 0, :], multimask_output)
+            fn = connected_region_logits if connected else region_logits
+            return fn(image_embeddings, sparse_prompt_embeddings[:, 0, :], multimask_output)
 
     return modeling.Sam(Enc(), Prompt(), Dec(), pixel_mean=MEAN, pixel_std=STD).eval()
 
@@ -163,6 +186,26 @@ def test_small_region_cleanup_matches_official():
     assert_parity(records, masks, info)
     plain = AutoMaskGenerator(ColorRegion(), points_per_side=10).generate(img)
     assert not all(np.array_equal(a, b) for a, b in zip(plain.masks, masks.masks)) or len(plain) != len(masks)
+
+
+def truck_image() -> np.ndarray:
+    """The bundled photograph (267 x 400)."""
+    from samkit.io import example_image_path
+    from samkit.io.image import load_image
+
+    return load_image(example_image_path())
+
+
+@pytest.mark.oracle
+def test_connected_stand_in_matches_official_on_a_photo():
+    """Nested, connected regions on a photograph: many masks of all sizes, same as the official."""
+    img = truck_image()
+    records = official_generate(official_color_sam(connected=True), img, points_per_side=16)
+    masks, info = AutoMaskGenerator(ColorRegion(connected=True), points_per_side=16).generate_with_info(img)
+    assert len(records) >= 8
+    areas = masks.masks.reshape(len(masks), -1).sum(1)
+    assert (areas > 5000).sum() >= 3 and (areas < 1000).sum() >= 3  # large and small regions
+    assert_parity(records, masks, info)
 
 
 def _tiny_official_sam(seed=0):
