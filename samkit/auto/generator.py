@@ -30,8 +30,9 @@ grid coarse to fine (evenly spread sub-grids of about n/8, n/4, n/2 points per s
 rest; ``samkit.auto.grid.coarse_to_fine_levels``) and, after each level, skips every later point
 that lies inside a mask kept so far (the masks surviving the crop's NMS among the candidates
 found that are their point's best mask). It never decodes more points than the exact mode, and every candidate it decodes is one
-the exact mode has too; an object is missed only when all its grid points lie inside other
-kept masks.
+the exact mode has too; an object is missed when all its grid points lie inside other kept
+masks, and NMS among fewer candidates can keep another point's mask of the same region (the
+more a model's mask depends on where in the object the point lands, the more often).
 
 Open vocabulary (``vocabulary=`` "coco" | "lvis" | "ade20k" | a file | a list of names, with
 ``clip=`` a ``samkit.vocab.DenseClip``): after step 6 every mask is named by mask-pooled dense
