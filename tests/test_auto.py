@@ -340,7 +340,7 @@ def test_chunked_upscale_equals_whole_batch_upscale(monkeypatch, filtered):
     ref_kept = torch.where(ref_stab >= stab_thresh)[0] if filtered else torch.arange(11)
     assert 0 < len(ref_kept) and (not filtered or len(ref_kept) < 11)
     gen = AutoMaskGenerator(ColorRegion(), points_per_side=2, stability_score_thresh=stab_thresh)
-    monkeypatch.setattr(AutoMaskGenerator, "_UPSCALE_CHUNK", 3)  # does not divide 11
+    monkeypatch.setattr(AutoMaskGenerator, "_UPSCALE_BYTES", 3 * 4 * 267 * 400 + 5)  # 3 masks: does not divide 11
     kept, stab, masks, boxes = gen._upscale(low, t)
     assert torch.equal(kept, ref_kept) and torch.equal(stab, ref_stab[ref_kept])
     assert torch.equal(masks, logits[ref_kept] > 0) and masks.shape[1:] == (267, 400)

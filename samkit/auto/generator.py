@@ -144,7 +144,10 @@ class AutoMaskGenerator:
     ``point_batches`` and ``points_decoded``.
     """
 
-    _UPSCALE_CHUNK = 8  # masks upscaled at a time on CPU (about 25 MB of SAM frame-size logits)
+    #: full-resolution float logits upscaled at a time on CPU (at least one mask): 1 mask of a
+    #: 1200 x 1800 image, 2 of DAVIS 480p, 9 of the truck; larger chunks leave the cache, and
+    #: fresh tensors over glibc's mmap threshold are paged in anew on every call
+    _UPSCALE_BYTES = 4 << 20
     _DECODE_CHUNK = 16  # point prompts per model.decode call on CPU (bounds the decoder's temporaries)
 
     def __init__(self, model, points_per_side: Optional[int] = 32, points_per_batch: int = 64,
@@ -371,8 +374,8 @@ class AutoMaskGenerator:
         masks passing the stability filter, their stability (float32), binary masks K x H x W at
         the crop's size and boxes K x 4 int64.
 
-        On CPU the model's upscaling runs ``_UPSCALE_CHUNK`` masks at a time, so that its
-        frame-size intermediate stays in cache; the interpolation treats every mask on its own,
+        On CPU the model's upscaling runs ``_UPSCALE_BYTES`` of output logits at a time, so
+        that they stay in cache; the interpolation treats every mask on its own,
         so the logits are bit-identical to upscaling the whole batch at once (the official
         order). Stability and thresholding run on each chunk's logits (per mask, so the same
         numbers), the stability filter and boxes once on the whole batch.
@@ -384,7 +387,8 @@ class AutoMaskGenerator:
             return (torch.zeros(0, dtype=torch.int64, device=dev), torch.zeros(0, device=dev),
                     torch.zeros((0,) + hw, dtype=torch.bool, device=dev),
                     torch.zeros(0, 4, dtype=torch.int64, device=dev))
-        chunk = self._UPSCALE_CHUNK if low_res.device.type == "cpu" else n
+        h, w = transform.original_size
+        chunk = max(1, self._UPSCALE_BYTES // (4 * h * w)) if low_res.device.type == "cpu" else n
         stabs, bins = [], []
         for s in range(0, n, chunk):  # stability and the binary mask while the chunk's logits are in cache
             logits = self.model.postprocess(low_res[s : s + chunk, None], transform)[:, 0]

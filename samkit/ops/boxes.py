@@ -59,9 +59,9 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     h, w = masks.shape[-2:]
     if masks.numel() == 0:
         return torch.zeros(*lead, 4, dtype=torch.int64, device=masks.device)
-    m = masks.reshape(-1, h, w).bool()
-    rows = m.any(dim=-1)  # B x H
-    cols = m.any(dim=-2)  # B x W
+    m = masks.reshape(-1, h, w).bool().view(torch.uint8)
+    rows = m.amax(dim=-1).bool()  # B x H (``any``, whose kernel is many times slower here)
+    cols = m.amax(dim=-2).bool()  # B x W
     ar_h = torch.arange(h, device=m.device)
     ar_w = torch.arange(w, device=m.device)
     y2 = torch.where(rows, ar_h, -1).amax(dim=-1)

@@ -68,8 +68,8 @@ def _count_above(logits: torch.Tensor, threshold: float) -> torch.Tensor:
     summed as bytes into int32, enough for 2**31 pixels per mask)."""
     above = torch.gt(logits, threshold)
     h, w = logits.shape[-2:]
-    if h * w < 2 ** 31:
-        return above.view(torch.uint8).sum(dim=(-1, -2), dtype=torch.int32).long()
+    if h * w < 2 ** 31:  # one flat sum per mask: several times faster than over two dims
+        return above.view(torch.uint8).flatten(-2).sum(-1, dtype=torch.int32).long()
     return above.sum(dim=(-1, -2), dtype=torch.int64)
 
 
