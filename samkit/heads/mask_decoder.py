@@ -243,8 +243,8 @@ class MaskDecoder(nn.Module):
     def _planned_masks(self, plan: dict, keys, hyper_in: torch.Tensor, hw: Tuple[int, int],
                        keep: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Masks B x K x 4h x 4w of the factored path, upscaled one prompt at a time: a prompt's
-        temporaries (4 and 8 MB at 64 x 64) stay in cache, a batch's would not (half the time
-        for 16 prompts). Also the upscaled features (``keep``: for :meth:`_dynamic_lazy`)."""
+        temporaries (4 and 8 MB at 64 x 64) stay in cache, a batch's would not (about half the
+        upscaling time for 16 prompts). Also the upscaled features (``keep``: for :meth:`_dynamic_lazy`)."""
         h, w = hw
         masks, feats = [], []
         for i in range(hyper_in.shape[0]):
