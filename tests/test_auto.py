@@ -33,9 +33,7 @@ def region_logits(features: torch.Tensor, coords: torch.Tensor, multimask: bool 
     """features 1 x 3 x S x S (normalised image), coords B x 2 frame (x, y) -> logits
     B x K x S x S (K = 3, or 1 when not multimask) and IoU predictions B x K."""
     pts = coords.float()
-    s = features.shape[-1]
-    xi = pts[:, 0].floor().long().clamp(0, s - 1)
-    yi = pts[:, 1].floor().long().clamp(0, s - 1)
+    xi, yi = _pixels(coords, features.shape[-1])
     colour = features[0][:, yi, xi].T  # B x 3
     dist = (features[0][None] - colour[:, :, None, None]).pow(2).sum(1).sqrt()  # B x S x S
     logits = torch.stack([12.0 * (t - dist) for t in TAUS], dim=1)
@@ -47,6 +45,12 @@ def region_logits(features: torch.Tensor, coords: torch.Tensor, multimask: bool 
     return logits, iou
 
 
+def _pixels(coords: torch.Tensor, s: int):
+    """Frame (x, y) B x 2 -> the prompted pixels' column and row indices (B each) in an S x S frame."""
+    pts = coords.float()
+    return pts[:, 0].floor().long().clamp(0, s - 1), pts[:, 1].floor().long().clamp(0, s - 1)
+
+
 def connected_region_logits(features: torch.Tensor, coords: torch.Tensor, multimask: bool = True):
     """:func:`region_logits` kept to the prompted pixel's 4-connected component of each mask:
     the other pixels of the same colour get logits <= -2. On photographs this gives nested,
@@ -54,9 +58,7 @@ def connected_region_logits(features: torch.Tensor, coords: torch.Tensor, multim
     import cv2
 
     logits, iou = region_logits(features, coords, multimask)
-    s = features.shape[-1]
-    xi = coords[:, 0].float().floor().long().clamp(0, s - 1).tolist()
-    yi = coords[:, 1].float().floor().long().clamp(0, s - 1).tolist()
+    xi, yi = (v.tolist() for v in _pixels(coords, features.shape[-1]))
     inside = (logits > 0).to(torch.uint8).numpy()
     keep = np.zeros(inside.shape, bool)
     for b in range(inside.shape[0]):

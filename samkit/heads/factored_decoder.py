@@ -262,9 +262,9 @@ def transformer_forward(tr, plan: dict, point_embedding: torch.Tensor, out_token
     return final_rows(0, out_tokens), fk
 
 
-def conv1_output(plan: dict, fk: FactoredKeys, i: Optional[int] = None) -> torch.Tensor:
-    """The upscaling's first transposed convolution (+ bias, + ``conv1_extra``) of the factored
-    tokens: B x L x 4Cout (columns ky, kx, cout); ``i``: prompt ``i`` only (1 x L x 4Cout)."""
-    pick = slice(None) if i is None else slice(i, i + 1)
-    y = torch.addcmul(plan["conv1_base"], plan["conv1"], fk.s[pick, :, None])  # B x L x 4Cout, ours
+def conv1_output(plan: dict, fk: FactoredKeys, i: int) -> torch.Tensor:
+    """The upscaling's first transposed convolution (+ bias, + ``conv1_extra``) of prompt ``i``'s
+    factored tokens: 1 x L x 4Cout (columns ky, kx, cout)."""
+    pick = slice(i, i + 1)
+    y = torch.addcmul(plan["conv1_base"], plan["conv1"], fk.s[pick, :, None])  # 1 x L x 4Cout, ours
     return y.baddbmm_(fk.ft[pick].transpose(1, 2), fk.hm[pick] @ plan["conv1_weight"])
