@@ -143,7 +143,7 @@ def section_click(quick: bool) -> str:
     import bench_click
 
     models = ["sam_vit_b", "sam2.1_hiera_t"] if quick else bench_click.DEFAULT_MODELS
-    return bench_click.run(models, warmup=2, runs=5 if quick else 20)
+    return bench_click.run(models, warmup=2, runs=5 if quick else 20, batch=0 if quick else 16)
 
 
 def section_peers(quick: bool) -> str:

@@ -1,20 +1,26 @@
 """Click latency: one point -> full-resolution mask on a 1200 x 1800 image, per family.
 
     python benchmarks/bench_click.py [--models sam_vit_b ...] [--runs 20] [--size 1200 1800] [--no-onnx]
+                                     [--batch N]
 
 Columns (medians, calls interleaved, same process, synthesized weights as ``bench_image``):
 ``before``: ``ImagePredictor.predict`` on the decoder path before the click-latency rewrites
 (``MaskDecoder.prune_tokens = False``: the final attention for every token;
 ``samkit.heads.upscale.GATHER_REORDER = False``: the 8-d permute into raster order;
-``MaskDecoder.factored = False``; ``samkit.models.base.BANDED_POSTPROCESS = False``);
-``last stop``: only the last two off (the factored decoder and the banded postprocessing of
-this stop's rewrites); ``after``:
+``MaskDecoder.factored = False``; ``samkit.models.base.BANDED_POSTPROCESS = False``;
+``MaskDecoder.merge_repeats = False``); ``last stop``: only the latest rewrite off
+(``merge_repeats``: repeated prompt tokens, EfficientSAM's 5 padding points, run once); ``after``:
 today's path (two smaller exact rewrites have no switch and run in both columns: the embedding +
 dense sum skipped when the first block is cached, the residual starting the image->token GEMM's
-accumulator; SAM 2's lazy multimask tokens follow ``prune_tokens``); ``official``: the official predictor where ``bench_image`` has one. ``same``: whether before and after give identical full-resolution masks (else how many pixels
-differ: float noise at logits ~ 0) and the largest low-res logit difference. ONNX: the per-click graph ``prompt_decoder_fast`` (``samkit.export.fast_decoder``)
-traced before / after, in onnxruntime on the CPU with 2 threads (the page's wasm build runs the
-same graph), one click on the image's ``decoder_image`` outputs.
+accumulator; SAM 2's lazy multimask tokens follow ``prune_tokens``); ``official``: the official
+predictor where ``bench_image`` has one. ``same``: whether before and after give identical
+full-resolution masks (else how many pixels differ: float noise at logits ~ 0) and the largest
+low-res logit difference. ONNX: the per-click graph ``prompt_decoder_fast``
+(``samkit.export.fast_decoder``) traced before / after, in onnxruntime on the CPU with 2 threads
+(the page's wasm build runs the same graph), one click on the image's ``decoder_image`` outputs.
+
+``--batch N`` adds a table: ``ImagePredictor.predict_batch`` of N one-point prompts with three
+masks each (what the everything generator decodes per chunk), last stop vs after.
 """
 from __future__ import annotations
 
@@ -42,20 +48,20 @@ DEFAULT_MODELS = ["sam_vit_b", "mobile_sam", "edge_sam", "efficient_sam_vitt", "
 @contextlib.contextmanager
 def before_rewrites(model, stop: str = "first"):
     """The decoder path before the click-latency rewrites (same results, more work).
-    ``stop="first"``: before both stops' rewrites; ``"second"``: before this stop's only (the
-    factored decoder, banded postprocessing)."""
+    ``stop="first"``: before all of them; ``"second"``: before the latest only (repeated prompt
+    tokens merged)."""
     from samkit.heads import upscale
     from samkit.models import base
 
     dec = model.mask_decoder
-    saved = dec.prune_tokens, upscale.GATHER_REORDER, dec.factored, base.BANDED_POSTPROCESS
+    saved = dec.prune_tokens, upscale.GATHER_REORDER, dec.factored, base.BANDED_POSTPROCESS, dec.merge_repeats
     if stop == "first":
-        dec.prune_tokens, upscale.GATHER_REORDER = False, False
-    dec.factored, base.BANDED_POSTPROCESS = False, False
+        dec.prune_tokens, upscale.GATHER_REORDER, dec.factored, base.BANDED_POSTPROCESS = False, False, False, False
+    dec.merge_repeats = False
     try:
         yield
     finally:
-        dec.prune_tokens, upscale.GATHER_REORDER, dec.factored, base.BANDED_POSTPROCESS = saved
+        dec.prune_tokens, upscale.GATHER_REORDER, dec.factored, base.BANDED_POSTPROCESS, dec.merge_repeats = saved
 
 
 def _torch_times(name, model, image, point, label, warmup, runs):
@@ -155,6 +161,36 @@ def bench_model(name, image, warmup, runs, onnx: bool) -> dict:
     return row
 
 
+def batch_row(name, image, prompts: int, warmup: int, runs: int) -> dict:
+    """``predict_batch`` of ``prompts`` one-point prompts (three masks each): last stop vs after."""
+    from samkit import ImagePredictor
+
+    model = bench_image._ours(name)
+    pred = ImagePredictor(model, selection="native").set_image(image)
+    h, w = image.shape[:2]
+    g = np.random.default_rng(0)
+    pts = np.stack([g.uniform(0, w, prompts), g.uniform(0, h, prompts)], 1)[:, None].astype(np.float32)
+    lab = np.ones((prompts, 1), np.int32)
+
+    def mid():
+        with before_rewrites(model, "second"):
+            return pred.predict_batch(points=pts, labels=lab, multimask=True)
+
+    def new():
+        return pred.predict_batch(points=pts, labels=lab, multimask=True)
+
+    diff = max(float(np.abs(a.low_res_logits - b.low_res_logits).max()) for a, b in zip(mid(), new()))
+    t = bench_image.interleaved([mid, new], warmup, runs)
+    return {"model": name, "prompts": prompts, "mid_ms": 1e3 * t[0], "after_ms": 1e3 * t[1], "diff": diff}
+
+
+def format_batch(rows) -> str:
+    lines = ["| model | prompts | last stop ms | after ms | after/last stop | max logit diff |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['prompts']} | {r['mid_ms']:.0f} | {r['after_ms']:.0f} | "
+              f"{r['after_ms'] / r['mid_ms']:.2f} | {r['diff']:.1e} |" for r in rows]
+    return "\n".join(lines)
+
+
 def format_rows(rows) -> str:
     def num(v, fmt=".1f"):
         return "-" if v is None else format(v, fmt)
@@ -176,19 +212,23 @@ def format_rows(rows) -> str:
     return "\n".join(lines)
 
 
-def run(models=None, warmup: int = 2, runs: int = 20, image_size=(1200, 1800), onnx: bool = True) -> str:
+def run(models=None, warmup: int = 2, runs: int = 20, image_size=(1200, 1800), onnx: bool = True,
+        batch: int = 0) -> str:
     from PIL import Image
 
     from samkit.io import example_image_path
 
     img = Image.open(example_image_path()).convert("RGB").resize((image_size[1], image_size[0]), Image.BICUBIC)
     image = np.asarray(img)
-    rows = []
+    rows, batches = [], []
     for name in models or DEFAULT_MODELS:
         t0 = time.perf_counter()
         rows.append(bench_model(name, image, warmup, runs, onnx))
         print(format_rows(rows[-1:]).splitlines()[-1] + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
-    return format_rows(rows)
+        if batch:
+            batches.append(batch_row(name, image, batch, 1, max(3, runs // 4)))
+            print(format_batch(batches[-1:]).splitlines()[-1], flush=True)
+    return format_rows(rows) + ("\n\n" + format_batch(batches) if batches else "")
 
 
 def main(argv=None) -> None:
@@ -199,10 +239,11 @@ def main(argv=None) -> None:
     ap.add_argument("--size", type=int, nargs=2, default=(1200, 1800), metavar=("H", "W"))
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--no-onnx", action="store_true")
+    ap.add_argument("--batch", type=int, default=0, help="also time predict_batch of N one-point prompts")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(run(args.models, args.warmup, args.runs, tuple(args.size), not args.no_onnx))
+    print(run(args.models, args.warmup, args.runs, tuple(args.size), not args.no_onnx, args.batch))
 
 
 if __name__ == "__main__":

@@ -152,3 +152,65 @@ def test_recorded_gradients_take_the_low_rank_path():
         out = dec(embed, pe, sparse, dense, False, cache={})
     out[0].sum().backward()
     assert built == [] and embed.grad is not None and embed.grad.abs().sum() > 0
+
+
+# (layout, batch, distinct prompt tokens, copies of the last one, relative jitter of the copies)
+REPEATS = [("efficient_sam", 1, 1, 5, 0.0), ("efficient_sam", 2, 2, 4, 1e-6), ("sam", 1, 1, 2, 0.0),
+           ("sam2", 1, 2, 3, 2e-6), ("sam2", 2, 1, 2, 0.0)]
+
+
+@pytest.mark.parametrize("layout,batch,distinct,copies,jitter", REPEATS)
+def test_repeated_prompt_tokens_run_once(layout, batch, distinct, copies, jitter):
+    """EfficientSAM pads every prompt to 6 points with one padding point: the copies run as one
+    token weighted by their number (``merge_repeated``), with the decoder's outputs, and a prompt
+    that would be too long for the factored path fits in it."""
+    dec = _decoder(layout)
+    embed, pe, sparse, dense, high = _inputs(layout, batch, distinct)
+    g = torch.Generator().manual_seed(3)
+    pad = sparse[:, -1:].expand(batch, copies, C)
+    pad = pad * (1 + jitter * torch.randn(batch, copies, C, generator=g))  # float rounding of the copies
+    inputs = (embed, pe, torch.cat([sparse, pad], 1), dense, high)
+    seen = []
+    real = factored_decoder.transformer_forward
+    factored_decoder.transformer_forward = lambda tr, plan, tokens, *a: seen.append(tokens.shape[1]) or real(
+        tr, plan, tokens, *a)
+    try:
+        new = _run(dec, inputs, False, "factored")
+    finally:
+        factored_decoder.transformer_forward = real
+    front = dec.num_mask_tokens + 1 + int(dec.pred_obj_scores)
+    assert seen == [front + distinct]  # the copies and the token they repeat ran once
+    ref = _run(dec, inputs, False, "reference")
+    scale = ref[0].abs().max().item()
+    assert (new[0] - ref[0]).abs().max().item() <= 2e-5 * scale
+    assert (new[1] - ref[1]).abs().max().item() <= 2e-5
+    assert (new[3] - ref[3]).abs().max().item() <= 1e-4
+
+
+MERGE_CASES = [  # (prompt rows as labels of distinct tokens, expected kept labels, expected counts)
+    ([0, 1, 1, 1], [0, 1], [1, 3]), ([0, 1, 2], [0, 1, 2], None), ([1, 0, 1, 0, 0], [1, 0], [2, 3]), ([0], [0], None)]
+
+
+@pytest.mark.parametrize("rows,kept,counts", MERGE_CASES)
+def test_merge_repeated(rows, kept, counts):
+    g = torch.Generator().manual_seed(0)
+    basis = torch.randn(3, C, generator=g)
+    front = torch.randn(1, 2, C, generator=g)
+    tokens = torch.cat([front, basis[rows][None]], 1)
+    merged, log_count = factored_decoder.merge_repeated(tokens, 2)
+    assert torch.equal(merged, torch.cat([front, basis[kept][None]], 1))
+    if counts is None:
+        assert log_count is None
+    else:
+        assert torch.allclose(log_count, torch.tensor([1.0, 1.0] + counts).log())
+
+
+def test_near_but_distinct_prompts_are_not_merged():
+    """Two clicks a hundredth of a pixel apart are two tokens (only float rounding is merged)."""
+    from samkit.heads import PromptEncoder
+
+    enc = PromptEncoder(embed_dim=C, image_embedding_size=(GRID, GRID), input_image_size=(1024, 1024))
+    pts = torch.tensor([[[500.0, 300.0], [500.01, 300.0]]])
+    sparse, _ = enc((pts, torch.ones(1, 2)), None, None)
+    merged, log_count = factored_decoder.merge_repeated(sparse, 0)
+    assert log_count is None and merged.shape[1] == sparse.shape[1]

@@ -99,6 +99,10 @@ def build_plan(tr, conv1: nn.ConvTranspose2d, x0: torch.Tensor, pe: torch.Tensor
 
 
 # --------------------------------------------------------------------------------- a click
+#: :func:`merge_repeated` takes two prompt tokens as one when they differ by at most this share of
+#: the largest prompt-token value (float rounding; clicks 0.01 pixel apart differ by ~1e-4)
+REPEAT_TOL = 1e-5
+
 class FactoredKeys:
     """Image tokens of a click in factored form: ``s`` B x L (None: ones), ``ft`` B x m x L (a
     view of a buffer sized for the whole transformer), ``hm`` B x m x C; ``groups``: (offset,
@@ -189,16 +193,20 @@ def token_to_image(attn: Attention, q_in: torch.Tensor, side: Dict[str, torch.Te
 
 
 def image_to_token(attn: Attention, k_in: torch.Tensor, v_in: torch.Tensor, side: Dict[str, torch.Tensor],
-                   fk: FactoredKeys) -> None:
+                   fk: FactoredKeys, log_count: Optional[torch.Tensor] = None) -> None:
     """The image tokens attend to the prompt tokens (keys from ``k_in``, values from ``v_in``,
-    B x N x C); the update (and ``out_proj``'s bias) joins ``fk`` as two low-rank groups."""
+    B x N x C; ``log_count`` N: each token's log multiplicity, see :func:`merge_repeated`); the
+    update (and ``out_proj``'s bias) joins ``fk`` as two low-rank groups."""
     b, n, _ = k_in.shape
     heads, inner, c = attn.num_heads, attn.internal_dim, attn.embedding_dim
     dh = inner // heads
     kh = _heads_first(attn.k_proj(k_in) * dh ** -0.5, heads)  # H x BN x dh
     v = attn.v_proj(v_in).view(b, n, heads, dh).transpose(1, 2)  # B x H x N x dh
     s = _scores(kh, side["qT"], side["pqT"], fk, attn.q_proj.weight, b)
-    s = s.add_(torch.einsum("hxd,hd->hx", kh, _bias(attn.q_proj).view(heads, dh))[..., None])
+    per_token = torch.einsum("hxd,hd->hx", kh, _bias(attn.q_proj).view(heads, dh))  # H x BN
+    if log_count is not None:
+        per_token = per_token + log_count.repeat(b)
+    s = s.add_(per_token[..., None])
     p = torch.softmax(s.view(heads, b, n, -1), dim=2).view(heads, b * n, -1)  # over the prompt tokens
     wo_t = attn.out_proj.weight.t()  # I x C
     hm = torch.einsum("bhnd,hdc->bhnc", v, wo_t.view(heads, dh, c)).reshape(b, heads * n, c)
@@ -235,21 +243,52 @@ def layer_norm(norm: nn.LayerNorm, st: Dict[str, torch.Tensor], fk: FactoredKeys
     fk.add_group(None, norm.bias.expand(b, 1, c), None, norm.bias[None])
 
 
+def merge_repeated(tokens: torch.Tensor, start: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Tokens B x N x C -> (the tokens with the repeats among rows ``start:`` left out, B x N' x C;
+    the log multiplicity of every kept row, N', or None when nothing repeats).
+
+    A token equal to another one (in every prompt of the batch) stays equal to it through every
+    block: self-attention, the token->image attention and the MLP treat each token alike, and as
+    keys and values of the self- and image->token attentions ``k`` equal tokens weigh as one
+    token with ``log k`` added to its scores. So the decoder runs on one copy each. EfficientSAM
+    pads every prompt to 6 points with one and the same padding point: a click is 7 tokens
+    instead of 11, and the factored image tokens' rank shrinks with them. "Equal" allows the
+    float rounding of the positional encoding, ``REPEAT_TOL`` of the largest value: ``sin`` and
+    ``cos`` of the same argument differ by up to ~2e-6 between the vectorised body and the tail
+    of a row (EfficientSAM's padding tokens at 1e-6 apart, arguments up to ~20)."""
+    prompts = tokens[:, start:]
+    n = prompts.shape[1]
+    if n < 2:
+        return tokens, None
+    diff = (prompts[:, :, None] - prompts[:, None]).abs().amax(-1).amax(0)  # n x n
+    same = diff <= REPEAT_TOL * float(prompts.abs().max())
+    first = same.float().argmax(1)  # each row's first equal row (itself if none before it)
+    keep = first == torch.arange(n, device=first.device)
+    if bool(keep.all()):
+        return tokens, None
+    rows = torch.nonzero(keep)[:, 0]
+    counts = torch.bincount(first, minlength=n)[rows].to(tokens.dtype)
+    rows = torch.cat([torch.arange(start, device=tokens.device), start + rows])
+    return tokens[:, rows], torch.cat([counts.new_zeros(start), counts.log()])
+
+
 def transformer_forward(tr, plan: dict, point_embedding: torch.Tensor, out_tokens: Optional[int] = None,
-                        state: Optional[dict] = None) -> Tuple[torch.Tensor, FactoredKeys]:
+                        state: Optional[dict] = None, log_count: Optional[torch.Tensor] = None,
+                        ) -> Tuple[torch.Tensor, FactoredKeys]:
     """The blocks and the final attention of ``tr`` on a planned image -> (tokens B x N' x C,
     factored image tokens). ``out_tokens`` as in ``fast_two_way.transformer_forward``;
-    ``state`` receives ``final_rows(start, stop)`` for more token rows later."""
+    ``state`` receives ``final_rows(start, stop)`` for more token rows later; ``log_count``:
+    the tokens' log multiplicities (:func:`merge_repeated`)."""
     queries = point_embedding
     b, n, _ = point_embedding.shape
     capacity = len(tr.layers) * (tr.layers[0].cross_attn_image_to_token.num_heads * n + 3)
     fk = FactoredKeys(b, capacity, plan["length"], point_embedding)
     for layer, st in zip(tr.layers, plan["states"]):
-        queries = layer.token_self_attention(queries, point_embedding)
+        queries = layer.token_self_attention(queries, point_embedding, log_count)
         queries = layer.norm2(queries + token_to_image(layer.cross_attn_token_to_image, queries + point_embedding,
                                                        st, fk))
         queries = layer.norm3(queries + layer.mlp(queries))
-        image_to_token(layer.cross_attn_image_to_token, queries + point_embedding, queries, st, fk)
+        image_to_token(layer.cross_attn_image_to_token, queries + point_embedding, queries, st, fk, log_count)
         layer_norm(layer.norm4, st, fk)
 
     def final_rows(start: int = 0, stop: Optional[int] = None) -> torch.Tensor:

@@ -107,6 +107,7 @@ class MaskDecoder(nn.Module):
         self.dynamic_multimask_stability_thresh = dynamic_multimask_stability_thresh
         self.prune_tokens = True  # fast path: the final attention only for the tokens read (output_token_count)
         self.factored = True  # fast path: the image side factored once per image (factored_decoder)
+        self.merge_repeats = True  # factored path: repeated prompt tokens run once (factored_decoder.merge_repeated)
 
     def project_high_res(self, level0: torch.Tensor, level1: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """SAM 2 high-res features: the two finest FPN levels ``B x C x 4h x 4w`` and ``B x C x 2h x 2w``
@@ -167,11 +168,16 @@ class MaskDecoder(nn.Module):
         fast = not self.training and getattr(self.transformer, "fast", False)
         shared = fast and image_embeddings.shape[0] == 1 and (repeat_image or b == 1) and (
             dense is None or dense.shape[0] == 1 or dense.stride(0) == 0)
-        plan = self._plan(cache, image_embeddings, image_pe, dense, high_res_features, tokens.shape[1]) if shared else None
+        plan = None
+        if shared and cache is not None and self.factored and not torch.is_grad_enabled():
+            merged, log_count = tokens, None
+            if self.merge_repeats:
+                merged, log_count = factored.merge_repeated(tokens, tokens.shape[1] - sparse.shape[1])
+            plan = self._plan(cache, image_embeddings, image_pe, dense, high_res_features, merged.shape[1])
         if plan is not None:
             _, c, h, w = image_embeddings.shape
-            hs, keys = factored.transformer_forward(self.transformer, plan, tokens, self.output_token_count(wanted),
-                                                    state)
+            hs, keys = factored.transformer_forward(self.transformer, plan, merged, self.output_token_count(wanted),
+                                                    state, log_count)
             return self.heads(hs, keys, (b, c, h, w), high_res_features, wanted, True, state, plan)
         first = self._first_layer(cache, image_embeddings, image_pe, dense) if shared else None
         if shared:
@@ -270,12 +276,10 @@ class MaskDecoder(nn.Module):
 
     def _plan(self, cache, image_embeddings, image_pe, dense, high_res_features, n_tokens: int) -> Optional[dict]:
         """The per-image plan of :mod:`factored_decoder` for a shared image, kept in ``cache``
-        (None: no cache, ``factored`` off, a mask prompt, gradients recorded, or too many prompt
-        tokens for it to pay)."""
+        (None: a mask prompt, or too many prompt tokens for it to pay; the caller has checked
+        that there is a cache, ``factored`` is on and no gradients are recorded)."""
         tr = self.transformer
-        if cache is None or not self.factored or not hasattr(tr, "final_attn_token_to_image"):
-            return None
-        if not _constant_dense(dense) or torch.is_grad_enabled():  # a mask prompt; or autograd records
+        if not hasattr(tr, "final_attn_token_to_image") or not _constant_dense(dense):  # dense: a mask prompt
             return None
         attn = tr.layers[0].cross_attn_image_to_token
         if attn.num_heads * n_tokens > attn.internal_dim:

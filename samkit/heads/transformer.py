@@ -37,17 +37,20 @@ class TwoWayAttentionBlock(nn.Module):
         self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.skip_first_layer_pe = skip_first_layer_pe
 
-    def token_self_attention(self, queries: torch.Tensor, query_pe: torch.Tensor) -> torch.Tensor:
-        """The tokens' self-attention (per ``self_attn_mode``) followed by ``norm1``."""
+    def token_self_attention(self, queries: torch.Tensor, query_pe: torch.Tensor,
+                             key_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The tokens' self-attention (per ``self_attn_mode``) followed by ``norm1``. ``key_bias``
+        (N): added to every query's score of each token as a key (the log multiplicity of merged
+        repeated tokens, ``factored_decoder.merge_repeated``)."""
         if self.self_attn_mode == "efficient_sam":
             if not self.skip_first_layer_pe:
                 queries = queries + query_pe
-            queries = queries + self.self_attn(queries, queries, queries)
+            queries = queries + self.self_attn(queries, queries, queries, key_bias)
         elif self.skip_first_layer_pe:
-            queries = self.self_attn(queries, queries, queries)
+            queries = self.self_attn(queries, queries, queries, key_bias)
         else:
             q = queries + query_pe
-            queries = queries + self.self_attn(q, q, queries)
+            queries = queries + self.self_attn(q, q, queries, key_bias)
         return self.norm1(queries)
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor,

@@ -47,9 +47,13 @@ class Attention(nn.Module):
         fresh tensors, so subclasses may rotate them in place)."""
         return self._split(self.q_proj(q)), self._split(self.k_proj(k)), self._split(self.v_proj(v))
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``bias``: optional additive float per key (``Nk``), e.g. the log multiplicity of a key
+        that stands for several identical ones."""
         q, k, v = self.project(q, k, v)
-        return self.out_proj(self._merge(F.scaled_dot_product_attention(q, k, v)))
+        mask = None if bias is None else bias.to(q.dtype).view(1, 1, 1, -1)
+        return self.out_proj(self._merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)))
 
 
 class PackedAttention(nn.Module):
