@@ -211,6 +211,7 @@ def test_near_but_distinct_prompts_are_not_merged():
 
     enc = PromptEncoder(embed_dim=C, image_embedding_size=(GRID, GRID), input_image_size=(1024, 1024))
     pts = torch.tensor([[[500.0, 300.0], [500.01, 300.0]]])
-    sparse, _ = enc((pts, torch.ones(1, 2)), None, None)
+    with torch.no_grad():
+        sparse, _ = enc((pts, torch.ones(1, 2)), None, None)
     merged, log_count = factored_decoder.merge_repeated(sparse, 0)
     assert log_count is None and merged.shape[1] == sparse.shape[1]
