@@ -16,7 +16,7 @@ accumulator; SAM 2's lazy multimask tokens follow ``prune_tokens``); ``official`
 predictor where ``bench_image`` has one. ``same``: whether before and after give identical
 full-resolution masks (else how many pixels differ: float noise at logits ~ 0) and the largest
 low-res logit difference. ONNX: the per-click graph ``prompt_decoder_fast``
-(``samkit.export.fast_decoder``) traced before / after, in onnxruntime on the CPU with 2 threads
+(``samkit.export.fast_decoder``) traced before / last stop / after, in onnxruntime on the CPU with 2 threads
 (the page's wasm build runs the same graph), one click on the image's ``decoder_image`` outputs.
 
 ``--batch N`` adds a table: ``ImagePredictor.predict_batch`` of N one-point prompts with three
@@ -117,8 +117,9 @@ def _onnx_graphs(model, features, tmp: Path):
     inputs = dict(zip(fd.FIRST_LAYER, first), **high, point_coords=torch.from_numpy(coords),
                   point_labels=torch.from_numpy(labels))
     sessions = {}
-    for variant in ("before", "after"):
-        ctx = before_rewrites(model) if variant == "before" else contextlib.nullcontext()
+    for variant in ("before", "mid", "after"):
+        ctx = {"before": lambda: before_rewrites(model), "mid": lambda: before_rewrites(model, "second"),
+               "after": contextlib.nullcontext}[variant]()
         with ctx:
             proto = trace_to_onnx(graph, tuple(inputs.values()), tmp, input_names=list(inputs),
                                   output_names=fd.FAST_OUTPUTS, dynamic_axes=axes, opset=17,
@@ -141,9 +142,10 @@ def _onnx_times(model, features, warmup, runs):
     a = sessions["before"].run(None, feeds)
     b = sessions["after"].run(None, feeds)
     diff = float(np.abs(a[0] - b[0]).max())
-    fns = [lambda s=s: s.run(None, feeds) for s in (sessions["before"], sessions["after"])]
+    fns = [lambda s=s: s.run(None, feeds) for s in (sessions["before"], sessions["mid"], sessions["after"])]
     t = bench_image.interleaved(fns, warmup, runs)
-    return {"onnx_before_ms": 1e3 * t[0], "onnx_after_ms": 1e3 * t[1], "onnx_max_diff": diff}
+    return {"onnx_before_ms": 1e3 * t[0], "onnx_mid_ms": 1e3 * t[1], "onnx_after_ms": 1e3 * t[2],
+            "onnx_max_diff": diff}
 
 
 def bench_model(name, image, warmup, runs, onnx: bool) -> dict:
@@ -199,16 +201,17 @@ def format_rows(rows) -> str:
         return f"{a / b:.2f}" if a is not None and b else "-"
 
     lines = ["| model | before ms | last stop ms | after ms | after/before | after/last stop | official ms | "
-             "after/official | same masks (pixels differing, max logit diff) | ONNX click before ms | after ms | "
-             "after/before |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "after/official | same masks (pixels differing, max logit diff) | ONNX click before ms | last stop ms | "
+             "after ms | after/before | after/last stop |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {num(r['before_ms'])} | {num(r['mid_ms'])} | {num(r['after_ms'])} | "
                      f"{ratio(r['after_ms'], r['before_ms'])} | {ratio(r['after_ms'], r['mid_ms'])} | "
                      f"{num(r['official_ms'])} | "
                      f"{ratio(r['after_ms'], r['official_ms'])} | {'yes' if not r['same'] else r['same']} "
-                     f"({r['max_logit_diff']:.1e}) | {num(r.get('onnx_before_ms'))} | {num(r.get('onnx_after_ms'))} | "
-                     f"{ratio(r.get('onnx_after_ms'), r.get('onnx_before_ms'))} |")
+                     f"({r['max_logit_diff']:.1e}) | {num(r.get('onnx_before_ms'))} | {num(r.get('onnx_mid_ms'))} | "
+                     f"{num(r.get('onnx_after_ms'))} | {ratio(r.get('onnx_after_ms'), r.get('onnx_before_ms'))} | "
+                     f"{ratio(r.get('onnx_after_ms'), r.get('onnx_mid_ms'))} |")
     return "\n".join(lines)
 
 

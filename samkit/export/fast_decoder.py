@@ -15,7 +15,8 @@ image. Two graphs split that work (the math of ``samkit.heads.fast_two_way``):
   ``low_res_masks`` N x K x 4h x 4w logits and ``iou_predictions`` N x K (K = every mask token).
   Every cross-attention takes its low-rank form (exact for any number of points), the first
   block uses the precomputed projections, and the final attention runs for the output tokens
-  only (not for the prompt tokens, whose outputs nobody reads). No mask input: a prompt with a mask input (refinement)
+  only (not for the prompt tokens, whose outputs nobody reads). EfficientSAM's padding points
+  (up to 6 points, all alike) run as one token weighted by their number. No mask input: a prompt with a mask input (refinement)
   needs the reference decoder. No upsampling: the caller applies the layout's postprocessing
   (``image.postprocess`` of the manifest) to the masks it keeps.
 """
@@ -79,18 +80,35 @@ class FastDecoderGraph(nn.Module):
             p = torch._shape_as_tensor(labels)[1]
             return high_res, torch.index_select(sparse, 1, torch.arange(p + torch.clamp(p, max=1)))
         coords, labels = rest
-        if self.layout == "efficient_sam":
+        if self.layout == "efficient_sam":  # every padding point a token (merge_repeats off: benchmarks)
             coords, labels = self.prompts._efficient_prompts(coords, labels)
         return None, self.model.prompt_encoder._embed_points(coords, labels, pad=False)
 
+    def _efficient_sparse(self, coords: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """EfficientSAM: the clicks and ONE padding point standing for the ``max(0, max_points - P)``
+        that the reference pads with (identical tokens; ``factored_decoder.merge_repeated``) ->
+        (sparse N x (P + 1) x C, the padding token's log multiplicity: -inf for none)."""
+        coords = self.prompts.efficient_coords(coords, labels)
+        n = coords.shape[0]
+        coords = torch.cat([coords, coords.new_full((1, 1, 2), -1.0).expand(n, 1, 2)], 1)
+        labels = torch.cat([labels, labels.new_full((1, 1), -1.0).expand(n, 1)], 1)
+        pads = torch.clamp(self.prompts.max_points + 1 - torch._shape_as_tensor(labels)[1], min=0)
+        return self.model.prompt_encoder._embed_points(coords, labels, pad=False), torch.log(pads.float()).view(1)
+
     def forward(self, image_keys, first_k, first_v, first_q, *rest):
         dec = self.model.mask_decoder
-        high_res, sparse = self._sparse(rest)
-        tokens = dec.prompt_tokens(sparse)
+        high_res, key_bias = None, None
+        if self.layout == "efficient_sam" and dec.merge_repeats:  # the last (padding) token for its copies
+            sparse, log_pads = self._efficient_sparse(*rest)
+            tokens = dec.prompt_tokens(sparse)
+            key_bias = torch.cat([torch.zeros_like(tokens[0, :-1, 0]), log_pads])
+        else:
+            high_res, sparse = self._sparse(rest)
+            tokens = dec.prompt_tokens(sparse)
         key_pe = _key_pe(self.model)
         pre = {"k": first_k, "v": first_v, "q": first_q, "keys": image_keys, "key_pe": key_pe}
         hs, keys = fast.transformer_forward(dec.transformer, tokens, image_keys, key_pe, pre, low_rank=True,
-                                            out_tokens=dec.output_token_count())
+                                            out_tokens=dec.output_token_count(), key_bias=key_bias)
         h, w = self.model.prompt_encoder.image_embedding_size
         b, c = hs.shape[0], hs.shape[2]
         masks, iou, _, _ = dec.heads(hs, keys, (b, c, h, w), high_res)

@@ -166,11 +166,16 @@ class SamDecoderGraph(nn.Module):
         rows = torch.arange(low.shape[0], device=low.device)
         return low[rows, best].unsqueeze(1), iou[rows, best].unsqueeze(1)
 
+    @staticmethod
+    def efficient_coords(coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """EfficientSAM's coordinates: padding points and negative coordinates at -1."""
+        coords = torch.where(labels[..., None] == -1, torch.full_like(coords, -1.0), coords)
+        return torch.where(coords >= 0, coords, torch.full_like(coords, -1.0))
+
     def _efficient_prompts(self, coords: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """EfficientSAM's prompt list: negative coordinates and padding points at (-1, -1), padded
         to ``max_points`` points with (-1, -1) / -1 (more points are all kept)."""
-        coords = torch.where(labels[..., None] == -1, torch.full_like(coords, -1.0), coords)
-        coords = torch.where(coords >= 0, coords, torch.full_like(coords, -1.0))
+        coords = self.efficient_coords(coords, labels)
         n = coords.shape[0]
         pad_c = coords.new_full((1, 1, 2), -1.0).expand(n, self.max_points, 2)
         pad_l = labels.new_full((1, 1), -1.0).expand(n, self.max_points)

@@ -59,10 +59,12 @@ def token_to_image(attn: Attention, q_in: torch.Tensor, keys_pe: torch.Tensor, k
 
 
 def image_to_token(attn: Attention, x_pe: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor,
-                   q: Optional[torch.Tensor] = None, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+                   q: Optional[torch.Tensor] = None, residual: Optional[torch.Tensor] = None,
+                   key_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Image tokens ``x_pe`` (1 or B x L x C) attend to ``k_in``/``v_in`` (B x N x C);
     ``q``: precomputed projected image queries (1 x L x I). Returns B x L x C, plus ``residual``
-    (1 or B x L x C) when given: it starts the GEMM's accumulator (one pass fewer than adding it after)."""
+    (1 or B x L x C) when given: it starts the GEMM's accumulator (one pass fewer than adding it after).
+    ``key_bias`` (N): added to every score of each prompt token (a log multiplicity)."""
     b, n, _ = k_in.shape
     heads, inner, c = attn.num_heads, attn.internal_dim, attn.embedding_dim
     dh = inner // heads
@@ -82,6 +84,8 @@ def image_to_token(attn: Attention, x_pe: torch.Tensor, k_in: torch.Tensor, v_in
         if attn.q_proj.bias is not None:
             bias = torch.einsum("bnhd,hd->bhn", k * scale, attn.q_proj.bias.view(heads, dh))
             s = s + bias[..., None]
+    if key_bias is not None:
+        s = s + key_bias.view(1, 1, -1, 1)
     p = torch.softmax(s, dim=2).reshape(b, heads * n, -1)  # B x HN x L
     if residual is not None:
         acc = residual.expand(b, -1, -1)
@@ -116,11 +120,13 @@ def first_layer_projections(layer, keys: torch.Tensor, key_pe: torch.Tensor) -> 
 
 def block_forward(layer, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor,
                   key_pe: torch.Tensor, pre: Optional[Dict[str, torch.Tensor]] = None,
-                  low_rank: Optional[bool] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                  low_rank: Optional[bool] = None, key_bias: Optional[torch.Tensor] = None,
+                  ) -> Tuple[torch.Tensor, torch.Tensor]:
     """One TwoWayAttentionBlock. ``keys`` 1 or B x L x C; ``pre`` from :func:`first_layer_projections`.
     ``low_rank``: None chooses per attention (:func:`low_rank_pays`), True always takes the
-    low-rank form (exact for any token count: a traced graph must not depend on it)."""
-    queries = layer.token_self_attention(queries, query_pe)
+    low-rank form (exact for any token count: a traced graph must not depend on it).
+    ``key_bias`` (N): each token's log multiplicity as a key (``factored_decoder.merge_repeated``)."""
+    queries = layer.token_self_attention(queries, query_pe, key_bias)
     n = queries.shape[1]
     q = queries + query_pe
     t2i = layer.cross_attn_token_to_image
@@ -136,9 +142,10 @@ def block_forward(layer, queries: torch.Tensor, keys: torch.Tensor, query_pe: to
     q = queries + query_pe
     i2t = layer.cross_attn_image_to_token
     if pre is not None or low_rank or (low_rank is None and low_rank_pays(i2t, n)):
-        keys = image_to_token(i2t, k_pe, q, queries, q=None if pre is None else pre["q"], residual=keys)
+        keys = image_to_token(i2t, k_pe, q, queries, q=None if pre is None else pre["q"], residual=keys,
+                              key_bias=key_bias)
     else:
-        keys = add_(i2t(_expand(k_pe, q), q, queries), keys)  # a fresh B x L x C temporary
+        keys = add_(i2t(_expand(k_pe, q), q, queries, key_bias), keys)  # a fresh B x L x C temporary
     keys = layer.norm4(keys)
     return queries, keys
 
@@ -149,8 +156,8 @@ def _expand(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def transformer_forward(tr, point_embedding: torch.Tensor, keys: torch.Tensor, key_pe: torch.Tensor,
                         first_layer: Optional[Dict[str, torch.Tensor]] = None, low_rank: Optional[bool] = None,
-                        out_tokens: Optional[int] = None, state: Optional[dict] = None
-                        ) -> Tuple[torch.Tensor, torch.Tensor]:
+                        out_tokens: Optional[int] = None, state: Optional[dict] = None,
+                        key_bias: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """The blocks and final attention of a ``TwoWayTransformer`` ``tr`` on image tokens ``keys``
     / ``key_pe`` (1 or B x L x C, token-major) and prompt tokens ``point_embedding`` B x N x C
     -> (tokens B x N' x C, image tokens 1 or B x L x C). ``low_rank`` as in :func:`block_forward`.
@@ -159,11 +166,12 @@ def transformer_forward(tr, point_embedding: torch.Tensor, keys: torch.Tensor, k
     (N' = out_tokens; None: all N). Its queries are independent rows (own softmax, own
     LayerNorm), so dropping the rows nobody reads (the prompt tokens, unrequested mask tokens)
     changes nothing in the rows kept and saves ``(N - N') / N`` of that attention.
-    ``state``: a dict that receives what :func:`final_attention` needs for more rows later."""
+    ``state``: a dict that receives what :func:`final_attention` needs for more rows later.
+    ``key_bias`` as in :func:`block_forward`."""
     queries = point_embedding
     for i, layer in enumerate(tr.layers):
         queries, keys = block_forward(layer, queries, keys, point_embedding, key_pe,
-                                      first_layer if i == 0 else None, low_rank)
+                                      first_layer if i == 0 else None, low_rank, key_bias)
     k_pe = keys + key_pe
     if state is not None:
         state.update(queries=queries, point_embedding=point_embedding, keys=keys, k_pe=k_pe, low_rank=low_rank)
