@@ -16,9 +16,10 @@ image. Two graphs split that work (the math of ``samkit.heads.fast_two_way``):
   Every cross-attention takes its low-rank form (exact for any number of points), the first
   block uses the precomputed projections, and the final attention runs for the output tokens
   only (not for the prompt tokens, whose outputs nobody reads). EfficientSAM's padding points
-  (up to 6 points, all alike) run as one token weighted by their number. No mask input: a prompt with a mask input (refinement)
-  needs the reference decoder. No upsampling: the caller applies the layout's postprocessing
-  (``image.postprocess`` of the manifest) to the masks it keeps.
+  (up to 6 points, all alike) run as one token weighted by their number. No mask input: a
+  prompt with a mask input (refinement) needs the reference decoder. No upsampling: the caller
+  applies the layout's postprocessing (``image.postprocess`` of the manifest) to the masks it
+  keeps.
 """
 from __future__ import annotations
 

@@ -193,9 +193,9 @@ def token_to_image(attn: Attention, q_in: torch.Tensor, side: Dict[str, torch.Te
 
 
 def image_to_token(attn: Attention, k_in: torch.Tensor, v_in: torch.Tensor, side: Dict[str, torch.Tensor],
-                   fk: FactoredKeys, log_count: Optional[torch.Tensor] = None) -> None:
+                   fk: FactoredKeys, key_bias: Optional[torch.Tensor] = None) -> None:
     """The image tokens attend to the prompt tokens (keys from ``k_in``, values from ``v_in``,
-    B x N x C; ``log_count`` N: each token's log multiplicity, see :func:`merge_repeated`); the
+    B x N x C; ``key_bias`` N: each token's log multiplicity, see :func:`merge_repeated`); the
     update (and ``out_proj``'s bias) joins ``fk`` as two low-rank groups."""
     b, n, _ = k_in.shape
     heads, inner, c = attn.num_heads, attn.internal_dim, attn.embedding_dim
@@ -204,8 +204,8 @@ def image_to_token(attn: Attention, k_in: torch.Tensor, v_in: torch.Tensor, side
     v = attn.v_proj(v_in).view(b, n, heads, dh).transpose(1, 2)  # B x H x N x dh
     s = _scores(kh, side["qT"], side["pqT"], fk, attn.q_proj.weight, b)
     per_token = torch.einsum("hxd,hd->hx", kh, _bias(attn.q_proj).view(heads, dh))  # H x BN
-    if log_count is not None:
-        per_token = per_token + log_count.repeat(b)
+    if key_bias is not None:
+        per_token = per_token + key_bias.repeat(b)
     s = s.add_(per_token[..., None])
     p = torch.softmax(s.view(heads, b, n, -1), dim=2).view(heads, b * n, -1)  # over the prompt tokens
     wo_t = attn.out_proj.weight.t()  # I x C
@@ -273,22 +273,22 @@ def merge_repeated(tokens: torch.Tensor, start: int) -> Tuple[torch.Tensor, Opti
 
 
 def transformer_forward(tr, plan: dict, point_embedding: torch.Tensor, out_tokens: Optional[int] = None,
-                        state: Optional[dict] = None, log_count: Optional[torch.Tensor] = None,
+                        state: Optional[dict] = None, key_bias: Optional[torch.Tensor] = None,
                         ) -> Tuple[torch.Tensor, FactoredKeys]:
     """The blocks and the final attention of ``tr`` on a planned image -> (tokens B x N' x C,
     factored image tokens). ``out_tokens`` as in ``fast_two_way.transformer_forward``;
-    ``state`` receives ``final_rows(start, stop)`` for more token rows later; ``log_count``:
+    ``state`` receives ``final_rows(start, stop)`` for more token rows later; ``key_bias``:
     the tokens' log multiplicities (:func:`merge_repeated`)."""
     queries = point_embedding
     b, n, _ = point_embedding.shape
     capacity = len(tr.layers) * (tr.layers[0].cross_attn_image_to_token.num_heads * n + 3)
     fk = FactoredKeys(b, capacity, plan["length"], point_embedding)
     for layer, st in zip(tr.layers, plan["states"]):
-        queries = layer.token_self_attention(queries, point_embedding, log_count)
+        queries = layer.token_self_attention(queries, point_embedding, key_bias)
         queries = layer.norm2(queries + token_to_image(layer.cross_attn_token_to_image, queries + point_embedding,
                                                        st, fk))
         queries = layer.norm3(queries + layer.mlp(queries))
-        image_to_token(layer.cross_attn_image_to_token, queries + point_embedding, queries, st, fk, log_count)
+        image_to_token(layer.cross_attn_image_to_token, queries + point_embedding, queries, st, fk, key_bias)
         layer_norm(layer.norm4, st, fk)
 
     def final_rows(start: int = 0, stop: Optional[int] = None) -> torch.Tensor:

@@ -170,14 +170,14 @@ class MaskDecoder(nn.Module):
             dense is None or dense.shape[0] == 1 or dense.stride(0) == 0)
         plan = None
         if shared and cache is not None and self.factored and not torch.is_grad_enabled():
-            merged, log_count = tokens, None
+            merged, key_bias = tokens, None
             if self.merge_repeats:
-                merged, log_count = factored.merge_repeated(tokens, tokens.shape[1] - sparse.shape[1])
+                merged, key_bias = factored.merge_repeated(tokens, tokens.shape[1] - sparse.shape[1])
             plan = self._plan(cache, image_embeddings, image_pe, dense, high_res_features, merged.shape[1])
         if plan is not None:
             _, c, h, w = image_embeddings.shape
             hs, keys = factored.transformer_forward(self.transformer, plan, merged, self.output_token_count(wanted),
-                                                    state, log_count)
+                                                    state, key_bias)
             return self.heads(hs, keys, (b, c, h, w), high_res_features, wanted, True, state, plan)
         first = self._first_layer(cache, image_embeddings, image_pe, dense) if shared else None
         if shared:
