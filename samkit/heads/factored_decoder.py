@@ -255,7 +255,7 @@ def merge_repeated(tokens: torch.Tensor, start: int) -> Tuple[torch.Tensor, Opti
     instead of 11, and the factored image tokens' rank shrinks with them. "Equal" allows the
     float rounding of the positional encoding, ``REPEAT_TOL`` of the largest value: ``sin`` and
     ``cos`` of the same argument differ by up to ~2e-6 between the vectorised body and the tail
-    of a row (EfficientSAM's padding tokens at 1e-6 apart, arguments up to ~20)."""
+    of a row (EfficientSAM's padding tokens 1.7e-6 apart, arguments up to ~20)."""
     prompts = tokens[:, start:]
     n = prompts.shape[1]
     if n < 2:
